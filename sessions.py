@@ -1,0 +1,1327 @@
+"""sessions.py: server-side sessions for any Python web server, compatible with express-session.
+
+One standard-library file. A signed session-id cookie identifies a record kept by a server-side store; the
+record expires; precise rules decide when the record is written, touched or left alone, and when the
+browser is sent a cookie. Cookies and records are byte-compatible with Node's express-session 1.19 (and
+connect-redis), so a Python app and an Express app can share live sessions.
+
+Where express-session's users suffer, this module does better: it saves before the response starts (a
+redirect always sees the saved session), turns store failures into a clean 500, raises on writes that would
+be lost, parses hostile Cookie headers safely, re-signs cookies after a secret rotation, and ships a memory
+store fit for a single production process.
+
+The file reads in the order a request meets it:
+cookie codec -> signing -> stores -> session -> manager (all policy) -> adapters (no policy).
+
+Quick start (http.server)::
+
+    manager = sessions.SessionManager("a long random secret")
+
+    class Handler(sessions.SessionHandlerMixin, http.server.BaseHTTPRequestHandler):
+        session_manager = manager
+        def do_GET(self):
+            self.session["views"] = self.session.get("views", 0) + 1
+            ...
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import hashlib
+import heapq
+import hmac
+import json
+import logging
+import math
+import re
+import secrets as _secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Optional, Tuple, Union
+from urllib.parse import quote, unquote_to_bytes
+
+__all__ = [
+    "SessionError",
+    "ConfigurationError",
+    "SessionClosedError",
+    "SessionNotFoundError",
+    "SerializationError",
+    "StoreError",
+    "sign",
+    "unsign",
+    "parse_cookie_header",
+    "CookieOptions",
+    "SessionCookie",
+    "Store",
+    "MemoryStore",
+    "Session",
+    "SessionManager",
+    "SessionHandlerMixin",
+    "SessionMiddleware",
+]
+
+log = logging.getLogger("sessions")
+
+Secret = Union[str, bytes]
+Seconds = Union[int, float, timedelta]
+
+#: A Cookie header is not parsed past this many characters (browsers send at most about 4 KiB per cookie).
+MAX_COOKIE_HEADER = 8192
+
+#: Key of the creation time (ms since the epoch) in a record, written only when ``absolute_timeout`` is set.
+#: It lives among the data keys, not in the cookie object, because express-session rewrites the cookie
+#: object with a fixed set of keys and would drop it; data keys survive a round trip through Node.
+CREATED_KEY = "__createdAt"
+_RESERVED_KEYS = frozenset(("cookie", CREATED_KEY))
+
+
+# Errors ###################################################################################################
+
+
+class SessionError(Exception):
+    """Base class of every error this module raises on purpose."""
+
+
+class ConfigurationError(SessionError, ValueError):
+    """An option is missing, invalid or impossible in combination; raised at construction."""
+
+
+class SessionClosedError(SessionError):
+    """The session can no longer change: its response has started, or it was destroyed."""
+
+
+class SessionNotFoundError(SessionError):
+    """``reload()`` found no live record for the session."""
+
+
+class SerializationError(SessionError, TypeError):
+    """A session value (or key) cannot be stored as JSON; the message names the key."""
+
+
+class StoreError(SessionError):
+    """The store raised while loading or committing; the original exception is the ``__cause__``."""
+
+
+# Small helpers: time, JSON, ids #############################################################################
+
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_encode_json = _JSON.encode
+_decode_json = json.JSONDecoder().decode
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_ISO_MS = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?Z\Z")
+
+
+def _seconds(value: Any, option: str, *, allow_zero: bool = True) -> Optional[float]:
+    """Validate a duration option (seconds as int/float, or a timedelta); None passes through."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{option} must be a number of seconds or a timedelta, not {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise ConfigurationError(f"{option} must be a finite number of seconds, {bound}; got {value!r}")
+    return float(value)
+
+
+def _ms(seconds: float) -> Union[int, float]:
+    """Seconds to milliseconds, as an int whenever exact, so JSON shows ``60000`` like JavaScript does."""
+    ms = seconds * 1000
+    return int(ms) if ms == int(ms) else ms
+
+
+def _iso(ms: int) -> str:
+    """``2023-11-14T22:14:20.000Z``: JavaScript's ``Date.prototype.toISOString`` (what express stores)."""
+    t = time.gmtime(ms // 1000)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{ms % 1000:03d}Z"
+    )
+
+
+def _parse_iso(text: str) -> Optional[int]:
+    """Milliseconds since the epoch of an ISO-8601 UTC time, or None if it is not one."""
+    match = _ISO_MS.match(text)
+    if match:
+        year, month, day, hour, minute, second, fraction = match.groups()
+        whole = calendar.timegm((int(year), int(month), int(day), int(hour), int(minute), int(second)))
+        return whole * 1000 + (int(fraction[:3].ljust(3, "0")) if fraction else 0)
+    try:  # rarer spellings, e.g. an explicit offset
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return int(parsed.timestamp() * 1000)
+
+
+def _http_date(ms: int) -> str:
+    """``Tue, 14 Nov 2023 22:14:20 GMT`` (the ``Expires`` attribute, second precision like express)."""
+    t = time.gmtime(ms // 1000)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
+
+
+def _sid_hash(sid: str) -> str:
+    """A short, stable tag for a session id in logs; the id itself is a credential and is never logged."""
+    return hashlib.sha256(sid.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def _default_genid() -> str:
+    """24 random bytes as base64url: 32 characters, 192 bits (express-session's ``uid-safe(24)``)."""
+    return _secrets.token_urlsafe(24)
+
+
+# Cookie codec #############################################################################################
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # RFC 7230 token: a valid cookie name
+_DOMAIN = re.compile(r"\.?[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\Z", re.I)
+_PATH = re.compile(r"/[\x20-\x3a\x3c-\x7e]*\Z")  # printable ASCII without ';'
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_COOKIE_SEPARATORS = re.compile(r"[;,]")
+
+
+def _encode_uri_component(value: str) -> str:
+    """JavaScript's ``encodeURIComponent``: what express-session's cookie serializer applies to values."""
+    return quote(value, safe="-_.!~*'()")
+
+
+def _decode_cookie_value(value: str) -> str:
+    """cookie 0.7.2's ``tryDecode``: percent-decode only if there is a ``%``; keep the raw text if invalid."""
+    if len(value) > 1 and value[0] == '"' and value[-1] == '"':
+        value = value[1:-1]
+    if "%" not in value:
+        return value
+    if _BAD_ESCAPE.search(value):
+        return value
+    try:
+        return unquote_to_bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        return value
+
+
+def parse_cookie_header(header: Union[str, Iterable[str], None], name: Optional[str] = None) -> List[Tuple[str, str]]:
+    """Parse one or several Cookie headers into ``(name, value)`` pairs, in order, keeping repeated names.
+
+    Built for hostile input (``http.cookies.SimpleCookie`` drops a whole header when one cookie is malformed,
+    and unquotes in quadratic time, CVE-2024-7592):
+
+    - pairs are separated by ``;`` and also by ``,``, because some WSGI servers join repeated Cookie headers
+      with a comma; a segment without ``=`` or with an empty name is skipped, and never hides its neighbours;
+    - names and values are stripped of space and tab only, so ``"\\xa0sid"`` is not ``"sid"``;
+    - a value in double quotes is unquoted, then percent-decoded (``decodeURIComponent``) when it holds a
+      ``%``; an invalid escape or invalid UTF-8 keeps the raw text;
+    - at most ``MAX_COOKIE_HEADER`` characters are read; the work is linear in that.
+
+    With ``name``, only the pairs of that name are returned (and only those are decoded).
+    """
+    if header is None:
+        return []
+    if not isinstance(header, str):
+        header = "; ".join(h for h in header if isinstance(h, str))
+    if len(header) > MAX_COOKIE_HEADER:
+        log.debug("Cookie header of %d characters read only to %d", len(header), MAX_COOKIE_HEADER)
+        header = header[:MAX_COOKIE_HEADER]
+    if name is not None and name not in header:
+        return []
+    pairs = []
+    for segment in _COOKIE_SEPARATORS.split(header):
+        eq = segment.find("=")
+        if eq < 0:
+            continue
+        key = segment[:eq].strip(" \t")
+        if not key or (name is not None and key != name):
+            continue
+        pairs.append((key, _decode_cookie_value(segment[eq + 1 :].strip(" \t"))))
+    return pairs
+
+
+def _path_matches(request_path: str, cookie_path: str) -> bool:
+    """RFC 6265 section 5.1.4 path-match: by whole segments, so ``/admin`` does not match ``/administrator``."""
+    if request_path == cookie_path:
+        return True
+    return request_path.startswith(cookie_path) and (
+        cookie_path.endswith("/") or request_path[len(cookie_path)] == "/"
+    )
+
+
+# Signing ##################################################################################################
+
+
+def _key(secret: Secret) -> bytes:
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    if not isinstance(secret, (bytes, bytearray)) or not secret:
+        raise ConfigurationError("secret must be a non-empty str or bytes (or a non-empty list of them)")
+    return bytes(secret)
+
+
+def _keys(secret: Union[Secret, Sequence[Secret]]) -> Tuple[bytes, ...]:
+    """Normalise a secret or a list of secrets to HMAC keys; the first one signs, every one verifies."""
+    if isinstance(secret, (str, bytes, bytearray)):
+        return (_key(secret),)
+    if isinstance(secret, Sequence) and secret:
+        return tuple(_key(s) for s in secret)
+    raise ConfigurationError(
+        "secret is required: pass a long random str or bytes, or a non-empty list of them (the first signs)"
+    )
+
+
+def _mac(key: bytes, value: bytes) -> bytes:
+    """Standard base64 of HMAC-SHA256 without ``=`` padding (node cookie-signature 1.0.x)."""
+    return base64.b64encode(hmac.new(key, value, hashlib.sha256).digest()).rstrip(b"=")
+
+
+def sign(value: str, secret: Secret) -> str:
+    """``value + "." + mac``, exactly like node's cookie-signature ``sign``."""
+    if not isinstance(value, str):
+        raise TypeError("sign() needs a str value")
+    return value + "." + _mac(_key(secret), value.encode("utf-8")).decode("ascii")
+
+
+def _unsign(signed: str, keys: Tuple[bytes, ...]) -> Tuple[Optional[str], int]:
+    """The signed value and the index of the key that verified it, or ``(None, -1)``.
+
+    Splits at the last ``.`` (values may contain dots) and compares the MAC bytes in constant time with
+    each key in order.
+    """
+    try:
+        raw = signed.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: never something we signed
+        return None, -1
+    dot = raw.rfind(b".")
+    if dot < 0:
+        return None, -1
+    value, given = raw[:dot], raw[dot + 1 :]
+    for index, key in enumerate(keys):
+        if hmac.compare_digest(given, _mac(key, value)):
+            return value.decode("utf-8"), index
+    return None, -1
+
+
+def unsign(signed: str, secrets: Union[Secret, Sequence[Secret]]) -> Optional[str]:
+    """The value of ``signed`` if its signature verifies with one of ``secrets``, else None."""
+    if not isinstance(signed, str):
+        return None
+    return _unsign(signed, _keys(secrets))[0]
+
+
+# Cookie options ###########################################################################################
+
+_SAME_SITE = {"strict": "Strict", "lax": "Lax", "none": "None"}
+_PRIORITY = {"low": "Low", "medium": "Medium", "high": "High"}
+
+
+@dataclass(frozen=True)
+class CookieOptions:
+    """Attributes of the session cookie. Validated at construction; every value is safe to emit.
+
+    - ``path`` (``"/"``): the cookie's path; requests outside it (matched by segment) get no session.
+    - ``domain`` (None): host-only cookie unless set.
+    - ``max_age`` (None): lifetime in seconds (int, float or timedelta), sliding on every committed request;
+      None makes a browser-session cookie (its record still expires from the store, see ``MemoryStore``).
+    - ``http_only`` (True): hide the cookie from JavaScript.
+    - ``secure`` (False): True, False, or ``"auto"`` (Secure exactly when the request is HTTPS, decided on
+      every response). A Secure cookie is never sent over plain HTTP.
+    - ``same_site`` (``"Lax"``): ``"Strict"``, ``"Lax"``, ``"None"`` (needs ``secure=True``) or None.
+    - ``partitioned`` (False): CHIPS partitioned cookie (needs ``secure=True``).
+    - ``priority`` (None): ``"Low"``, ``"Medium"`` or ``"High"``.
+    """
+
+    path: str = "/"
+    domain: Optional[str] = None
+    max_age: Optional[Seconds] = None
+    http_only: bool = True
+    secure: Union[bool, str] = False
+    same_site: Optional[str] = "Lax"
+    partitioned: bool = False
+    priority: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not _PATH.match(self.path):
+            raise ConfigurationError(f"cookie path must start with '/' and be printable ASCII without ';': {self.path!r}")
+        if self.domain is not None and (not isinstance(self.domain, str) or not _DOMAIN.match(self.domain)):
+            raise ConfigurationError(f"cookie domain must be a host name like 'example.com': {self.domain!r}")
+        object.__setattr__(self, "max_age", _seconds(self.max_age, "cookie max_age"))
+        for flag in ("http_only", "partitioned"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigurationError(f"cookie {flag} must be True or False")
+        if self.secure not in (True, False, "auto") or not isinstance(self.secure, (bool, str)):
+            raise ConfigurationError(f"cookie secure must be True, False or 'auto': {self.secure!r}")
+        object.__setattr__(self, "same_site", self._choice(self.same_site, _SAME_SITE, "same_site"))
+        object.__setattr__(self, "priority", self._choice(self.priority, _PRIORITY, "priority"))
+        if self.same_site == "None" and self.secure is not True:
+            raise ConfigurationError("same_site='None' needs secure=True (browsers reject it otherwise)")
+        if self.partitioned and self.secure is not True:
+            raise ConfigurationError("partitioned=True needs secure=True (browsers reject it otherwise)")
+
+    @staticmethod
+    def _choice(value: Optional[str], allowed: Dict[str, str], option: str) -> Optional[str]:
+        if value is None:
+            return None
+        if isinstance(value, str) and value.lower() in allowed:
+            return allowed[value.lower()]
+        raise ConfigurationError(f"cookie {option} must be one of {sorted(allowed.values())} or None: {value!r}")
+
+    @classmethod
+    def coerce(cls, value: Union["CookieOptions", Dict[str, Any], None]) -> "CookieOptions":
+        """Accept a CookieOptions, a dict of its fields (unknown keys are an error) or None (defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            unknown = set(value) - {f.name for f in fields(cls)}
+            if unknown:
+                raise ConfigurationError(f"unknown cookie option(s): {', '.join(sorted(map(str, unknown)))}")
+            return cls(**value)
+        raise ConfigurationError(f"cookie must be a CookieOptions or a dict, not {type(value).__name__}")
+
+
+# Stores ###################################################################################################
+
+
+class Store:
+    """Where session records live. Subclass it to keep sessions elsewhere (Redis, SQL, files, ...).
+
+    A record is the session's JSON text (express-session's format, see ``SessionManager``); stores keep it
+    as an opaque string. ``expires`` is the record's expiry in seconds since the epoch (per the manager's
+    clock), or None for a browser-session cookie: then the store picks a default time-to-live of its own.
+
+    The contract:
+
+    - ``get(sid)`` returns the record text, or None when there is none or it has expired. Missing is not
+      an error. Any exception means the store failed: the request fails with a 500 and nothing is written.
+      The manager also checks the record's own ``expires``, so a lax store cannot revive a dead session.
+    - ``set(sid, record, expires)`` creates or replaces the record, all or nothing.
+    - ``touch(sid, record, expires)`` marks an unchanged session as active: at least move its expiry to
+      ``expires``. ``record`` carries the fresh cookie; its data is what the store already holds. The default
+      calls ``set``; a store with a cheaper "extend the TTL" operation should override it.
+    - ``destroy(sid)`` deletes the record; deleting a missing one is not an error.
+    - Optional: ``clear()``, ``__len__()`` (live records) and ``ids()``.
+
+    Methods may be called from several threads at once (e.g. under ``ThreadingHTTPServer``).
+    """
+
+    def get(self, sid: str) -> Optional[str]:
+        raise NotImplementedError
+
+    def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        raise NotImplementedError
+
+    def touch(self, sid: str, record: str, expires: Optional[float]) -> None:
+        self.set(sid, record, expires)
+
+    def destroy(self, sid: str) -> None:
+        raise NotImplementedError
+
+    def clear(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot clear")
+
+    def __len__(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} cannot count its sessions")
+
+    def ids(self) -> List[str]:
+        raise NotImplementedError(f"{type(self).__name__} cannot list its sessions")
+
+
+class MemoryStore(Store):
+    """A thread-safe in-memory store for a single process, fit for production there.
+
+    - Records are JSON text, so no mutable state is shared between requests.
+    - Every record expires: at its own ``expires``, or ``default_ttl`` seconds (one day by default) after
+      its last write or touch when it has none (browser-session cookies). Expired records are never
+      returned.
+    - Pruning needs no background thread: each write removes a bounded number of expired records, oldest
+      first, from a heap ordered by expiry, so its cost grows with the number expired, not the number stored.
+      ``prune()`` removes every expired record at once.
+    - ``max_sessions`` bounds the store: when full, a new session evicts those closest to expiry.
+
+    The heap holds one entry per write; entries made stale by later writes are skipped when they surface,
+    and the heap is rebuilt when stale entries outnumber live ones, which keeps memory linear.
+    """
+
+    #: Expired records removed per write, so that one request never pays for a mass expiry.
+    PRUNE_BATCH = 64
+
+    def __init__(
+        self,
+        *,
+        max_sessions: Optional[int] = None,
+        default_ttl: Seconds = 86400,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_sessions is not None and (isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1):
+            raise ConfigurationError(f"max_sessions must be a positive int or None: {max_sessions!r}")
+        self.max_sessions = max_sessions
+        self.default_ttl = _seconds(default_ttl, "default_ttl", allow_zero=False)
+        self.clock = clock
+        self._records: Dict[str, Tuple[str, float]] = {}
+        self._heap: List[Tuple[float, str]] = []
+        self._lock = threading.Lock()
+
+    def get(self, sid: str) -> Optional[str]:
+        with self._lock:
+            entry = self._records.get(sid)
+            if entry is None:
+                return None
+            if entry[1] <= self.clock():
+                del self._records[sid]
+                return None
+            return entry[0]
+
+    def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        now = self.clock()
+        deadline = now + self.default_ttl if expires is None else float(expires)
+        with self._lock:
+            self._prune(now, self.PRUNE_BATCH)
+            if deadline <= now:
+                self._records.pop(sid, None)
+                return
+            if self.max_sessions is not None and sid not in self._records:
+                while len(self._records) >= self.max_sessions and self._pop_earliest() is not None:
+                    pass
+            self._records[sid] = (record, deadline)
+            heapq.heappush(self._heap, (deadline, sid))
+            if len(self._heap) > 2 * len(self._records) + 1024:
+                self._heap = [(d, s) for s, (_, d) in self._records.items()]
+                heapq.heapify(self._heap)
+
+    def destroy(self, sid: str) -> None:
+        with self._lock:
+            self._records.pop(sid, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+            self._heap.clear()
+
+    def prune(self) -> int:
+        """Remove every expired record now; returns how many were removed."""
+        with self._lock:
+            return self._prune(self.clock(), None)
+
+    def __len__(self) -> int:
+        self.prune()
+        return len(self._records)
+
+    def ids(self) -> List[str]:
+        self.prune()
+        with self._lock:
+            return list(self._records)
+
+    def expiry(self, sid: str) -> Optional[float]:
+        """When the store will drop ``sid`` (seconds since the epoch), or None if it holds no such record."""
+        with self._lock:
+            entry = self._records.get(sid)
+            return None if entry is None else entry[1]
+
+    def _pop_earliest(self) -> Optional[str]:
+        """Remove the live record closest to expiry (skipping stale heap entries); its id, or None."""
+        heap, records = self._heap, self._records
+        while heap:
+            deadline, sid = heapq.heappop(heap)
+            entry = records.get(sid)
+            if entry is not None and entry[1] == deadline:
+                del records[sid]
+                return sid
+        return None
+
+    def _prune(self, now: float, limit: Optional[int]) -> int:
+        heap, records, removed = self._heap, self._records, 0
+        while heap and heap[0][0] <= now and (limit is None or removed < limit):
+            deadline, sid = heapq.heappop(heap)
+            entry = records.get(sid)
+            if entry is not None and entry[1] == deadline:
+                del records[sid]
+                removed += 1
+        return removed
+
+
+# Session ##################################################################################################
+
+
+class SessionCookie:
+    """The cookie of one session: its lifetime and (read-only) attributes.
+
+    ``max_age`` is the remaining lifetime in seconds (None for a browser-session cookie) and can be set,
+    e.g. for "remember me": that sets ``original_max_age`` too, and the new lifetime is stored and sent to
+    the browser at the end of the request (express-session would change neither, issue #452).
+    ``expires`` is an aware UTC datetime or None.
+    """
+
+    __slots__ = ("_session", "_options", "original_max_age_ms", "expires_ms")
+
+    def __init__(self, session: "Session", options: CookieOptions, original_max_age_ms: Optional[float], expires_ms: Optional[int]):
+        self._session = session
+        self._options = options
+        self.original_max_age_ms = original_max_age_ms
+        self.expires_ms = expires_ms
+
+    path = property(lambda self: self._options.path)
+    domain = property(lambda self: self._options.domain)
+    http_only = property(lambda self: self._options.http_only)
+    secure = property(lambda self: self._options.secure, doc="True, False or 'auto' (resolved per response)")
+    same_site = property(lambda self: self._options.same_site)
+    partitioned = property(lambda self: self._options.partitioned)
+    priority = property(lambda self: self._options.priority)
+
+    @property
+    def original_max_age(self) -> Optional[float]:
+        """The lifetime in seconds that every committed request restarts, or None."""
+        return None if self.original_max_age_ms is None else self.original_max_age_ms / 1000
+
+    @property
+    def expires(self) -> Optional[datetime]:
+        if self.expires_ms is None:
+            return None
+        return datetime.fromtimestamp(self.expires_ms / 1000, timezone.utc)
+
+    @property
+    def max_age(self) -> Optional[float]:
+        if self.expires_ms is None:
+            return None
+        return (self.expires_ms - self._session._manager._now_ms()) / 1000
+
+    @max_age.setter
+    def max_age(self, value: Optional[Seconds]) -> None:
+        seconds = _seconds(value, "max_age")
+        session = self._session
+        session._writable()
+        self.original_max_age_ms = None if seconds is None else _ms(seconds)
+        self.expires_ms = None
+        session._manager._slide_expiry(session, session._manager._now_ms())
+        session._cookie_changed = True
+
+    def __repr__(self) -> str:
+        return f"<SessionCookie max_age={self.max_age!r} path={self.path!r} secure={self.secure!r}>"
+
+
+class Session(MutableMapping):
+    """One request's view of a session: a dict of JSON values, plus its id, cookie and lifecycle methods.
+
+    Get one from ``SessionManager.open`` (or ``self.session`` / ``environ["sessions.session"]`` in the
+    adapters). Values must be JSON-serialisable (checked when set, and again at commit for values changed
+    in place); keys are str; ``"cookie"`` is reserved by the record format. Once the response has started
+    the session is closed: any change raises ``SessionClosedError`` rather than being lost silently.
+    """
+
+    __slots__ = (
+        "_manager", "_opener", "_data", "_id", "_cookie_id", "_original_id", "_original_json",
+        "_saved_id", "_saved_json", "_cookie", "_created_ms", "_secure", "_scope_error",
+        "_resign", "_destroyed", "_stale_ids", "_closed", "_cookie_changed", "_set_cookies",
+    )
+
+    def __init__(self, manager: "SessionManager", opener: Callable[["Session"], None]) -> None:
+        self._manager = manager
+        self._opener: Optional[Callable[[Session], None]] = opener
+        self._data: Optional[Dict[str, Any]] = None
+        self._id = self._cookie_id = self._original_id = self._saved_id = None
+        self._original_json = "{}"
+        self._saved_json: Optional[str] = None
+        self._cookie: Optional[SessionCookie] = None
+        self._created_ms: Optional[int] = None
+        self._secure = False
+        self._scope_error: Optional[str] = None
+        self._resign = False
+        self._destroyed = False
+        self._stale_ids: List[str] = []
+        self._closed: Optional[str] = None
+        self._cookie_changed = False
+        self._set_cookies: Optional[List[str]] = None
+
+    # Opening is lazy: the adapters create sessions that load on first use.
+    def _loaded(self) -> Dict[str, Any]:
+        data = self._data
+        if data is None:
+            opener, self._opener = self._opener, None
+            opener(self)
+            data = self._data
+        return data
+
+    @property
+    def opened(self) -> bool:
+        """Whether the session was read (its cookie verified and record loaded) during this request."""
+        return self._data is not None
+
+    def _writable(self, allow_destroyed: bool = False) -> Dict[str, Any]:
+        """The data, if the session may still change; otherwise SessionClosedError saying why not."""
+        data = self._loaded()
+        if self._closed:
+            raise SessionClosedError(self._closed)
+        if self._scope_error:
+            raise SessionClosedError(self._scope_error)
+        if self._destroyed and not allow_destroyed:
+            raise SessionClosedError("the session was destroyed; call regenerate() to start a new one")
+        return data
+
+    # Mapping protocol
+    def __getitem__(self, key: str) -> Any:
+        return self._loaded()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        data = self._writable()
+        _check_entry(key, value)
+        data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._writable()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._loaded()
+
+    def clear(self) -> None:
+        self._writable().clear()
+
+    def __repr__(self) -> str:  # never shows the id: reprs end up in logs
+        if self._data is None:
+            return "<Session (not opened)>"
+        state = "new" if self.is_new else "loaded"
+        return f"<Session {state} {self._data!r}>"
+
+    # State
+    @property
+    def id(self) -> str:
+        self._loaded()
+        return self._id
+
+    @property
+    def is_new(self) -> bool:
+        """True when no valid cookie named a live record (or after ``regenerate``)."""
+        self._loaded()
+        return self._cookie_id != self._id
+
+    @property
+    def modified(self) -> bool:
+        """Whether the data (compared as JSON, key order included) or the id changed since it was loaded."""
+        data = self._loaded()
+        return self._id != self._original_id or _data_json(data) != self._original_json
+
+    @property
+    def cookie(self) -> SessionCookie:
+        self._loaded()
+        return self._cookie
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    # Lifecycle: the policy is in the manager.
+    def save(self) -> None:
+        """Write the session to the store now; the end-of-request write is skipped if nothing changes after."""
+        self._writable()
+        self._manager._save_now(self)
+
+    def reload(self) -> None:
+        """Replace the data and cookie with what the store holds now (raises SessionNotFoundError if gone)."""
+        self._writable()
+        self._manager._reload(self)
+
+    def destroy(self) -> None:
+        """Delete the record now and have the response expire the browser's cookie."""
+        self._writable()
+        self._manager._destroy(self)
+
+    def regenerate(self, keep_data: bool = False) -> None:
+        """Move to a new session id, dropping the data unless ``keep_data``. Call it on every privilege
+        change (log in, log out, sudo) so a session id planted before the change is worthless after it
+        (session fixation, OWASP Session Management Cheat Sheet). The old record is deleted when the
+        session is committed, and the new one is written once."""
+        self._writable(allow_destroyed=True)
+        self._manager._regenerate(self, keep_data)
+
+    def touch(self) -> None:
+        """Restart the expiry now (every committed request does this anyway)."""
+        self._writable()
+        self._manager._slide_expiry(self, self._manager._now_ms())
+
+
+def _check_entry(key: Any, value: Any) -> None:
+    if not isinstance(key, str):
+        raise SerializationError(f"session keys must be str, not {type(key).__name__} ({key!r})")
+    if key in _RESERVED_KEYS:
+        raise SerializationError(f"session key {key!r} is reserved by the record format")
+    try:
+        _encode_json(value)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"session value for key {key!r} is not JSON-serialisable: {exc}") from None
+
+
+def _data_json(data: Dict[str, Any]) -> str:
+    """The data as compact JSON, or a SerializationError naming the first key that cannot be encoded."""
+    try:
+        return _encode_json(data)
+    except (TypeError, ValueError):
+        for key, value in data.items():
+            _check_entry(key, value)
+        raise
+
+
+# Manager ##################################################################################################
+
+
+class SessionManager:
+    """All session policy: options, cookie verification, loading, the save rules, and the cookie to send.
+
+    The framework-free core is two calls per request::
+
+        session = manager.open(cookie_header, secure=is_https, path=request_path)
+        ...                                   # the application reads and writes the session
+        for value in manager.commit(session, status): response.add_header("Set-Cookie", value)
+
+    ``commit`` must run before any byte of the response is sent (the adapters call it when the headers are
+    written); ``response_headers`` is ``commit`` plus the cache-safety headers.
+
+    Options (all validated here; messages name the option):
+
+    - ``secret``: str or bytes, or a list of them: the first signs, all verify (rotate by prepending).
+    - ``store`` (``MemoryStore()``), ``name`` (``"sid"``), ``cookie`` (``CookieOptions`` or a dict).
+    - ``resave`` (False): write unmodified loaded sessions on every request instead of touching them.
+    - ``save_uninitialized`` (False): store new sessions (and send their cookie) even when left empty.
+    - ``rolling`` (False): send the cookie on every response of a loaded session, sliding the browser's
+      expiry too.
+    - ``genid`` (32-char random base64url): callable returning a new session id.
+    - ``trust_proxy`` (False): the adapters believe ``X-Forwarded-Proto`` for HTTPS detection.
+    - ``absolute_timeout`` (None): seconds after creation (or regenerate) when a session ends however
+      active it is (OWASP); the idle timeout is ``cookie max_age``.
+    - ``clock`` (``time.time``): seconds since the epoch; inject one in tests.
+    """
+
+    def __init__(
+        self,
+        secret: Union[Secret, Sequence[Secret]],
+        store: Optional[Store] = None,
+        name: str = "sid",
+        cookie: Union[CookieOptions, Dict[str, Any], None] = None,
+        resave: bool = False,
+        save_uninitialized: bool = False,
+        rolling: bool = False,
+        genid: Optional[Callable[[], str]] = None,
+        trust_proxy: bool = False,
+        absolute_timeout: Optional[Seconds] = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._keys = _keys(secret)
+        self.store = MemoryStore() if store is None else store
+        if not all(callable(getattr(self.store, m, None)) for m in ("get", "set", "touch", "destroy")):
+            raise ConfigurationError("store must have get, set, touch and destroy methods (subclass sessions.Store)")
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise ConfigurationError(f"name must be a valid cookie name (an HTTP token): {name!r}")
+        self.name = name
+        self.cookie_options = CookieOptions.coerce(cookie)
+        self._check_name_prefix()
+        for flag, value in (("resave", resave), ("save_uninitialized", save_uninitialized),
+                            ("rolling", rolling), ("trust_proxy", trust_proxy)):
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"{flag} must be True or False, not {value!r}")
+        self.resave, self.save_uninitialized, self.rolling = resave, save_uninitialized, rolling
+        self.trust_proxy = trust_proxy
+        if genid is not None and not callable(genid):
+            raise ConfigurationError("genid must be a callable returning a new session id (str)")
+        self._genid = genid or _default_genid
+        self._absolute_ms = None if absolute_timeout is None else _ms(_seconds(absolute_timeout, "absolute_timeout", allow_zero=False))
+        if not callable(clock):
+            raise ConfigurationError("clock must be a callable returning seconds since the epoch")
+        self.clock = clock
+        max_age = self.cookie_options.max_age
+        self._max_age_ms = None if max_age is None else _ms(max_age)
+        self._warned_insecure = False
+
+    def _check_name_prefix(self) -> None:
+        options, lowered = self.cookie_options, self.name.lower()
+        if lowered.startswith("__host-") and not (options.secure is True and options.path == "/" and options.domain is None):
+            raise ConfigurationError("a '__Host-' cookie name needs secure=True, path='/' and no domain")
+        if lowered.startswith("__secure-") and options.secure is not True:
+            raise ConfigurationError("a '__Secure-' cookie name needs secure=True")
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # Request side: open ---------------------------------------------------------------------------------
+
+    def open(self, cookie_header: Union[str, Iterable[str], None], secure: bool = False, path: str = "/") -> Session:
+        """The session of a request, from its Cookie header(s); a new one when no valid cookie names a live
+        record. ``secure`` says whether the request came over HTTPS; ``path`` is its URL path. Raises
+        ``StoreError`` if the store fails."""
+        session = self.open_lazy(lambda: (cookie_header, secure, path))
+        session._loaded()
+        return session
+
+    def open_lazy(self, request: Callable[[], Tuple[Any, bool, str]]) -> Session:
+        """A session that opens on first use: ``request()`` then returns ``(cookie_header, secure, path)``.
+        Adapters use this so a request that never touches its session costs (almost) nothing."""
+        return Session(self, lambda session: self._open_into(session, *request()))
+
+    def is_secure(self, tls: bool, forwarded_proto: Optional[str] = None) -> bool:
+        """Whether a request is HTTPS: over TLS, or (with ``trust_proxy``) per the first X-Forwarded-Proto."""
+        if tls:
+            return True
+        if self.trust_proxy and forwarded_proto:
+            return forwarded_proto.split(",", 1)[0].strip().lower() == "https"
+        return False
+
+    def _open_into(self, session: Session, cookie_header: Any, secure: bool, path: str) -> None:
+        session._secure = bool(secure)
+        if not _path_matches(path or "/", self.cookie_options.path):
+            session._scope_error = (
+                f"the request path is outside the session cookie's path {self.cookie_options.path!r}, "
+                "so this request has no session and changes cannot be kept"
+            )
+            self._start_new(session, self._now_ms())
+            return
+        now_ms = self._now_ms()
+        for _, value in parse_cookie_header(cookie_header, self.name):
+            sid, key_index = self._verified_id(value)
+            if sid is not None and self._load(session, sid, now_ms):
+                session._cookie_id = session._original_id = sid
+                session._resign = key_index > 0
+                if not self.resave:
+                    session._saved_id, session._saved_json = sid, session._original_json
+                return
+        self._start_new(session, now_ms)
+
+    def _verified_id(self, value: str) -> Tuple[Optional[str], int]:
+        if not value.startswith("s:"):
+            log.debug("ignoring an unsigned session cookie")
+            return None, -1
+        sid, key_index = _unsign(value[2:], self._keys)
+        if sid is None:
+            log.debug("ignoring a session cookie with an invalid signature")
+        return sid, key_index
+
+    def _load(self, session: Session, sid: str, now_ms: int) -> bool:
+        """Fill ``session`` from the store's record for ``sid``; False if there is no live, sound record."""
+        try:
+            record = self.store.get(sid)
+        except Exception as exc:
+            raise StoreError(f"the session store failed to load a session ({type(exc).__name__})") from exc
+        if record is None:
+            log.debug("session %s: no record in the store", _sid_hash(sid))
+            return False
+        parsed = self._parse_record(record, sid)
+        if parsed is None:
+            return False
+        data, original_max_age_ms, expires_ms, created_ms = parsed
+        if expires_ms is not None and expires_ms <= now_ms:
+            log.debug("session %s: record expired", _sid_hash(sid))
+            return False
+        if self._absolute_ms is not None:
+            if created_ms is None:
+                created_ms = now_ms  # a record from before absolute_timeout was enabled: start its clock now
+            elif created_ms + self._absolute_ms <= now_ms:
+                log.debug("session %s: absolute timeout reached", _sid_hash(sid))
+                return False
+        session._id = sid
+        session._data = data
+        session._original_json = _data_json(data)
+        session._created_ms = created_ms
+        session._cookie = SessionCookie(session, self.cookie_options, original_max_age_ms, expires_ms)
+        return True
+
+    def _parse_record(self, record: Any, sid: str) -> Optional[Tuple[Dict[str, Any], Any, Optional[int], Optional[int]]]:
+        """``(data, originalMaxAge ms, expires ms, created ms)`` of a record, or None (logged) if corrupt."""
+        try:
+            parsed = _decode_json(record)
+            cookie = parsed["cookie"]
+            original = cookie.get("originalMaxAge")
+            expires = cookie.get("expires")
+            if original is not None and (isinstance(original, bool) or not isinstance(original, (int, float))):
+                raise ValueError("originalMaxAge is not a number")
+            expires_ms = None if expires is None or expires is False else _parse_iso(expires)
+            if expires not in (None, False) and expires_ms is None:
+                raise ValueError("expires is not an ISO-8601 time")
+            created = parsed.pop(CREATED_KEY, None)
+            if created is not None and (isinstance(created, bool) or not isinstance(created, (int, float))):
+                raise ValueError(f"{CREATED_KEY} is not a number")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("session %s: corrupt record in the store treated as missing (%s)", _sid_hash(sid), exc)
+            return None
+        del parsed["cookie"]
+        return parsed, original, expires_ms, None if created is None else int(created)
+
+    def _start_new(self, session: Session, now_ms: int) -> None:
+        session._id = session._original_id = self._new_id()
+        session._data = {}
+        session._original_json = "{}"
+        session._created_ms = now_ms
+        session._cookie = SessionCookie(session, self.cookie_options, self._max_age_ms, None)
+        self._slide_expiry(session, now_ms)
+
+    def _new_id(self) -> str:
+        sid = self._genid()
+        if not isinstance(sid, str) or not sid:
+            raise SessionError(f"genid must return a non-empty str, not {sid!r}")
+        try:
+            sid.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SessionError("genid returned a str that is not valid Unicode text") from None
+        return sid
+
+    def _slide_expiry(self, session: Session, now_ms: int) -> None:
+        """expires = now + the original max age, capped by the absolute timeout."""
+        cookie = session._cookie
+        original = cookie.original_max_age_ms
+        expires = None if original is None else now_ms + int(original)
+        if self._absolute_ms is not None and expires is not None:
+            expires = min(expires, session._created_ms + self._absolute_ms)
+        cookie.expires_ms = expires
+
+    # Session methods ------------------------------------------------------------------------------------
+
+    def _save_now(self, session: Session) -> None:
+        now_ms = self._now_ms()
+        self._slide_expiry(session, now_ms)
+        self._write(session, _data_json(session._data), now_ms)
+        self._destroy_stale(session)
+
+    def _reload(self, session: Session) -> None:
+        sid, original_json = session._id, session._original_json
+        if not self._load(session, sid, self._now_ms()):
+            raise SessionNotFoundError("failed to load session: it expired or was destroyed")
+        # The reloaded data is what the store holds: nothing to write unless it changes again.
+        # "Modified" still compares with the data as it was when the request opened the session.
+        session._saved_id, session._saved_json = sid, session._original_json
+        session._original_json = original_json
+
+    def _destroy(self, session: Session) -> None:
+        self._store_call("destroy", session._id)
+        self._destroy_stale(session)
+        session._destroyed = True
+        session._data.clear()
+
+    def _regenerate(self, session: Session, keep_data: bool) -> None:
+        if not session._destroyed and session._id is not None and self._may_be_stored(session):
+            session._stale_ids.append(session._id)
+        now_ms = self._now_ms()
+        data = session._data if keep_data else {}
+        self._start_new(session, now_ms)
+        session._original_id = session._cookie_id  # so the new id counts as modified, as in express-session
+        session._data = data
+        session._original_json = "{}"
+        session._saved_id = session._saved_json = None
+        session._destroyed = False
+        session._cookie_changed = False
+
+    @staticmethod
+    def _may_be_stored(session: Session) -> bool:
+        return session._cookie_id == session._id or session._saved_id == session._id
+
+    def _destroy_stale(self, session: Session) -> None:
+        while session._stale_ids:
+            self._store_call("destroy", session._stale_ids[0])
+            session._stale_ids.pop(0)
+
+    # Response side: commit ------------------------------------------------------------------------------
+
+    def commit(self, session: Session, status: int = 200) -> List[str]:
+        """Decide and perform the store write or touch, close the session, and return the Set-Cookie
+        header values to send. Call once, before any byte of the response. With a 5xx ``status`` nothing
+        new is stored (the request failed). Raises ``StoreError`` or ``SerializationError`` (then nothing
+        was written; send a 500 without these cookies). A second call returns the first call's cookies."""
+        if session._set_cookies is not None:
+            return list(session._set_cookies)
+        if session._data is None:  # never opened: nothing to do, but late use must not pass silently
+            session._closed = _CLOSED
+            session._set_cookies = []
+            return []
+        try:
+            cookies = self._commit(session, status)
+        finally:
+            session._closed = _CLOSED
+        session._set_cookies = cookies
+        return list(cookies)
+
+    def response_headers(self, session: Session, status: int = 200) -> List[Tuple[str, str]]:
+        """``commit`` plus cache safety: ``Vary: Cookie`` when the session was read, and
+        ``Cache-Control: no-cache="Set-Cookie"`` when a cookie is set, so no shared cache serves one
+        visitor's session to another."""
+        opened = session.opened
+        headers = [("Set-Cookie", value) for value in self.commit(session, status)]
+        if headers:
+            headers.append(("Cache-Control", 'no-cache="Set-Cookie"'))
+        if opened:
+            headers.append(("Vary", "Cookie"))
+        return headers
+
+    def _commit(self, session: Session, status: int) -> List[str]:
+        if session._scope_error:
+            return []
+        if session._destroyed:
+            self._destroy_stale(session)
+            return [self._clearing_cookie(session)]
+        is_new = session._cookie_id != session._id
+        if status >= 500:  # keep what was stored before; send the cookie only for what a save() stored
+            saved = is_new and session._saved_id == session._id
+            return [self._session_cookie(session, self._now_ms())] if saved and self._cookie_allowed(session) else []
+        now_ms = self._now_ms()
+        self._slide_expiry(session, now_ms)
+        data_json = _data_json(session._data)
+        modified = session._id != session._original_id or data_json != session._original_json
+        if self._should_save(session, is_new, modified, data_json):
+            self._write(session, data_json, now_ms)
+        elif not is_new:
+            self._store_call("touch", session._id, self._record(session, data_json), self._store_expiry(session))
+        self._destroy_stale(session)
+        if self._should_set_cookie(session, is_new, modified) and self._cookie_allowed(session):
+            return [self._session_cookie(session, now_ms)]
+        return []
+
+    # The save rules of express-session (SPEC section 5), plus "a changed cookie is saved and sent".
+    def _should_save(self, session: Session, is_new: bool, modified: bool, data_json: str) -> bool:
+        if is_new and not self.save_uninitialized and session._saved_id is None:
+            return modified
+        already_saved = session._saved_id == session._id and session._saved_json == data_json
+        return not already_saved or session._cookie_changed
+
+    def _should_set_cookie(self, session: Session, is_new: bool, modified: bool) -> bool:
+        if is_new:
+            return self.save_uninitialized or modified or session._saved_id == session._id
+        expires = session._cookie.expires_ms is not None
+        return self.rolling or (expires and modified) or session._cookie_changed or session._resign
+
+    def _cookie_allowed(self, session: Session) -> bool:
+        """A Secure cookie is never sent over plain HTTP (the browser would drop it anyway)."""
+        if self.cookie_options.secure is True and not session._secure:
+            if not self._warned_insecure:
+                self._warned_insecure = True
+                log.warning(
+                    "not sending the Secure session cookie over plain HTTP; behind a TLS proxy, pass "
+                    "trust_proxy=True and have the proxy set X-Forwarded-Proto (warned once)"
+                )
+            return False
+        return True
+
+    def _write(self, session: Session, data_json: str, now_ms: int) -> None:
+        self._store_call("set", session._id, self._record(session, data_json), self._store_expiry(session))
+        session._saved_id, session._saved_json = session._id, data_json
+        session._cookie_changed = False
+
+    def _store_call(self, method: str, *args: Any) -> None:
+        try:
+            getattr(self.store, method)(*args)
+        except Exception as exc:
+            raise StoreError(f"the session store failed to {method} a session ({type(exc).__name__})") from exc
+
+    def _store_expiry(self, session: Session) -> Optional[float]:
+        expires = session._cookie.expires_ms
+        if expires is None and self._absolute_ms is not None:
+            expires = session._created_ms + self._absolute_ms
+        return None if expires is None else expires / 1000
+
+    def _record(self, session: Session, data_json: str) -> str:
+        """The record text: ``{"cookie":{...},<data>}`` exactly as express-session writes it."""
+        cookie_json = _encode_json(self._cookie_json(session))
+        created = "" if self._absolute_ms is None else f'"{CREATED_KEY}":{session._created_ms}'
+        rest = ",".join(part for part in (created, data_json[1:-1]) if part)
+        return '{"cookie":' + cookie_json + ("," + rest if rest else "") + "}"
+
+    def _cookie_json(self, session: Session) -> Dict[str, Any]:
+        """express-session's ``Cookie#data`` key order; absent options are left out as in JavaScript."""
+        options, cookie = self.cookie_options, session._cookie
+        out: Dict[str, Any] = {"originalMaxAge": cookie.original_max_age_ms}
+        if options.partitioned:
+            out["partitioned"] = True
+        if options.priority:
+            out["priority"] = options.priority.lower()
+        out["expires"] = None if cookie.expires_ms is None else _iso(cookie.expires_ms)
+        if options.secure is True or (options.secure == "auto"):
+            out["secure"] = self._secure_attribute(session)
+        out["httpOnly"] = options.http_only
+        if options.domain:
+            out["domain"] = options.domain
+        out["path"] = options.path
+        if options.same_site:
+            out["sameSite"] = options.same_site.lower()
+        return out
+
+    def _secure_attribute(self, session: Session) -> bool:
+        secure = self.cookie_options.secure
+        return secure is True or (secure == "auto" and session._secure)
+
+    def _session_cookie(self, session: Session, now_ms: int) -> str:
+        value = _encode_uri_component("s:" + sign(session._id, self._keys[0]))
+        expires = session._cookie.expires_ms
+        max_age = None if expires is None else max(0, (expires - now_ms) // 1000)
+        return self._set_cookie(value, max_age, expires, session)
+
+    def _clearing_cookie(self, session: Session) -> str:
+        return self._set_cookie("", 0, 0, session)
+
+    def _set_cookie(self, value: str, max_age: Optional[int], expires_ms: Optional[int], session: Session) -> str:
+        """One Set-Cookie value, attributes in the order of node's ``cookie.serialize`` (Max-Age first)."""
+        options = self.cookie_options
+        parts = [f"{self.name}={value}"]
+        if max_age is not None:
+            parts.append(f"Max-Age={max_age}")
+        if options.domain:
+            parts.append(f"Domain={options.domain}")
+        parts.append(f"Path={options.path}")
+        if expires_ms is not None:
+            parts.append(f"Expires={_http_date(expires_ms)}")
+        if options.http_only:
+            parts.append("HttpOnly")
+        if self._secure_attribute(session):
+            parts.append("Secure")
+        if options.partitioned:
+            parts.append("Partitioned")
+        if options.priority:
+            parts.append(f"Priority={options.priority}")
+        if options.same_site:
+            parts.append(f"SameSite={options.same_site}")
+        header = "; ".join(parts)
+        if _HEADER_UNSAFE.search(header):  # unreachable with validated options: a last line of defence
+            raise SessionError("refusing to emit a Set-Cookie header with control characters")
+        return header
+
+
+_CLOSED = (
+    "the session was committed when the response started (status and headers), so this change could not "
+    "be saved; change the session before sending the response"
+)
+
+
+# Adapters #################################################################################################
+
+
+class SessionHandlerMixin:
+    """Sessions for ``http.server``: ``class Handler(SessionHandlerMixin, BaseHTTPRequestHandler)`` with
+    ``session_manager = manager``; handlers use ``self.session``.
+
+    The session opens on first use of ``self.session``. It is committed in ``end_headers`` (so before any
+    byte of the response, including ``send_error`` responses; 1xx interim responses are skipped). If the
+    store fails there, the buffered headers are replaced by a 500 and ``StoreError`` is raised to stop the
+    handler. With keep-alive (``protocol_version = "HTTP/1.1"``) also set ``disable_nagle_algorithm = True``.
+    """
+
+    session_manager: SessionManager
+    _session: Optional[Session] = None
+    _session_status: int = 0
+    _session_headers_sent = False
+
+    def parse_request(self) -> bool:  # type: ignore[override]
+        # A handler instance serves every request of a keep-alive connection: start each one afresh.
+        self._session = None
+        self._session_status = 0
+        self._session_headers_sent = False
+        return super().parse_request()  # type: ignore[misc]
+
+    @property
+    def session(self) -> Session:
+        session = self._session
+        if session is None:
+            session = self.session_manager.open_lazy(self._session_request)
+            if self._session_headers_sent:  # first use after the response started: reads only
+                self.session_manager.commit(session)
+            try:
+                session._loaded()
+            except StoreError:
+                if not self._session_headers_sent:
+                    self._send_session_failure()
+                raise
+            self._session = session
+        return session
+
+    def _session_request(self) -> Tuple[List[str], bool, str]:
+        headers = self.headers  # type: ignore[attr-defined]
+        tls = hasattr(self.connection, "getpeercert")  # type: ignore[attr-defined]
+        secure = self.session_manager.is_secure(tls, headers.get("X-Forwarded-Proto"))
+        return headers.get_all("Cookie") or [], secure, _request_path(self.path)  # type: ignore[attr-defined]
+
+    def send_response_only(self, code: int, message: Optional[str] = None) -> None:
+        self._session_status = code
+        super().send_response_only(code, message)  # type: ignore[misc]
+
+    def end_headers(self) -> None:
+        session, status = self._session, self._session_status
+        if status >= 200:
+            self._session_headers_sent = True
+            if session is not None:
+                try:
+                    headers = self.session_manager.response_headers(session, status)
+                except SessionError:
+                    self._send_session_failure()
+                    raise
+                for name, value in headers:
+                    self.send_header(name, value)  # type: ignore[attr-defined]
+        super().end_headers()  # type: ignore[misc]
+
+    def _send_session_failure(self) -> None:
+        """Replace the response that was about to start with a bare 500 (no session cookie)."""
+        log.exception("session commit failed; answering 500")
+        self._headers_buffer = []
+        body = b"Internal Server Error: the session could not be saved.\n"
+        self.send_response(500)  # type: ignore[attr-defined]
+        self.send_header("Content-Type", "text/plain; charset=utf-8")  # type: ignore[attr-defined]
+        self.send_header("Content-Length", str(len(body)))  # type: ignore[attr-defined]
+        self.send_header("Connection", "close")  # type: ignore[attr-defined]
+        super().end_headers()  # type: ignore[misc]
+        self.close_connection = True
+        if self.command != "HEAD":  # type: ignore[attr-defined]
+            self.wfile.write(body)  # type: ignore[attr-defined]
+
+
+def _request_path(target: str) -> str:
+    """The path of a request target (origin form ``/a?b`` or absolute form ``http://h/a``)."""
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    if path.startswith("/"):
+        return path
+    scheme_end = path.find("://")
+    if scheme_end >= 0:
+        slash = path.find("/", scheme_end + 3)
+        return path[slash:] if slash >= 0 else "/"
+    return "/"
+
+
+class SessionMiddleware:
+    """Sessions for WSGI: ``app = SessionMiddleware(wsgi_app, manager)``; the app finds its session at
+    ``environ["sessions.session"]`` (opened on first use).
+
+    The session is committed inside the app's ``start_response`` call, before the server sends anything;
+    a store failure raises there, so the server answers 500 (without the cookie). A second
+    ``start_response`` call with ``exc_info`` (an error page replacing the response) repeats the session's
+    cookie, because the store was already written. HTTPS is ``wsgi.url_scheme``, or with ``trust_proxy``
+    the ``X-Forwarded-Proto`` header.
+    """
+
+    environ_key = "sessions.session"
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], manager: SessionManager) -> None:
+        self.app = app
+        self.manager = manager
+
+    def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        manager = self.manager
+
+        def request() -> Tuple[Optional[str], bool, str]:
+            tls = environ.get("wsgi.url_scheme") == "https"
+            secure = manager.is_secure(tls, environ.get("HTTP_X_FORWARDED_PROTO"))
+            path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "")
+            return environ.get("HTTP_COOKIE"), secure, path or "/"
+
+        session = environ[self.environ_key] = manager.open_lazy(request)
+
+        def session_start_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
+            try:
+                code = int(status.split(" ", 1)[0])
+            except ValueError:
+                code = 500
+            extra = manager.response_headers(session, code)  # a repeated call repeats the first's cookies
+            return start_response(status, list(headers) + extra, exc_info)
+
+        return self.app(environ, session_start_response)
