@@ -644,8 +644,8 @@ class Session(MutableMapping):
     def _loaded(self) -> Dict[str, Any]:
         data = self._data
         if data is None:
-            opener, self._opener = self._opener, None
-            opener(self)
+            self._opener(self)  # may raise StoreError; then a later access tries again
+            self._opener = None
             data = self._data
         return data
 
