@@ -150,6 +150,10 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _ISO_MS = re.compile(r"(\d{4})-(\d\d)-(\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{1,9}))?Z\Z")
 
 
+#: The longest duration an option accepts (100 years): expiries must stay readable ISO-8601 dates.
+MAX_DURATION = 100 * 365 * 86400
+
+
 def _seconds(value: Any, option: str, *, allow_zero: bool = True) -> Optional[float]:
     """Validate a duration option (seconds as int/float, or a timedelta); None passes through."""
     if value is None:
@@ -158,9 +162,9 @@ def _seconds(value: Any, option: str, *, allow_zero: bool = True) -> Optional[fl
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(f"{option} must be a number of seconds or a timedelta, not {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero) or value > MAX_DURATION:
         bound = "zero or more" if allow_zero else "more than zero"
-        raise ConfigurationError(f"{option} must be a finite number of seconds, {bound}; got {value!r}")
+        raise ConfigurationError(f"{option} must be a number of seconds, {bound}, at most {MAX_DURATION}; got {value!r}")
     return float(value)
 
 
@@ -486,6 +490,51 @@ class CookieOptions:
         raise ConfigurationError(f"cookie must be a CookieOptions or a dict, not {type(value).__name__}")
 
 
+# Records ##################################################################################################
+
+
+def _cookie_end(record: str) -> int:
+    """The index just past a record's leading cookie object, or -1 when it cannot be found exactly.
+
+    Exact when the record starts with the cookie object, as express-session and this module write them.
+    Without escapes, quotes pair up: an even count of them before the first ``}`` means that brace is
+    outside any string, and with no nested object it closes the cookie object.
+    """
+    if not record.startswith('{"cookie":{'):
+        return -1
+    end = record.find("}", 11) + 1
+    cookie_text = record[10:end]
+    if not end or "\\" in cookie_text or "{" in cookie_text[1:] or cookie_text.count('"') % 2:
+        return -1
+    return end
+
+
+def _data_text(record: str) -> Optional[str]:
+    """The data part of a record's text as a JSON object (``{"views":1}``), or None when it cannot be cut
+    out exactly. Saves re-encoding the data on every load. For text that is valid but not in canonical
+    form the comparison at commit merely sees a change and writes once more, which is harmless."""
+    end = _cookie_end(record)
+    if end < 0:
+        return None
+    if record[end:] == "}":
+        return "{}"
+    return "{" + record[end + 1 :] if record[end] == "," else None
+
+
+def _with_cookie_of(stored: str, fresh: str) -> str:
+    """``stored`` with its cookie object replaced by ``fresh``'s: what a touch writes, keeping the data
+    (and creation time) that the store holds, so a touch never undoes a concurrent write."""
+    stored_end, fresh_end = _cookie_end(stored), _cookie_end(fresh)
+    if stored_end > 0 and fresh_end > 0:
+        return fresh[:fresh_end] + stored[stored_end:]
+    try:
+        record = _decode_json(stored)
+        record["cookie"] = _decode_json(fresh)["cookie"]
+        return _encode_json(record)
+    except (ValueError, TypeError, KeyError, RecursionError):  # not records: keep what is stored
+        return stored
+
+
 # Stores ###################################################################################################
 
 
@@ -502,9 +551,11 @@ class Store:
       an error. Any exception means the store failed: the request fails with a 500 and nothing is written.
       The manager also checks the record's own ``expires``, so a lax store cannot revive a dead session.
     - ``set(sid, record, expires)`` creates or replaces the record, all or nothing.
-    - ``touch(sid, record, expires)`` marks an unchanged session as active: at least move its expiry to
-      ``expires``. ``record`` carries the fresh cookie; its data is what the store already holds. The default
-      calls ``set``; a store with a cheaper "extend the TTL" operation should override it.
+    - ``touch(sid, record, expires)`` marks an unchanged session as active: move its expiry to ``expires``
+      and take the cookie object of ``record`` (its fresh ``expires``). It must neither create a record
+      (another request may have destroyed it: a logout must not be undone) nor replace the stored data
+      (another request may have changed it). The default does get-then-set, which is not atomic; a store
+      should override it with one atomic operation.
     - ``destroy(sid)`` deletes the record; deleting a missing one is not an error.
     - Optional: ``clear()``, ``__len__()`` (live records) and ``ids()``.
 
@@ -518,7 +569,9 @@ class Store:
         raise NotImplementedError
 
     def touch(self, sid: str, record: str, expires: Optional[float]) -> None:
-        self.set(sid, record, expires)
+        stored = self.get(sid)
+        if stored is not None:
+            self.set(sid, _with_cookie_of(stored, record), expires)
 
     def destroy(self, sid: str) -> None:
         raise NotImplementedError
@@ -580,21 +633,34 @@ class MemoryStore(Store):
 
     def set(self, sid: str, record: str, expires: Optional[float]) -> None:
         now = self.clock()
-        deadline = now + self.default_ttl if expires is None else float(expires)
         with self._lock:
-            if self._heap and self._heap[0][0] <= now:
-                self._prune(now, self.PRUNE_BATCH)
-            if deadline <= now:
-                self._records.pop(sid, None)
-                return
             if self.max_sessions is not None and sid not in self._records:
                 while len(self._records) >= self.max_sessions and self._pop_earliest() is not None:
                     pass
-            self._records[sid] = (record, deadline)
-            heapq.heappush(self._heap, (deadline, sid))
-            if len(self._heap) > 2 * len(self._records) + 1024:
-                self._heap = [(d, s) for s, (_, d) in self._records.items()]
-                heapq.heapify(self._heap)
+            self._put(sid, record, expires, now)
+
+    def touch(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """Extend a live record's expiry and take the new cookie object, keeping the stored data; a missing
+        or expired record stays missing."""
+        now = self.clock()
+        with self._lock:
+            entry = self._records.get(sid)
+            if entry is not None and entry[1] > now:
+                self._put(sid, _with_cookie_of(entry[0], record), expires, now)
+
+    def _put(self, sid: str, record: str, expires: Optional[float], now: float) -> None:
+        """Store a record with its deadline (the lock is held); prune a batch of expired ones first."""
+        if self._heap and self._heap[0][0] <= now:
+            self._prune(now, self.PRUNE_BATCH)
+        deadline = now + self.default_ttl if expires is None else float(expires)
+        if deadline <= now:
+            self._records.pop(sid, None)
+            return
+        self._records[sid] = (record, deadline)
+        heapq.heappush(self._heap, (deadline, sid))
+        if len(self._heap) > 2 * len(self._records) + 1024:  # mostly stale entries: rebuild
+            self._heap = [(d, s) for s, (_, d) in self._records.items()]
+            heapq.heapify(self._heap)
 
     def destroy(self, sid: str) -> None:
         with self._lock:
@@ -700,7 +766,7 @@ class SessionCookie:
         self.original_max_age_ms = None if seconds is None else _ms(seconds)
         self.expires_ms = None
         session._manager._slide_expiry(session, session._manager._now_ms())
-        session._cookie_changed = True
+        session._cookie_unsaved = session._cookie_unsent = True
 
     def __repr__(self) -> str:
         return f"<SessionCookie max_age={self.max_age!r} path={self.path!r} secure={self.secure!r}>"
@@ -733,7 +799,8 @@ class Session(MutableMapping):
     _destroyed = False
     _stale_ids: Tuple[str, ...] = ()  # ids that regenerate() left behind, deleted at commit
     _closed: Optional[str] = None  # why the session can no longer change
-    _cookie_changed = False  # cookie.max_age was set during the request
+    _cookie_unsaved = False  # cookie.max_age was set and not yet written to the store...
+    _cookie_unsent = False  # ...or not yet sent to the browser
     _set_cookies: Optional[List[str]] = None  # the result of commit
 
     def __init__(self, manager: "SessionManager", opener: Optional[Callable[["Session"], None]] = None) -> None:
@@ -864,25 +931,6 @@ def _check_entry(key: Any, value: Any) -> None:
         _encode_json(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(f"session value for key {key!r} is not JSON-serialisable: {exc}") from None
-
-
-def _data_text(record: str) -> Optional[str]:
-    """The data part of a record's text as a JSON object (``{"views":1}``), or None when that cannot be
-    cut out exactly. Saves re-encoding the data on every load. Exact when the record starts with the
-    cookie object and no string in it holds a brace, which is how express-session and this module write
-    records; for text that is valid but not in canonical form the comparison at commit merely sees a
-    change and writes once more, which is harmless."""
-    if not record.startswith('{"cookie":{'):
-        return None
-    end = record.find("}", 11) + 1
-    cookie_text = record[10:end]
-    # Without escapes, quotes pair up; an even count means that brace is outside any string, and with no
-    # nested object it closes the cookie object.
-    if "\\" in cookie_text or "{" in cookie_text[1:] or cookie_text.count('"') % 2:
-        return None
-    if record[end] == "}":
-        return "{}"
-    return "{" + record[end + 1 :] if record[end] == "," else None
 
 
 def _data_json(data: Dict[str, Any]) -> str:
@@ -1075,7 +1123,7 @@ class SessionManager:
             created = parsed.pop(CREATED_KEY, None)
             if created is not None and (isinstance(created, bool) or not isinstance(created, (int, float))):
                 raise ValueError(f"{CREATED_KEY} is not a number")
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             log.warning("session %s: corrupt record in the store treated as missing (%s)", _sid_hash(sid), exc)
             return None
         del parsed["cookie"]
@@ -1143,7 +1191,7 @@ class SessionManager:
         session._original_json = "{}"
         session._saved_id = session._saved_json = None
         session._destroyed = False
-        session._cookie_changed = False
+        session._cookie_unsaved = session._cookie_unsent = False
 
     @staticmethod
     def _may_be_stored(session: Session) -> bool:
@@ -1214,13 +1262,13 @@ class SessionManager:
         if is_new and not self.save_uninitialized and session._saved_id is None:
             return modified
         already_saved = session._saved_id == session._id and session._saved_json == data_json
-        return not already_saved or session._cookie_changed
+        return not already_saved or session._cookie_unsaved
 
     def _should_set_cookie(self, session: Session, is_new: bool, modified: bool) -> bool:
         if is_new:
             return self.save_uninitialized or modified or session._saved_id == session._id
         expires = session._cookie.expires_ms is not None
-        return self.rolling or (expires and modified) or session._cookie_changed or session._resign
+        return self.rolling or (expires and modified) or session._cookie_unsent or session._resign
 
     def _cookie_allowed(self, session: Session) -> bool:
         """A Secure cookie is never sent over plain HTTP (the browser would drop it anyway)."""
@@ -1237,7 +1285,7 @@ class SessionManager:
     def _write(self, session: Session, data_json: str, now_ms: int) -> None:
         self._store_call("set", session._id, self._record(session, data_json), self._store_expiry(session))
         session._saved_id, session._saved_json = session._id, data_json
-        session._cookie_changed = False
+        session._cookie_unsaved = False
 
     def _store_call(self, method: str, *args: Any) -> None:
         try:
@@ -1342,9 +1390,11 @@ class SessionHandlerMixin:
     ``session_manager = manager``; handlers use ``self.session``.
 
     The session opens on first use of ``self.session``. It is committed in ``end_headers`` (so before any
-    byte of the response, including ``send_error`` responses; 1xx interim responses are skipped). If the
-    store fails there, the buffered headers are replaced by a 500 and ``StoreError`` is raised to stop the
-    handler. With keep-alive (``protocol_version = "HTTP/1.1"``) also set ``disable_nagle_algorithm = True``.
+    byte of the response, including ``send_error`` responses; 1xx interim responses are skipped). A
+    ``SessionError`` that escapes the handler before the response started (the store failed, a value
+    could not be encoded) is answered with a bare 500 without the session cookie, then re-raised so the
+    server logs it. With keep-alive (``protocol_version = "HTTP/1.1"``) also set
+    ``disable_nagle_algorithm = True``.
     """
 
     session_manager: SessionManager
@@ -1352,12 +1402,18 @@ class SessionHandlerMixin:
     _session_status: int = 0
     _session_headers_sent = False
 
-    def parse_request(self) -> bool:  # type: ignore[override]
-        # A handler instance serves every request of a keep-alive connection: start each one afresh.
+    def handle_one_request(self) -> None:
+        # One handler instance serves every request of a keep-alive connection, and errors such as 414
+        # are sent before parse_request: start each request afresh here.
         self._session = None
         self._session_status = 0
         self._session_headers_sent = False
-        return super().parse_request()  # type: ignore[misc]
+        try:
+            super().handle_one_request()  # type: ignore[misc]
+        except SessionError:
+            if not self._session_headers_sent:
+                self._send_session_failure()
+            raise
 
     @property
     def session(self) -> Session:
@@ -1366,12 +1422,7 @@ class SessionHandlerMixin:
             session = self.session_manager.open_lazy(self._session_request)
             if self._session_headers_sent:  # first use after the response started: reads only
                 self.session_manager.commit(session)
-            try:
-                session._loaded()
-            except StoreError:
-                if not self._session_headers_sent:
-                    self._send_session_failure()
-                raise
+            session._loaded()
             self._session = session
         return session
 
@@ -1388,20 +1439,14 @@ class SessionHandlerMixin:
     def end_headers(self) -> None:
         session, status = self._session, self._session_status
         if status >= 200:
-            self._session_headers_sent = True
             if session is not None:
-                try:
-                    headers = self.session_manager.response_headers(session, status)
-                except SessionError:
-                    self._send_session_failure()
-                    raise
-                for name, value in headers:
+                for name, value in self.session_manager.response_headers(session, status):
                     self.send_header(name, value)  # type: ignore[attr-defined]
+            self._session_headers_sent = True
         super().end_headers()  # type: ignore[misc]
 
     def _send_session_failure(self) -> None:
         """Replace the response that was about to start with a bare 500 (no session cookie)."""
-        log.exception("session commit failed; answering 500")
         self._headers_buffer = []
         body = b"Internal Server Error: the session could not be saved.\n"
         self.send_response(500)  # type: ignore[attr-defined]
@@ -1409,8 +1454,9 @@ class SessionHandlerMixin:
         self.send_header("Content-Length", str(len(body)))  # type: ignore[attr-defined]
         self.send_header("Connection", "close")  # type: ignore[attr-defined]
         super().end_headers()  # type: ignore[misc]
+        self._session_headers_sent = True
         self.close_connection = True
-        if self.command != "HEAD":  # type: ignore[attr-defined]
+        if getattr(self, "command", None) != "HEAD":
             self.wfile.write(body)  # type: ignore[attr-defined]
 
 
