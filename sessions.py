@@ -1049,14 +1049,14 @@ class SessionManager:
 
     def _open_into(self, session: Session, cookie_header: Any, secure: bool, path: str) -> None:
         session._secure = bool(secure)
+        now_ms = self._now_ms()
         if not _path_matches(path or "/", self.cookie_options.path):
             session._scope_error = (
                 f"the request path is outside the session cookie's path {self.cookie_options.path!r}, "
                 "so this request has no session and changes cannot be kept"
             )
-            self._start_new(session, self._now_ms())
+            self._start_new(session, now_ms)
             return
-        now_ms = self._now_ms()
         for _, value in parse_cookie_header(cookie_header, self.name):
             sid, key_index = self._verified_id(value)
             if sid is not None and self._load(session, sid, now_ms):

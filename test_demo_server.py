@@ -1,0 +1,554 @@
+"""Tests for demo_server.py: the site driven over real HTTP with urllib + http.cookiejar.
+
+Each test gets its own server on a free port (port 0) in a thread, with a fake clock injected through the
+manager, so expiry is tested without sleeping. One smoke test runs the real command in a subprocess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import http.client
+import http.cookiejar
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import demo_server
+import sessions
+
+HERE = Path(__file__).resolve().parent
+MAX_AGE = 60
+
+
+class FakeClock:
+    """Seconds since the epoch, moved only by the test. Starts at the real time so that the cookie jar,
+    which judges Max-Age by the real clock, keeps the cookies while the server's sessions expire."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+class Response:
+    def __init__(self, status: int, headers, body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+        self.text = body.decode("utf-8")
+
+
+class Client:
+    """A browser-like client: one cookie jar, redirects followed unless asked not to."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        cookies = urllib.request.HTTPCookieProcessor(self.jar)
+        self.opener = urllib.request.build_opener(cookies)
+        self.no_redirect = urllib.request.build_opener(cookies, NoRedirect)
+
+    def request(self, path: str, form=None, method=None, follow=True, data=None, headers=None) -> Response:
+        if form is not None:
+            data = urllib.parse.urlencode(form).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers or {})
+        opener = self.opener if follow else self.no_redirect
+        try:
+            with opener.open(request, timeout=5) as response:
+                return Response(response.status, response.headers, response.read())
+        except urllib.error.HTTPError as error:
+            with error:
+                return Response(error.code, error.headers, error.read())
+
+    def get(self, path: str = "/", **kwargs) -> Response:
+        return self.request(path, **kwargs)
+
+    def post(self, path: str, form: dict, **kwargs) -> Response:
+        return self.request(path, form=form, **kwargs)
+
+    def cookie(self) -> str | None:
+        values = [c.value for c in self.jar if c.name == "sid"]
+        assert len(values) <= 1
+        return values[0] if values else None
+
+    def csrf(self, path: str = "/login") -> str:
+        return field(self.get(path).text, "csrf_token")
+
+
+def field(page: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', page)
+    assert match, f"no {name} field in the page"
+    return html.unescape(match.group(1))
+
+
+def by_id(page: str, element_id: str) -> str:
+    match = re.search(rf'id="{element_id}"[^>]*>(.*?)</', page, re.S)
+    assert match, f"no element with id {element_id}"
+    return html.unescape(match.group(1))
+
+
+def visits(response: Response) -> int:
+    assert response.status == 200, response.text
+    return int(by_id(response.text, "visits"))
+
+
+def sid_of(cookie_value: str) -> str:
+    """The session id inside a signed cookie value (s%3A<id>.<mac>)."""
+    return urllib.parse.unquote(cookie_value)[2:].rsplit(".", 1)[0]
+
+
+@pytest.fixture
+def demo():
+    threads_before = set(threading.enumerate())
+    clock = FakeClock()
+    manager = sessions.SessionManager(
+        "test secret", store=sessions.MemoryStore(clock=clock), cookie={"max_age": MAX_AGE}, clock=clock
+    )
+    server = demo_server.build_server("127.0.0.1", 0, manager, log_requests=False)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    demo = type("Demo", (), {})()
+    demo.base, demo.clock, demo.manager, demo.port = f"http://127.0.0.1:{port}", clock, manager, port
+    demo.client = lambda: Client(demo.base)
+    try:
+        yield demo
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        # Handler threads finish once their connection closes; none may outlive the test.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and set(threading.enumerate()) - threads_before:
+            time.sleep(0.02)
+        assert not set(threading.enumerate()) - threads_before, "the demo leaked threads"
+
+
+def raw_request(port: int, method: str, path: str, headers: dict, body: bytes = b"") -> tuple[int, dict, str]:
+    """A request urllib would refuse to send (bad Content-Length and the like)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode("utf-8")
+    finally:
+        connection.close()
+
+
+# The session features ######################################################################################
+
+
+def test_counter_increments_across_requests(demo):
+    client = demo.client()
+    first = client.get("/")
+    assert visits(first) == 1
+    assert by_id(first.text, "state").startswith("new")
+    assert client.cookie() is not None
+    second = client.get("/")
+    assert visits(second) == 2
+    assert by_id(second.text, "state").startswith("loaded")
+    assert visits(client.get("/")) == 3
+    # Same session throughout: same id hash.
+    assert by_id(first.text, "sid-hash") == by_id(second.text, "sid-hash")
+    # Another browser has its own count.
+    assert visits(demo.client().get("/")) == 1
+
+
+def test_pages_show_a_short_hash_never_the_session_id(demo):
+    client = demo.client()
+    page = client.get("/").text
+    sid = sid_of(client.cookie())
+    assert by_id(page, "sid-hash") == hashlib.sha256(sid.encode()).hexdigest()[:8]
+    token = field(client.get("/login").text, "csrf_token")
+    for path in ("/", "/login", "/pitfall", "/session.json", "/nope"):
+        assert sid not in client.get(path).text, path
+    client.post("/login", {"csrf_token": token, "username": "alice", "password": "wonderland"})
+    sid = sid_of(client.cookie())
+    for path in ("/", "/login", "/pitfall", "/session.json"):
+        assert sid not in client.get(path).text, path
+
+
+def test_login_regenerates_the_id_and_keeps_the_count(demo):
+    client = demo.client()
+    client.get("/")
+    client.get("/")
+    token = client.csrf()
+    before = client.cookie()
+    response = client.post("/login", {"csrf_token": token, "username": "alice", "password": "wonderland"})
+    after = client.cookie()
+    assert after != before and sid_of(after) != sid_of(before)
+    # Redirected home: the login was saved before the redirect, the count kept (+1 for this visit).
+    assert response.status == 200
+    assert visits(response) == 3
+    assert "alice" in by_id(response.text, "flash")
+    assert "alice" in by_id(response.text, "user")
+    # The flash is one-time.
+    assert 'id="flash"' not in client.get("/").text
+    data = json.loads(client.get("/session.json").text)
+    assert data["user"] == "alice" and data["visits"] == 4
+    assert data["csrf_token"] != token  # a new token with the new privileges
+    # The old id is dead: a browser still holding it gets a fresh session.
+    stale = urllib.request.Request(demo.base + "/session.json", headers={"Cookie": f"sid={before}"})
+    with urllib.request.urlopen(stale, timeout=5) as reply:
+        assert json.loads(reply.read()) == {}
+    assert len(demo.manager.store) == 1
+
+
+def test_wrong_password_reshows_the_form_and_changes_nothing(demo):
+    client = demo.client()
+    client.get("/")
+    token = client.csrf()
+    cookie, data = client.cookie(), client.get("/session.json").text
+    response = client.post("/login", {"csrf_token": token, "username": "alice", "password": "nope"}, follow=False)
+    assert response.status == 200
+    assert "Wrong user name or password" in by_id(response.text, "error")
+    assert field(response.text, "csrf_token") == token
+    assert client.cookie() == cookie
+    assert client.get("/session.json").text == data
+    unknown = client.post("/login", {"csrf_token": token, "username": "mallory", "password": "x"}, follow=False)
+    assert "Wrong user name or password" in unknown.text
+    assert client.get("/session.json").text == data
+
+
+@pytest.mark.parametrize("path", ["/login", "/logout"])
+def test_forged_or_missing_csrf_token_is_403(demo, path):
+    client = demo.client()
+    client.get("/")
+    token = client.csrf()
+    data = client.get("/session.json").text
+    other = demo.client()
+    other_token = other.csrf()
+    for form in (
+        {"username": "alice", "password": "wonderland"},  # missing
+        {"csrf_token": "", "username": "alice", "password": "wonderland"},  # empty
+        {"csrf_token": token[:-1] + ("A" if token[-1] != "A" else "B"), "username": "alice", "password": "wonderland"},
+        {"csrf_token": other_token, "username": "alice", "password": "wonderland"},  # another session's
+        {"csrf_token": "é" * 43, "username": "alice", "password": "wonderland"},  # non-ASCII
+    ):
+        response = client.post(path, form)
+        assert response.status == 403, form
+        assert "CSRF" in by_id(response.text, "error")
+    assert client.get("/session.json").text == data  # not logged in, not logged out
+    # A browser without a session has no token to match.
+    assert demo.client().post(path, {"csrf_token": token, "username": "alice", "password": "wonderland"}).status == 403
+
+
+def test_logout_destroys_the_session_empties_the_jar_and_flashes(demo):
+    client = demo.client()
+    client.get("/")
+    client.post("/login", {"csrf_token": client.csrf(), "username": "bob", "password": "builder"})
+    page = client.get("/").text
+    old_hash = by_id(page, "sid-hash")
+    token = field(page, "csrf_token")
+    response = client.post("/logout", {"csrf_token": token}, follow=False)
+    assert response.status == 303
+    assert response.headers["Location"] == "/?flash=logged-out"
+    assert list(client.jar) == []  # the Set-Cookie expired the cookie
+    assert len(demo.manager.store) == 0  # and the record is gone
+    # Following the redirect: the flash, and a brand-new session.
+    home = client.get(response.headers["Location"])
+    assert "logged out" in by_id(home.text, "flash")
+    assert visits(home) == 1
+    assert by_id(home.text, "state").startswith("new")
+    assert by_id(home.text, "sid-hash") != old_hash
+    assert "bob" not in by_id(home.text, "user")
+
+
+def test_flash_from_the_url_is_never_echoed(demo):
+    client = demo.client()
+    for value in ("<script>alert(1)</script>", "You won a prize", "logged-out2"):
+        page = client.get("/?flash=" + urllib.parse.quote(value)).text
+        assert 'id="flash"' not in page
+        assert "<script>" not in page and "prize" not in page
+
+
+def test_expiry_with_an_injected_clock_starts_a_fresh_session(demo):
+    client = demo.client()
+    first = client.get("/")
+    client.get("/")
+    demo.clock.advance(MAX_AGE - 1)  # idle for less than max-age: still alive, and the visit restarts it
+    assert visits(client.get("/")) == 3
+    demo.clock.advance(MAX_AGE - 1)
+    page = client.get("/")
+    assert visits(page) == 4
+    assert by_id(page.text, "expires-in") == str(MAX_AGE)
+    demo.clock.advance(MAX_AGE + 1)  # idle past max-age: the server no longer knows the session
+    assert client.cookie() is not None  # the browser still sends its cookie...
+    fresh = client.get("/")
+    assert visits(fresh) == 1  # ...but a new session starts
+    assert by_id(fresh.text, "state").startswith("new")
+    assert by_id(fresh.text, "sid-hash") != by_id(first.text, "sid-hash")
+
+
+def test_pitfall_page_shows_the_error_the_library_raised(demo):
+    # The message the library raises for a write after commit, obtained independently of the demo.
+    session = demo.manager.open(None)
+    session["x"] = 1
+    demo.manager.commit(session)
+    with pytest.raises(sessions.SessionClosedError) as raised:
+        session["x"] = 2
+    expected = f"SessionClosedError: {raised.value}"
+
+    client = demo.client()
+    page = client.get("/pitfall")
+    assert page.status == 200
+    assert by_id(page.text, "raised") == expected
+    assert by_id(page.text, "pitfall-views") == "1"
+    page = client.get("/pitfall")
+    assert by_id(page.text, "pitfall-views") == "2"  # the correct way is saved
+    data = json.loads(client.get("/session.json").text)
+    assert data["pitfall_views"] == 2
+    assert data["last_page"] == "/pitfall"  # the late write was not saved (and did not pass silently)
+    # Keep-alive still works after the chunked pitfall response.
+    connection = http.client.HTTPConnection("127.0.0.1", demo.port, timeout=5)
+    try:
+        for path in ("/pitfall", "/", "/pitfall"):
+            connection.request("GET", path)
+            response = connection.getresponse()
+            assert response.status == 200 and response.read().endswith(b"</html>\n")
+    finally:
+        connection.close()
+
+
+def test_session_json_returns_the_session_data(demo):
+    client = demo.client()
+    empty = client.get("/session.json")
+    assert empty.status == 200
+    assert empty.headers["Content-Type"].startswith("application/json")
+    assert json.loads(empty.text) == {}
+    assert client.cookie() is None  # reading an empty session creates nothing
+    client.get("/")
+    client.get("/")
+    data = json.loads(client.get("/session.json").text)
+    assert data["visits"] == 2
+    assert set(data) == {"visits", "csrf_token"}
+
+
+# Bad input ################################################################################################
+
+
+def test_unknown_path_is_a_404_page(demo):
+    client = demo.client()
+    for path in ("/nope", "/login/", "/session.json.bak", "/%00", "/<script>"):
+        response = client.get(path)
+        assert response.status == 404, path
+        assert "<script>" not in response.text
+        assert response.headers["Content-Type"].startswith("text/html")
+    assert client.post("/nope", {"a": "b"}).status == 404
+
+
+@pytest.mark.parametrize(
+    "method, path, allow",
+    [
+        ("POST", "/", "GET, HEAD, OPTIONS"),
+        ("PUT", "/", "GET, HEAD, OPTIONS"),
+        ("DELETE", "/session.json", "GET, HEAD, OPTIONS"),
+        ("GET", "/logout", "POST, OPTIONS"),
+        ("PATCH", "/login", "GET, HEAD, POST, OPTIONS"),
+        ("POST", "/pitfall", "GET, HEAD, OPTIONS"),
+    ],
+)
+def test_wrong_method_is_405_with_allow(demo, method, path, allow):
+    response = demo.client().request(path, method=method, data=b"x=1" if method != "GET" else None)
+    assert response.status == 405
+    assert response.headers["Allow"] == allow
+    assert method in by_id(response.text, "error")
+
+
+def test_head_and_options(demo):
+    status, headers, body = raw_request(demo.port, "HEAD", "/", {})
+    assert status == 200 and body == "" and int(headers["Content-Length"]) > 0
+    status, headers, body = raw_request(demo.port, "OPTIONS", "/logout", {})
+    assert status == 204 and headers["Allow"] == "POST, OPTIONS"
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize(
+    "headers, body, status, message",
+    [
+        ({"Content-Type": FORM, "Content-Length": "abc"}, b"", 400, "Content-Length"),
+        ({"Content-Type": FORM, "Content-Length": "-5"}, b"", 400, "Content-Length"),
+        ({"Content-Type": FORM, "Content-Length": "99999999999999999999"}, b"", 400, "Content-Length"),
+        ({"Content-Type": FORM}, b"", 411, "Content-Length"),
+        ({"Content-Type": FORM, "Transfer-Encoding": "chunked"}, b"3\r\na=b\r\n0\r\n\r\n", 411, "Content-Length"),
+        ({"Content-Type": FORM, "Content-Length": "5000"}, b"a=" + b"x" * 4998, 413, "too large"),
+        ({"Content-Type": FORM}, b"username=\xff\xfe", 400, "UTF-8"),
+        ({"Content-Type": FORM}, b"username=%FF", 400, "UTF-8"),
+        ({"Content-Type": FORM}, b"no-equals-sign", 400, "Malformed"),
+        ({"Content-Type": FORM}, b"&".join(b"f%d=1" % i for i in range(50)), 400, "Malformed"),
+        ({"Content-Type": FORM}, b"a=1&a=2", 400, "more than once"),
+        ({"Content-Type": "application/json"}, b'{"username": "alice"}', 415, "urlencoded"),
+        ({}, b"username=alice", 415, "urlencoded"),
+    ],
+)
+def test_malformed_form_gets_a_clear_error(demo, headers, body, status, message):
+    headers = dict(headers)
+    if "Content-Length" not in headers and "Transfer-Encoding" not in headers and body:
+        headers["Content-Length"] = str(len(body))
+    got, response_headers, text = raw_request(demo.port, "POST", "/login", headers, body)
+    assert got == status
+    assert message in by_id(text, "error")
+    assert "Traceback" not in text
+
+
+def test_refused_bodies_leave_the_connection_usable(demo):
+    """A 405 or 413 answered without reading the body drops it, so keep-alive goes on cleanly."""
+    connection = http.client.HTTPConnection("127.0.0.1", demo.port, timeout=5)
+    try:
+        for method, path, body, status in (
+            ("POST", "/", b"x=1", 405),
+            ("POST", "/login", b"a=" + b"x" * 10000, 413),
+            ("PUT", "/nope", b"y" * 100, 404),
+            ("GET", "/", None, 200),
+        ):
+            connection.request(method, path, body=body, headers={"Content-Type": FORM})
+            response = connection.getresponse()
+            assert response.status == status
+            assert response.getheader("Connection") != "close"
+            response.read()
+    finally:
+        connection.close()
+
+
+def test_missing_form_fields_are_400(demo):
+    client = demo.client()
+    token = client.csrf()
+    for form in ({"csrf_token": token}, {"csrf_token": token, "username": "alice"}):
+        response = client.post("/login", form)
+        assert response.status == 400
+        assert "missing field" in by_id(response.text, "error")
+
+
+def test_server_error_is_a_500_page_without_traceback(demo, monkeypatch, caplog):
+    def broken(self):
+        raise RuntimeError("boom: internal detail")
+
+    monkeypatch.setattr(demo_server.DemoHandler, "page_session_json", broken)
+    response = demo.client().get("/session.json")
+    assert response.status == 500
+    assert "boom" not in response.text and "Traceback" not in response.text
+    assert "RuntimeError" in caplog.text  # logged for the operator
+
+
+def test_store_failure_is_a_clean_500(demo, monkeypatch):
+    def broken(sid):
+        raise OSError("disk on fire")
+
+    client = demo.client()
+    client.get("/")
+    token = field(client.get("/").text, "csrf_token")
+    with monkeypatch.context() as patch:
+        patch.setattr(demo.manager.store, "destroy", broken)
+        response = client.post("/logout", {"csrf_token": token})
+    assert response.status == 500
+    assert "disk on fire" not in response.text and "Traceback" not in response.text
+    assert visits(client.get("/")) == 3  # the session survived the failed logout
+
+
+# The real command ##########################################################################################
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_demo(*args: str, env_secret: str | None = None) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "SESSION_SECRET"}
+    if env_secret is not None:
+        env["SESSION_SECRET"] = env_secret
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "demo_server.py"), "--port", str(port), *args],
+        cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    return process, port
+
+
+def wait_for_home(process: subprocess.Popen, port: int) -> str:
+    deadline = time.monotonic() + 10
+    while True:
+        assert process.poll() is None, process.communicate()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                return response.read().decode()
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_smoke_python_demo_server_serves_the_home_page():
+    process, port = start_demo()
+    try:
+        page = wait_for_home(process, port)
+        assert 'id="visits">1<' in page
+        process.terminate()
+        out, err = process.communicate(timeout=5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert f"http://127.0.0.1:{port}/" in out
+    assert "Ctrl+C to stop" in out
+    assert "random secret" in out  # no secret given: the notice
+    assert "Traceback" not in err
+    assert process.returncode == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX-only")
+def test_ctrl_c_stops_cleanly_and_flags_are_honoured():
+    process, port = start_demo("--max-age", "5", "--rolling", env_secret="from the environment")
+    try:
+        page = wait_for_home(process, port)
+        assert 'id="expires-in">5<' in page
+        assert "Rolling</th><td>on" in page
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert "random secret" not in out  # SESSION_SECRET was used
+    assert "from the environment" not in out + err  # and never printed
+    assert "Traceback" not in err
+    assert process.returncode == 0
+
+
+def test_port_in_use_is_a_clear_message():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, str(HERE / "demo_server.py"), "--port", str(port), "--secret", "s"],
+            cwd=HERE, capture_output=True, text=True, timeout=10,
+        )
+    assert result.returncode == 1
+    assert "Cannot listen" in result.stderr and "Traceback" not in result.stderr
