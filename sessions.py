@@ -1495,7 +1495,11 @@ class SessionMiddleware:
         def request() -> Tuple[Optional[str], bool, str]:
             tls = environ.get("wsgi.url_scheme") == "https"
             secure = manager.is_secure(tls, environ.get("HTTP_X_FORWARDED_PROTO"))
-            path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "")
+            raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")  # as sent: what browsers path-match
+            if raw:
+                path = _request_path(raw)
+            else:  # PEP 3333 only has the decoded path
+                path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "")
             return environ.get("HTTP_COOKIE"), secure, path or "/"
 
         session = environ[self.environ_key] = manager.open_lazy(request)
