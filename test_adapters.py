@@ -989,3 +989,29 @@ def test_wsgi_url_scheme_decides_secure_auto(serve, make_manager, scheme, secure
     response = raw(srv, "/count")
 
     assert ("Secure" in response.set_cookies[0].split("; ")) is secure
+
+
+@pytest.mark.parametrize(
+    "raw_uri, in_scope",
+    [("/app/x?q=1", True), ("/app%2Fx", False)],  # a browser path-matches the path as sent, not decoded
+)
+def test_wsgi_path_matches_the_raw_uri_when_the_server_gives_it(raw_uri, in_scope):
+    manager = sessions.SessionManager("k", cookie={"path": "/app"})
+    seen = {}
+
+    def app(environ, start_response):
+        session = environ["sessions.session"]
+        try:
+            session["n"] = 1
+            seen["stored"] = True
+        except sessions.SessionClosedError:
+            seen["stored"] = False
+        start_response("200 OK", [])
+        return [b""]
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/app/x", "SCRIPT_NAME": "", "RAW_URI": raw_uri,
+               "wsgi.url_scheme": "http"}
+    headers = []
+    sessions.SessionMiddleware(app, manager)(environ, lambda status, h, exc_info=None: headers.extend(h))
+    assert seen["stored"] is in_scope
+    assert any(name == "Set-Cookie" for name, _ in headers) is in_scope
