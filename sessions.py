@@ -135,7 +135,11 @@ def _json_encoder() -> Callable[[Any], str]:
 
 
 _encode_json = _json_encoder()
-_raw_decode_json = json.JSONDecoder().raw_decode
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (JavaScript cannot store it either)")
+
+
+_raw_decode_json = json.JSONDecoder(parse_constant=_no_constants).raw_decode
 
 
 def _decode_json(text: str) -> Any:
@@ -634,9 +638,6 @@ class MemoryStore(Store):
     def set(self, sid: str, record: str, expires: Optional[float]) -> None:
         now = self.clock()
         with self._lock:
-            if self.max_sessions is not None and sid not in self._records:
-                while len(self._records) >= self.max_sessions and self._pop_earliest() is not None:
-                    pass
             self._put(sid, record, expires, now)
 
     def touch(self, sid: str, record: str, expires: Optional[float]) -> None:
@@ -656,6 +657,9 @@ class MemoryStore(Store):
         if deadline <= now:
             self._records.pop(sid, None)
             return
+        if self.max_sessions is not None and sid not in self._records:
+            while len(self._records) >= self.max_sessions and self._pop_earliest() is not None:
+                pass
         self._records[sid] = (record, deadline)
         heapq.heappush(self._heap, (deadline, sid))
         if len(self._heap) > 2 * len(self._records) + 1024:  # mostly stale entries: rebuild
@@ -1115,8 +1119,11 @@ class SessionManager:
             cookie = parsed["cookie"]
             original = cookie.get("originalMaxAge")
             expires = cookie.get("expires")
-            if original is not None and (isinstance(original, bool) or not isinstance(original, (int, float))):
-                raise ValueError("originalMaxAge is not a number")
+            if original is not None and (
+                isinstance(original, bool) or not isinstance(original, (int, float))
+                or not 0 <= original <= MAX_DURATION * 1000
+            ):
+                raise ValueError("originalMaxAge is not a number of milliseconds in range")
             expires_ms = None if expires is None or expires is False else _parse_iso(expires)
             if expires not in (None, False) and expires_ms is None:
                 raise ValueError("expires is not an ISO-8601 time")
