@@ -11,7 +11,8 @@ be lost, parses hostile Cookie headers safely, re-signs cookies after a secret r
 store fit for a single production process.
 
 The file reads in the order a request meets it:
-cookie codec -> signing -> stores -> session -> manager (all policy) -> adapters (no policy).
+cookie codec -> signing -> cookie options -> records -> stores -> session -> manager (all policy) ->
+adapters (no policy).
 
 Quick start (http.server)::
 
