@@ -1526,20 +1526,18 @@ class TestMemoryStore:
         assert sorted(store.ids()) == sorted(["s3"] + [f"s{i}" for i in range(5, 10)])
         assert store.prune() == 0
 
-    def test_a_write_prunes_a_bounded_batch_of_expired_records(self, clock, monkeypatch):
+    def test_a_write_prunes_a_bounded_batch_of_expired_records(self, clock):
         store = sessions.MemoryStore(clock=clock)
         for i in range(1000):
             store.set(f"dead{i}", rec(), T0 + 1)
         for i in range(5000):
             store.set(f"live{i}", rec(), T0 + 1000)
         clock.advance(2)
-        pops = []
-        real_pop = sessions.heapq.heappop
-        monkeypatch.setattr(sessions.heapq, "heappop", lambda heap: pops.append(1) or real_pop(heap))
+        entries = store._entries  # white-box: index entries examined by this one write
         store.set("new", rec(), T0 + 1000)
-        monkeypatch.undo()
+        examined = entries + 1 - store._entries
         batch = store.PRUNE_BATCH
-        assert 0 < len(pops) <= batch  # proportional to the expired, not to the 6000 stored
+        assert 0 < examined <= batch  # proportional to the expired, not to the 6000 stored
         still_held = sum(store.expiry(f"dead{i}") is not None for i in range(1000))
         assert 1000 - batch <= still_held < 1000
         assert all(store.expiry(f"live{i}") == T0 + 1000 for i in range(5000))
@@ -1559,6 +1557,14 @@ class TestMemoryStore:
         store.set("newer", rec(), T0 + 250)
         assert sorted(store.ids()) == ["late", "middle", "newer"]
 
+    def test_a_full_store_drops_records_expired_this_second_before_evicting_live_ones(self, clock):
+        store = sessions.MemoryStore(clock=clock, max_sessions=2)
+        store.set("dead", rec(), T0 + 10.2)
+        store.set("live", rec(), T0 + 10.9)  # same expiry second as "dead"
+        clock.advance(10.5)  # "dead" has expired, its second is still under way
+        store.set("new", rec(), T0 + 100)
+        assert sorted(store.ids()) == ["live", "new"]
+
     def test_an_expired_write_evicts_nobody(self, clock):
         store = sessions.MemoryStore(clock=clock, max_sessions=1)
         store.set("live", rec(), T0 + 30)
@@ -1574,11 +1580,11 @@ class TestMemoryStore:
     def test_is_the_managers_default_store(self):
         assert isinstance(sessions.SessionManager(SECRET).store, sessions.MemoryStore)
 
-    def test_heap_stays_bounded_under_rewrites(self, clock):  # white-box: memory stays linear in live records
+    def test_index_stays_bounded_under_rewrites(self, clock):  # white-box: memory stays linear in live records
         store = sessions.MemoryStore(clock=clock)
         for i in range(20_000):
             store.set("same", rec(), T0 + 60 + i)
-        assert len(store._heap) <= 2 * len(store._records) + 1025
+        assert store._entries <= 2 * len(store._records) + 1025
 
     def test_thread_safety(self, clock):
         store = sessions.MemoryStore(clock=clock, max_sessions=10_000)
@@ -1632,7 +1638,7 @@ class MemoryStoreModel(RuleBasedStateMachine):
     @rule(sid=ids, ttl=st.none() | st.integers(-5, 60), touch=st.booleans())
     def write(self, sid, ttl, touch):
         self.tick += 1
-        self.clock.advance(1 / 1024)  # distinct deadlines: "closest to expiry" is then unambiguous
+        self.clock.advance(1 / 1024)
         expires = None if ttl is None else self.clock.now + ttl
         deadline = self.clock.now + 30 if expires is None else expires
         self._drop_expired()
@@ -1648,9 +1654,13 @@ class MemoryStoreModel(RuleBasedStateMachine):
         if deadline <= self.clock.now:
             self.model.pop(sid, None)
             return
-        if self.max_sessions is not None and sid not in self.model:
-            while len(self.model) >= self.max_sessions:
-                del self.model[min(self.model, key=lambda k: self.model[k][1])]
+        if self.max_sessions is not None and sid not in self.model and len(self.model) >= self.max_sessions:
+            # One record of the earliest expiry second is evicted (the store is exact to the second).
+            earliest = min(int(entry[1]) for entry in self.model.values())
+            candidates = [k for k, entry in self.model.items() if int(entry[1]) == earliest]
+            evicted = [k for k in candidates if self.store.expiry(k) is None]
+            assert len(evicted) == 1, (candidates, evicted)
+            del self.model[evicted[0]]
         self.model[sid] = ((self.tick, self.tick), deadline)
 
     @rule(sid=ids)
