@@ -261,6 +261,21 @@ def test_parse_survives_pathological_headers(header):
     sessions.parse_cookie_header(header * 128, "sid")
 
 
+_segments = st.tuples(
+    st.sampled_from(["sid", " sid", "sid\t", "\xa0sid", "xsid", "sidx", "", "s", "a"]),
+    st.sampled_from(["=", " = ", "", "=="]),
+    st.sampled_from(["v", "", "s%3Ax", '"q"', "sid", "a=sid", " sid=v"]),
+    st.sampled_from([";", ",", "; ", ";;", " , ", ""]),
+).map("".join)
+
+
+@SLOW
+@given(st.lists(_segments, max_size=8).map("".join))
+def test_parse_by_name_agrees_with_the_general_parser(header):
+    expected = [pair for pair in sessions.parse_cookie_header(header) if pair[0] == "sid"]
+    assert sessions.parse_cookie_header(header, "sid") == expected
+
+
 @given(st.one_of(st.text(), st.lists(st.text(), max_size=4), st.none()), st.one_of(st.none(), st.text(max_size=5)))
 def test_parse_never_raises(header, name):
     pairs = sessions.parse_cookie_header(header, name)
