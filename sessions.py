@@ -885,16 +885,15 @@ class Session(MutableMapping):
     _cookie_unsent = False  # ...or not yet sent to the browser
     _set_cookies: Optional[List[str]] = None  # the result of commit
 
-    def __init__(self, manager: "SessionManager", opener: Optional[Callable[["Session"], None]] = None) -> None:
+    def __init__(self, manager: "SessionManager", request: Optional[Callable[[], Tuple[Any, bool, str]]] = None) -> None:
         self._manager = manager
-        self._opener = opener
+        self._request = request  # for a lazy session: () -> (cookie header, secure, path)
 
     # Opening is lazy: the adapters create sessions that load on first use.
     def _loaded(self) -> Dict[str, Any]:
         data = self._data
         if data is None:
-            self._opener(self)  # may raise StoreError; then a later access tries again
-            self._opener = None
+            self._manager._open_into(self, *self._request())  # may raise StoreError; a later access retries
             data = self._data
         return data
 
@@ -1119,7 +1118,7 @@ class SessionManager:
     def open_lazy(self, request: Callable[[], Tuple[Any, bool, str]]) -> Session:
         """A session that opens on first use: ``request()`` then returns ``(cookie_header, secure, path)``.
         Adapters use this so a request that never touches its session costs (almost) nothing."""
-        return Session(self, lambda session: self._open_into(session, *request()))
+        return Session(self, request)
 
     def is_secure(self, tls: bool, forwarded_proto: Optional[str] = None) -> bool:
         """Whether a request is HTTPS: over TLS, or (with ``trust_proxy``) per the first X-Forwarded-Proto."""
@@ -1576,29 +1575,42 @@ class SessionMiddleware:
         self.manager = manager
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        manager = self.manager
+        request = _WSGIRequest(self.manager, environ, start_response)
+        environ[self.environ_key] = request.session
+        return self.app(environ, request.start_response)
 
-        def request() -> Tuple[Optional[str], bool, str]:
-            tls = environ.get("wsgi.url_scheme") == "https"
-            secure = manager.is_secure(tls, environ.get("HTTP_X_FORWARDED_PROTO"))
-            raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")  # as sent: what browsers path-match
-            if raw:
-                path = _request_path(raw)
-            else:  # PEP 3333 only has the decoded path
-                path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "")
-            return environ.get("HTTP_COOKIE"), secure, path or "/"
 
-        session = environ[self.environ_key] = manager.open_lazy(request)
+class _WSGIRequest:
+    """One WSGI request's side of ``SessionMiddleware``: opens the session lazily from the environ and
+    commits it in ``start_response``. A small object rather than closures: this runs on every request."""
 
-        def session_start_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
-            if session._data is None:  # never used: nothing to add, but a later write must raise
-                session._closed = _CLOSED
-                return start_response(status, headers, exc_info)
-            try:
-                code = int(status.split(" ", 1)[0])
-            except ValueError:
-                code = 500
-            extra = manager.response_headers(session, code)  # a repeated call repeats the first's cookies
-            return start_response(status, list(headers) + extra, exc_info)
+    __slots__ = ("manager", "environ", "session", "_start_response")
 
-        return self.app(environ, session_start_response)
+    def __init__(self, manager: SessionManager, environ: Dict[str, Any], start_response: Callable[..., Any]) -> None:
+        self.manager = manager
+        self.environ = environ
+        self._start_response = start_response
+        self.session = Session(manager, self.request)
+
+    def request(self) -> Tuple[Optional[str], bool, str]:
+        environ = self.environ
+        tls = environ.get("wsgi.url_scheme") == "https"
+        secure = self.manager.is_secure(tls, environ.get("HTTP_X_FORWARDED_PROTO"))
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")  # as sent: what browsers path-match
+        if raw:
+            path = _request_path(raw)
+        else:  # PEP 3333 only has the decoded path
+            path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "")
+        return environ.get("HTTP_COOKIE"), secure, path or "/"
+
+    def start_response(self, status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
+        session = self.session
+        if session._data is None:  # never used: nothing to add, but a later write must raise
+            session._closed = _CLOSED
+            return self._start_response(status, headers, exc_info)
+        try:
+            code = int(status.split(" ", 1)[0])
+        except ValueError:
+            code = 500
+        extra = self.manager.response_headers(session, code)  # a repeated call repeats the first's cookies
+        return self._start_response(status, list(headers) + extra, exc_info)
