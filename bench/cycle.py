@@ -373,6 +373,8 @@ def run(reps: int, target_seconds: float) -> Dict[str, Any]:
         "us": med,
         "untouched_http_us": timing.median(http_extra) * 1e6,
         "untouched_wsgi_us": timing.median(wsgi_extra) * 1e6,
+        # every variant against the floor, as the median of per-repetition ratios (what the target uses)
+        "vs_floor": {name: timing.median_ratio(values, samples["floor"]) for name, values in samples.items()},
         "ratio_floor": timing.median_ratio(samples["sessions_modified"], samples["floor"]),
         "ratio_flask": timing.median_ratio(samples["sessions_modified"], samples["flask"]) if flask_case else None,
         "sign_per_s": 1e6 / med["sign"],
