@@ -1575,27 +1575,23 @@ class SessionMiddleware:
         self.manager = manager
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        request = _WSGIRequest(self.manager, environ, start_response)
-        environ[self.environ_key] = request.session
-        return self.app(environ, request.start_response)
+        session = environ[self.environ_key] = _WSGISession(self.manager, environ, start_response)
+        return self.app(environ, session.start_response)
 
 
-class _WSGIRequest:
-    """One WSGI request's side of ``SessionMiddleware``: opens the session lazily from the environ and
-    commits it in ``start_response``. A small object rather than closures: this runs on every request."""
-
-    __slots__ = ("manager", "environ", "session", "_start_response")
+class _WSGISession(Session):
+    """A session that reads its request from a WSGI environ and is committed by the ``start_response`` it
+    hands the app. One object per request, because this runs on every request."""
 
     def __init__(self, manager: SessionManager, environ: Dict[str, Any], start_response: Callable[..., Any]) -> None:
-        self.manager = manager
-        self.environ = environ
-        self._start_response = start_response
-        self.session = Session(manager, self.request)
+        self._manager = manager
+        self._environ = environ
+        self._server_start_response = start_response
 
-    def request(self) -> Tuple[Optional[str], bool, str]:
-        environ = self.environ
+    def _request(self) -> Tuple[Optional[str], bool, str]:  # what Session._loaded opens from
+        environ = self._environ
         tls = environ.get("wsgi.url_scheme") == "https"
-        secure = self.manager.is_secure(tls, environ.get("HTTP_X_FORWARDED_PROTO"))
+        secure = self._manager.is_secure(tls, environ.get("HTTP_X_FORWARDED_PROTO"))
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")  # as sent: what browsers path-match
         if raw:
             path = _request_path(raw)
@@ -1604,13 +1600,12 @@ class _WSGIRequest:
         return environ.get("HTTP_COOKIE"), secure, path or "/"
 
     def start_response(self, status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
-        session = self.session
-        if session._data is None:  # never used: nothing to add, but a later write must raise
-            session._closed = _CLOSED
-            return self._start_response(status, headers, exc_info)
+        if self._data is None:  # never used: nothing to add, but a later write must raise
+            self._closed = _CLOSED
+            return self._server_start_response(status, headers, exc_info)
         try:
             code = int(status.split(" ", 1)[0])
         except ValueError:
             code = 500
-        extra = self.manager.response_headers(session, code)  # a repeated call repeats the first's cookies
-        return self._start_response(status, list(headers) + extra, exc_info)
+        extra = self._manager.response_headers(self, code)  # a repeated call repeats the first's cookies
+        return self._server_start_response(status, list(headers) + extra, exc_info)
