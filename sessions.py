@@ -153,7 +153,7 @@ def _decode_json(text: str) -> Any:
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_ISO_MS = re.compile(r"(\d{4})-(\d\d)-(\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{1,9}))?Z\Z")
+_ISO_MS = re.compile(r"(\d{4})-(\d\d)-(\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{1,9}))?Z\Z", re.ASCII)
 
 
 #: The longest duration an option accepts (100 years): expiries must stay readable ISO-8601 dates.
@@ -205,24 +205,35 @@ def _iso(ms: int) -> str:
     return f"{_iso_second(ms // 1000)}.{ms % 1000:03d}Z"
 
 
-_day_seconds: Dict[str, int] = {}
+_minute_ms: Dict[str, int] = {}  # "2023-11-14T22:14" -> ms since the epoch, for canonical timestamps
 
 
 def _parse_iso(text: str) -> Optional[int]:
-    """Milliseconds since the epoch of an ISO-8601 UTC time, or None if it is not one."""
+    """Milliseconds since the epoch of an ISO-8601 UTC time, or None if it is not one.
+
+    Records hold ``2023-11-14T22:14:20.000Z``; their minute is looked up in a small cache, so a request
+    parses only the seconds and milliseconds.
+    """
+    if len(text) == 24 and text.isascii() and text[16] == ":" and text[19] == "." and text[23] == "Z":
+        minute, seconds, millis = _minute_ms.get(text[:16]), text[17:19], text[20:23]
+        if minute is not None and seconds.isdigit() and millis.isdigit() and seconds < "60":
+            return minute + int(seconds) * 1000 + int(millis)
+    ms = _parse_iso_fully(text)
+    if ms is not None and len(text) == 24 and text[19] == ".":
+        if len(_minute_ms) >= 4096:
+            _minute_ms.clear()
+        _minute_ms[text[:16]] = ms - int(text[17:19]) * 1000 - int(text[20:23])
+    return ms
+
+
+def _parse_iso_fully(text: str) -> Optional[int]:
     match = _ISO_MS.match(text)
     if match:
-        year, month, day, hour, minute, second, fraction = match.groups()
-        date = text[:10]
-        day_start = _day_seconds.get(date)
-        if day_start is None:
-            try:
-                day_start = int(datetime(int(year), int(month), int(day), tzinfo=timezone.utc).timestamp())
-            except (ValueError, OverflowError):  # e.g. February 30th
-                return None
-            if len(_day_seconds) < 4096:
-                _day_seconds[date] = day_start
-        whole = day_start + int(hour) * 3600 + int(minute) * 60 + int(second)
+        fields, fraction = [int(group) for group in match.groups()[:6]], match.group(7)
+        try:  # validates the date, e.g. no February 30th
+            whole = int(datetime(*fields, tzinfo=timezone.utc).timestamp())
+        except (ValueError, OverflowError):
+            return None
         return whole * 1000 + (int(fraction[:3].ljust(3, "0")) if fraction else 0)
     try:  # rarer spellings, e.g. an explicit offset
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -731,6 +731,24 @@ def test_node_records_load_with_any_iso_expires(expires, expires_ms):
     assert session.cookie.expires.tzinfo is not None
 
 
+@given(st.integers(0, 253402300799999))  # 1970 to the end of year 9999
+def test_iso_timestamps_round_trip_to_the_millisecond(ms):
+    text = sessions._iso(ms)
+    assert text == datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    assert sessions._parse_iso(text) == ms
+    assert sessions._parse_iso(text) == ms  # again, now from the per-minute cache
+
+
+@pytest.mark.parametrize("text", [
+    "2023-11-14T22:14:2\u0663.000Z",  # an Arabic-Indic digit: int() would accept it
+    "2023-11-14T22:14:60.000Z", "2023-02-30T00:00:00.000Z", "2023-11-14T24:00:00.000Z",
+    "2023-11-14T22:14:20.000", "not a date", "",
+])
+def test_invalid_iso_timestamps_are_refused(text):
+    sessions._parse_iso("2023-11-14T22:14:20.000Z")  # the minute is cached: the fast path must refuse too
+    assert sessions._parse_iso(text) is None
+
+
 def test_node_browser_session_record_loads():
     session = load_record('{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"user":"bob"}')
     assert (session.id, session["user"], session.cookie.expires, session.cookie.max_age) == ("apple", "bob", None, None)
