@@ -109,6 +109,7 @@ class StoreError(SessionError):
 
 # Small helpers: time, JSON, ids #############################################################################
 
+
 def _json_encoder() -> Callable[[Any], str]:
     """Compact JSON without ASCII escaping or NaN, like JavaScript's ``JSON.stringify``.
 
@@ -137,6 +138,8 @@ def _json_encoder() -> Callable[[Any], str]:
 
 
 _encode_json = _json_encoder()
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (JavaScript cannot store it either)")
 
@@ -145,11 +148,14 @@ _raw_decode_json = json.JSONDecoder(parse_constant=_no_constants).raw_decode
 
 
 def _decode_json(text: str) -> Any:
-    """``json.loads`` for a whole document, without its per-call wrapper (records have no padding)."""
+    """``json.loads`` for a whole document, without its per-call wrapper."""
+    if text[:1].isspace():
+        text = text.lstrip()
     value, end = _raw_decode_json(text)
     if end != len(text) and text[end:].strip():
         raise ValueError(f"extra data after the JSON document at {end}")
     return value
+
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -170,7 +176,9 @@ def _seconds(value: Any, option: str, *, allow_zero: bool = True) -> Optional[fl
         raise ConfigurationError(f"{option} must be a number of seconds or a timedelta, not {value!r}")
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero) or value > MAX_DURATION:
         bound = "zero or more" if allow_zero else "more than zero"
-        raise ConfigurationError(f"{option} must be a number of seconds, {bound}, at most {MAX_DURATION}; got {value!r}")
+        raise ConfigurationError(
+            f"{option} must be a number of seconds, {bound}, at most {MAX_DURATION}; got {value!r}"
+        )
     return float(value)
 
 
@@ -193,7 +201,9 @@ def _per_second(render: Callable[[time.struct_time], str]) -> Callable[[int], st
     return cached
 
 
-_iso_second = _per_second(lambda t: f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
+_iso_second = _per_second(
+    lambda t: f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+)
 _http_second = _per_second(
     lambda t: f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
     f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
@@ -490,7 +500,9 @@ class CookieOptions:
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not _PATH.match(self.path):
-            raise ConfigurationError(f"cookie path must start with '/' and be printable ASCII without ';': {self.path!r}")
+            raise ConfigurationError(
+                f"cookie path must start with '/' and be printable ASCII without ';': {self.path!r}"
+            )
         if self.domain is not None and (not isinstance(self.domain, str) or not _DOMAIN.match(self.domain)):
             raise ConfigurationError(f"cookie domain must be a host name like 'example.com': {self.domain!r}")
         object.__setattr__(self, "max_age", _seconds(self.max_age, "cookie max_age"))
@@ -654,7 +666,9 @@ class MemoryStore(Store):
         default_ttl: Seconds = 86400,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if max_sessions is not None and (isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1):
+        if max_sessions is not None and (
+            isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1
+        ):
             raise ConfigurationError(f"max_sessions must be a positive int or None: {max_sessions!r}")
         self.max_sessions = max_sessions
         self.default_ttl = _seconds(default_ttl, "default_ttl", allow_zero=False)
@@ -816,7 +830,13 @@ class SessionCookie:
 
     __slots__ = ("_session", "_manager", "_options", "original_max_age_ms", "expires_ms")
 
-    def __init__(self, session: "Session", options: CookieOptions, original_max_age_ms: Optional[float], expires_ms: Optional[int]):
+    def __init__(
+        self,
+        session: "Session",
+        options: CookieOptions,
+        original_max_age_ms: Optional[float],
+        expires_ms: Optional[int],
+    ) -> None:
         # A weak reference: a cycle would leave every request's session to the cyclic garbage collector.
         self._session = weakref.ref(session)
         self._manager = session._manager
@@ -896,7 +916,9 @@ class Session(MutableMapping):
     _cookie_unsent = False  # ...or not yet sent to the browser
     _set_cookies: Optional[List[str]] = None  # the result of commit
 
-    def __init__(self, manager: "SessionManager", request: Optional[Callable[[], Tuple[Any, bool, str]]] = None) -> None:
+    def __init__(
+        self, manager: "SessionManager", request: Optional[Callable[[], Tuple[Any, bool, str]]] = None
+    ) -> None:
         self._manager = manager
         self._request = request  # for a lazy session: () -> (cookie header, secure, path)
 
@@ -1035,6 +1057,10 @@ def _data_json(data: Dict[str, Any]) -> str:
         raise
 
 
+#: data, originalMaxAge (ms), expires (ms), created (ms), and the data's JSON text when it could be cut out
+_ParsedRecord = Tuple[Dict[str, Any], Any, Optional[int], Optional[int], Optional[str]]
+
+
 # Manager ##################################################################################################
 
 
@@ -1097,7 +1123,8 @@ class SessionManager:
         if genid is not None and not callable(genid):
             raise ConfigurationError("genid must be a callable returning a new session id (str)")
         self._genid = genid or _default_genid
-        self._absolute_ms = None if absolute_timeout is None else _ms(_seconds(absolute_timeout, "absolute_timeout", allow_zero=False))
+        absolute = _seconds(absolute_timeout, "absolute_timeout", allow_zero=False)
+        self._absolute_ms = None if absolute is None else _ms(absolute)
         if not callable(clock):
             raise ConfigurationError("clock must be a callable returning seconds since the epoch")
         self.clock = clock
@@ -1108,7 +1135,8 @@ class SessionManager:
 
     def _check_name_prefix(self) -> None:
         options, lowered = self.cookie_options, self.name.lower()
-        if lowered.startswith("__host-") and not (options.secure is True and options.path == "/" and options.domain is None):
+        host_ready = options.secure is True and options.path == "/" and options.domain is None
+        if lowered.startswith("__host-") and not host_ready:
             raise ConfigurationError("a '__Host-' cookie name needs secure=True, path='/' and no domain")
         if lowered.startswith("__secure-") and options.secure is not True:
             raise ConfigurationError("a '__Secure-' cookie name needs secure=True")
@@ -1199,7 +1227,7 @@ class SessionManager:
         session._cookie = SessionCookie(session, self.cookie_options, original_max_age_ms, expires_ms)
         return True
 
-    def _parse_record(self, record: Any, sid: str) -> Optional[Tuple[Dict[str, Any], Any, Optional[int], Optional[int], Optional[str]]]:
+    def _parse_record(self, record: Any, sid: str) -> Optional[_ParsedRecord]:
         """``(data, originalMaxAge ms, expires ms, created ms, data JSON text or None)`` of a record, or None
         (logged) if it is corrupt."""
         try:
@@ -1416,7 +1444,8 @@ class SessionManager:
             middle["partitioned"] = True
         if options.priority:
             middle["priority"] = options.priority.lower()
-        self._record_middle = "".join(f",{_encode_json(k)}:{_encode_json(v)}" for k, v in middle.items()) + ',"expires":'
+        pairs = "".join(f",{_encode_json(key)}:{_encode_json(value)}" for key, value in middle.items())
+        self._record_middle = pairs + ',"expires":'
         self._record_tail = {}
         self._cookie_tail = {}
         for secure in (False, True):
