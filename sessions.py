@@ -1285,7 +1285,7 @@ class SessionManager:
     def _save_now(self, session: Session) -> None:
         now_ms = self._now_ms()
         self._slide_expiry(session, now_ms)
-        self._write(session, _data_json(session._data), now_ms)
+        self._write(session, _data_json(session._data))
         self._destroy_stale(session)
 
     def _reload(self, session: Session) -> None:
@@ -1364,19 +1364,21 @@ class SessionManager:
             self._destroy_stale(session)
             return [self._clearing_cookie(session)]
         is_new = session._cookie_id != session._id
+        sendable = self._cookie_allowed(session)
         if status >= 500:  # keep what was stored before; send the cookie only for what a save() stored
             saved = is_new and session._saved_id == session._id
-            return [self._session_cookie(session, self._now_ms())] if saved and self._cookie_allowed(session) else []
+            return [self._session_cookie(session, self._now_ms())] if saved and sendable else []
         now_ms = self._now_ms()
         self._slide_expiry(session, now_ms)
         data_json = _data_json(session._data)
         modified = session._id != session._original_id or data_json != session._original_json
-        if self._should_save(session, is_new, modified, data_json):
-            self._write(session, data_json, now_ms)
+        # A new session whose cookie cannot reach the browser could never be found again: store nothing.
+        if (sendable or not is_new) and self._should_save(session, is_new, modified, data_json):
+            self._write(session, data_json)
         elif not is_new:
             self._store_call("touch", session._id, self._record(session, data_json), self._store_expiry(session))
         self._destroy_stale(session)
-        if self._should_set_cookie(session, is_new, modified) and self._cookie_allowed(session):
+        if sendable and self._should_set_cookie(session, is_new, modified):
             return [self._session_cookie(session, now_ms)]
         return []
 
@@ -1405,7 +1407,7 @@ class SessionManager:
             return False
         return True
 
-    def _write(self, session: Session, data_json: str, now_ms: int) -> None:
+    def _write(self, session: Session, data_json: str) -> None:
         self._store_call("set", session._id, self._record(session, data_json), self._store_expiry(session))
         session._saved_id, session._saved_json = session._id, data_json
         session._cookie_unsaved = False

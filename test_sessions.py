@@ -1234,6 +1234,14 @@ def test_secure_cookie_is_withheld_on_plain_http_with_one_warning(caplog):
     assert "secure" in attributes(client.last_set_cookies[0])
 
 
+def test_a_new_session_whose_secure_cookie_is_withheld_is_not_stored():
+    client = Client(make_manager(cookie={"secure": True}))
+    client.request(put("a", 1))  # plain HTTP: the cookie cannot be sent, so the record would be an orphan
+    assert client.last_set_cookies == [] and len(client.manager.store.inner) == 0
+    client.request(put("a", 1), secure=True)
+    assert client.last_set_cookies and len(client.manager.store.inner) == 1
+
+
 def test_is_secure_honours_x_forwarded_proto_only_when_trusted():
     trusting, wary = make_manager(trust_proxy=True), make_manager()
     assert trusting.is_secure(False, "https") and trusting.is_secure(False, " HTTPS , http")
