@@ -653,7 +653,7 @@ class MemoryStore(Store):
     The index maps each expiry second to the ids written with a deadline in it (a heap orders the seconds).
     A later write leaves the id's earlier entry behind, stale; stale entries are skipped when their second
     is pruned, and the index is rebuilt when they outnumber the records, which keeps memory linear (about
-    230 bytes per session beyond the record text and the id, measured by ``bench/run.py``).
+    220 bytes per session besides the record text, the id included, measured by ``bench/run.py``).
     """
 
     #: Index entries examined per write, so that one request never pays for a mass expiry.
