@@ -612,6 +612,15 @@ def test_genid_returning_a_bad_id_is_an_error(bad_id):
         manager.open(None)
 
 
+def test_default_ids_are_32_base64url_characters_of_fresh_randomness():
+    manager = make_manager()
+    ids = {manager.open(None).id for _ in range(2000)}
+    assert len(ids) == 2000  # 192 random bits: a repeat would mean broken randomness
+    for sid in ids:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{32}", sid), sid
+    assert len(set("".join(ids))) == 64  # the whole base64url alphabet shows up
+
+
 def test_valid_prefixed_names_are_accepted():
     make_manager(name="__Host-sid", cookie={"secure": True})
     make_manager(name="__Secure-sid", cookie={"secure": True, "path": "/app", "domain": "example.com"})
