@@ -88,6 +88,7 @@ code, pre { font: 14px/1.4 ui-monospace, monospace; background: #f3f3f3; }
 pre { padding: .8rem; overflow-x: auto; }
 .flash { background: #e7f6e7; border: 1px solid #9c9; padding: .5rem 1rem; }
 .error { background: #fbeaea; border: 1px solid #d99; padding: .5rem 1rem; }
+pre.error { white-space: pre-wrap; overflow-wrap: anywhere; }
 .columns { display: flex; gap: 1.5rem; flex-wrap: wrap; }
 .columns > section { flex: 1 1 22rem; min-width: 0; }
 form.inline { display: inline; }
