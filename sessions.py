@@ -159,6 +159,7 @@ def _decode_json(text: str) -> Any:
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_CANONICAL_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z", re.ASCII)
 _ISO_MS = re.compile(r"(\d{4})-(\d\d)-(\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{1,9}))?Z\Z", re.ASCII)
 
 
@@ -229,7 +230,7 @@ def _parse_iso(text: str) -> Optional[int]:
         if minute is not None and seconds.isdigit() and millis.isdigit() and seconds < "60":
             return minute + int(seconds) * 1000 + int(millis)
     ms = _parse_iso_fully(text)
-    if ms is not None and len(text) == 24 and text[19] == ".":
+    if ms is not None and _CANONICAL_ISO.match(text):  # only that form may fill the cache
         if len(_minute_ms) >= 4096:
             _minute_ms.clear()
         _minute_ms[text[:16]] = ms - int(text[17:19]) * 1000 - int(text[20:23])

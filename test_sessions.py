@@ -758,6 +758,13 @@ def test_invalid_iso_timestamps_are_refused(text):
     assert sessions._parse_iso(text) is None
 
 
+def test_offset_timestamps_neither_fail_nor_fill_the_minute_cache():
+    assert sessions._parse_iso("2023-11-14T23:14:20.5+01:00") == 1700000060500
+    assert sessions._parse_iso("2023-11-14T22:14:20.0+01") in (None, 1699996460000)  # 24 characters, an offset
+    assert sessions._parse_iso("2023-11-14T22:14:20.000Z") == 1700000060000
+    assert sessions._parse_iso("2023-11-14T22:14:20.000Z") == 1700000060000  # from the cache
+
+
 def test_node_browser_session_record_loads():
     session = load_record('{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"user":"bob"}')
     assert (session.id, session["user"], session.cookie.expires, session.cookie.max_age) == ("apple", "bob", None, None)
