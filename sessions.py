@@ -1643,8 +1643,8 @@ class _WSGISession(Session):
         return environ.get("HTTP_COOKIE"), secure, path or "/"
 
     def start_response(self, status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
-        if self._data is None:  # never used: nothing to add, but a later write must raise
-            self._closed = _CLOSED
+        if self._data is None:  # never used: nothing to add, but commit closes it for any later use
+            self._manager.commit(self)
             return self._server_start_response(status, headers, exc_info)
         try:
             code = int(status.split(" ", 1)[0])

@@ -1015,3 +1015,40 @@ def test_wsgi_path_matches_the_raw_uri_when_the_server_gives_it(raw_uri, in_scop
     sessions.SessionMiddleware(app, manager)(environ, lambda status, h, exc_info=None: headers.extend(h))
     assert seen["stored"] is in_scope
     assert any(name == "Set-Cookie" for name, _ in headers) is in_scope
+
+
+def test_wsgi_session_first_read_after_the_response_started_is_never_committed():
+    calls = []
+
+    class CountingStore(sessions.MemoryStore):
+        def touch(self, sid, record, expires):
+            calls.append("touch")
+            super().touch(sid, record, expires)
+
+        def set(self, sid, record, expires):
+            calls.append("set")
+            super().set(sid, record, expires)
+
+    manager = sessions.SessionManager("k", store=CountingStore(), cookie={"max_age": 60})
+    seeded = manager.open(None)
+    seeded["n"] = 1
+    cookie = manager.commit(seeded)[0].split(";")[0]
+    calls.clear()
+
+    def app(environ, start_response):
+        start_response("200 OK", [])  # the response starts before the session is used...
+        session = environ["sessions.session"]
+        assert session["n"] == 1  # ...reading it later is fine
+        with pytest.raises(sessions.SessionClosedError):
+            session["n"] = 2
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            start_response("400 Bad Request", [], sys.exc_info())  # an error page replaces it
+        return [b""]
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_COOKIE": cookie, "wsgi.url_scheme": "http"}
+    headers = []
+    sessions.SessionMiddleware(app, manager)(environ, lambda status, h, exc_info=None: headers.extend(h))
+    assert calls == []  # nothing was stored or touched after the response started
+    assert not any(name == "Set-Cookie" for name, _ in headers)
