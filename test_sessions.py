@@ -759,7 +759,7 @@ def test_invalid_iso_timestamps_are_refused(text):
 
 
 def test_offset_timestamps_neither_fail_nor_fill_the_minute_cache():
-    assert sessions._parse_iso("2023-11-14T23:14:20.5+01:00") == 1700000060500
+    assert sessions._parse_iso("2023-11-14T23:14:20.500+01:00") == 1700000060500
     assert sessions._parse_iso("2023-11-14T22:14:20.0+01") in (None, 1699996460000)  # 24 characters, an offset
     assert sessions._parse_iso("2023-11-14T22:14:20.000Z") == 1700000060000
     assert sessions._parse_iso("2023-11-14T22:14:20.000Z") == 1700000060000  # from the cache
