@@ -34,6 +34,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import pytest
 
 import sessions
+from conftest import Clock, RecordingStore
+from conftest import sid_of as _sid_of
 
 SECRET = "adapter test secret"
 ADAPTERS = ["http.server", "wsgi"]
@@ -42,70 +44,13 @@ ADAPTERS = ["http.server", "wsgi"]
 # Test doubles ################################################################################################
 
 
-class Clock:
-    """A fake clock near real time (so that urllib's cookie jar does not drop our cookies as expired)."""
-
-    def __init__(self) -> None:
-        self.now = float(int(time.time()))
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class SpyStore(sessions.MemoryStore):
-    """A MemoryStore that records every call the manager makes and fails the methods named in ``fail``."""
-
-    def __init__(self, clock: Clock) -> None:
-        super().__init__(clock=clock)
-        self.calls: List[Tuple[str, str]] = []
-        self.fail: set = set()
-
-    def _spy(self, method: str, sid: str) -> None:
-        self.calls.append((method, sid))
-        if method in self.fail:
-            raise RuntimeError(f"store {method} is down")
-
-    def get(self, sid):
-        self._spy("get", sid)
-        return super().get(sid)
-
-    def set(self, sid, record, expires):
-        self._spy("set", sid)
-        super().set(sid, record, expires)
-
-    def touch(self, sid, record, expires):
-        self._spy("touch", sid)
-        sessions.MemoryStore.set(self, sid, record, expires)
-
-    def destroy(self, sid):
-        self._spy("destroy", sid)
-        super().destroy(sid)
-
-    def data(self, sid: str) -> Optional[dict]:
-        """The stored data of ``sid`` (without the cookie object), read without spying; None if missing."""
-        record = sessions.MemoryStore.get(self, sid)
-        if record is None:
-            return None
-        parsed = json.loads(record)
-        del parsed["cookie"]
-        return parsed
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock.near_real_time()  # so that urllib's cookie jar does not drop our cookies as expired
 
 
 @pytest.fixture
-def store(clock: Clock) -> SpyStore:
-    return SpyStore(clock)
-
-
-@pytest.fixture
-def make_manager(store: SpyStore, clock: Clock) -> Callable[..., sessions.SessionManager]:
+def make_manager(store: RecordingStore, clock: Clock) -> Callable[..., sessions.SessionManager]:
     def make(**options: Any) -> sessions.SessionManager:
         return sessions.SessionManager(SECRET, store=store, clock=clock, **options)
 
@@ -433,11 +378,7 @@ def raw(srv: Server, path: str, headers=()) -> Response:
 
 def sid_of(cookie_pair: str) -> str:
     """The session id inside a ``sid=s%3A<id>.<mac>`` pair (checked against the secret)."""
-    value = urllib.parse.unquote(cookie_pair.split("=", 1)[1])
-    assert value.startswith("s:")
-    sid = sessions.unsign(value[2:], SECRET)
-    assert sid is not None
-    return sid
+    return _sid_of(cookie_pair, SECRET)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -1018,22 +959,12 @@ def test_wsgi_path_matches_the_raw_uri_when_the_server_gives_it(raw_uri, in_scop
 
 
 def test_wsgi_session_first_read_after_the_response_started_is_never_committed():
-    calls = []
-
-    class CountingStore(sessions.MemoryStore):
-        def touch(self, sid, record, expires):
-            calls.append("touch")
-            super().touch(sid, record, expires)
-
-        def set(self, sid, record, expires):
-            calls.append("set")
-            super().set(sid, record, expires)
-
-    manager = sessions.SessionManager("k", store=CountingStore(), cookie={"max_age": 60})
+    store = RecordingStore()
+    manager = sessions.SessionManager("k", store=store, cookie={"max_age": 60})
     seeded = manager.open(None)
     seeded["n"] = 1
     cookie = manager.commit(seeded)[0].split(";")[0]
-    calls.clear()
+    store.reset()
 
     def app(environ, start_response):
         start_response("200 OK", [])  # the response starts before the session is used...
@@ -1050,5 +981,5 @@ def test_wsgi_session_first_read_after_the_response_started_is_never_committed()
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_COOKIE": cookie, "wsgi.url_scheme": "http"}
     headers = []
     sessions.SessionMiddleware(app, manager)(environ, lambda status, h, exc_info=None: headers.extend(h))
-    assert calls == []  # nothing was stored or touched after the response started
+    assert [m for m, _ in store.calls if m != "get"] == []  # nothing was stored or touched after the response started
     assert not any(name == "Set-Cookie" for name, _ in headers)

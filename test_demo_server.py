@@ -28,23 +28,10 @@ import pytest
 
 import demo_server
 import sessions
+from conftest import Clock, sid_of
 
 HERE = Path(__file__).resolve().parent
 MAX_AGE = 60
-
-
-class FakeClock:
-    """Seconds since the epoch, moved only by the test. Starts at the real time so that the cookie jar,
-    which judges Max-Age by the real clock, keeps the cookies while the server's sessions expire."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -112,15 +99,10 @@ def visits(response: Response) -> int:
     return int(by_id(response.text, "visits"))
 
 
-def sid_of(cookie_value: str) -> str:
-    """The session id inside a signed cookie value (s%3A<id>.<mac>)."""
-    return urllib.parse.unquote(cookie_value)[2:].rsplit(".", 1)[0]
-
-
 @pytest.fixture
 def demo():
     threads_before = set(threading.enumerate())
-    clock = FakeClock()
+    clock = Clock(time.time())  # the real time: the cookie jar judges Max-Age by it
     manager = sessions.SessionManager(
         "test secret", store=sessions.MemoryStore(clock=clock), cookie={"max_age": MAX_AGE}, clock=clock
     )

@@ -27,8 +27,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import sessions
+from conftest import T0, Clock, RecordingStore, record_of
+from conftest import sid_of as _sid_of
 
-T0 = 1700000000.0  # 2023-11-14T22:13:20.000Z, the reference's frozen Date.now()
 SECRET = "keyboard cat"
 APPLE_VALUE = "s%3Aapple.D8Y%2BpkTAmeR0PobOhY4G97PRW%2Bj7bUnP%2F5m6%2FOn1MCU"  # TV1
 EXPIRES_60 = "Expires=Tue, 14 Nov 2023 22:14:20 GMT"
@@ -36,58 +37,6 @@ SLOW = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], max
 
 
 # Helpers ##################################################################################################
-
-
-class Clock:
-    """A settable clock in seconds since the epoch."""
-
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class CountingStore(sessions.Store):
-    """Wraps a store and records each call by method name (the inner store's touch is not counted as set)."""
-
-    def __init__(self, inner: sessions.Store) -> None:
-        self.inner = inner
-        self.calls: list = []
-
-    def count(self, method: str) -> int:
-        return sum(1 for name, _ in self.calls if name == method)
-
-    def reset(self) -> None:
-        self.calls.clear()
-
-    def get(self, sid):
-        self.calls.append(("get", sid))
-        return self.inner.get(sid)
-
-    def set(self, sid, record, expires):
-        self.calls.append(("set", sid))
-        self.inner.set(sid, record, expires)
-
-    def touch(self, sid, record, expires):
-        self.calls.append(("touch", sid))
-        self.inner.touch(sid, record, expires)
-
-    def destroy(self, sid):
-        self.calls.append(("destroy", sid))
-        self.inner.destroy(sid)
-
-    def clear(self):
-        self.inner.clear()
-
-    def __len__(self):
-        return len(self.inner)
-
-    def ids(self):
-        return self.inner.ids()
 
 
 class LaxStore(sessions.Store):
@@ -115,7 +64,7 @@ def ids_from(*ids):
 def make_manager(clock=None, store=None, **options) -> sessions.SessionManager:
     clock = clock or Clock()
     if store is None:
-        store = CountingStore(sessions.MemoryStore(clock=clock))
+        store = RecordingStore(sessions.MemoryStore(clock=clock))
     options.setdefault("secret", SECRET)
     return sessions.SessionManager(store=store, clock=clock, **options)
 
@@ -140,11 +89,7 @@ def attributes(set_cookie: str) -> dict:
 
 
 def sid_of(set_cookie: str, secret=SECRET) -> str:
-    value = sessions.parse_cookie_header(request_cookie(set_cookie))[0][1]
-    assert value.startswith("s:")
-    sid = sessions.unsign(value[2:], secret)
-    assert sid is not None
-    return sid
+    return _sid_of(set_cookie, secret)
 
 
 class Client:
@@ -174,16 +119,6 @@ def put(key, value):
 
 def increment(session):
     session["n"] = session.get("n", 0) + 1
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def store(clock):
-    return CountingStore(sessions.MemoryStore(clock=clock))
 
 
 # 1. Cookie header parsing (SPEC 7) #########################################################################
@@ -1098,7 +1033,7 @@ def test_duplicate_valid_cookies_the_first_wins():
 
 def test_secret_rotation_loads_old_cookies_and_resigns_them():
     clock = Clock()
-    store = CountingStore(sessions.MemoryStore(clock=clock))
+    store = RecordingStore(sessions.MemoryStore(clock=clock))
     old = Client(make_manager(clock, store=store, secret="old secret", genid=ids_from("apple")))
     old.request(put("user", "bob"))
     rotated = Client(make_manager(clock, store=store, secret=["new secret", "old secret"]), cookie=old.cookie)
