@@ -137,7 +137,7 @@ def _json_encoder() -> Callable[[Any], str]:
         return plain
 
 
-_encode_json = _json_encoder()
+_encode_json = _json_encoder()  # built once: halves the cost of encoding a small session
 
 
 def _no_constants(name: str) -> Any:
@@ -159,7 +159,6 @@ def _decode_json(text: str) -> Any:
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_CANONICAL_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z", re.ASCII)
 _ISO_MS = re.compile(r"(\d{4})-(\d\d)-(\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{1,9}))?Z\Z", re.ASCII)
 
 
@@ -202,6 +201,7 @@ def _per_second(render: Callable[[time.struct_time], str]) -> Callable[[int], st
     return cached
 
 
+# Per-second caches: a record and a Set-Cookie each need a date, and most requests share the second.
 _iso_second = _per_second(
     lambda t: f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
 )
@@ -216,32 +216,13 @@ def _iso(ms: int) -> str:
     return f"{_iso_second(ms // 1000)}.{ms % 1000:03d}Z"
 
 
-_minute_ms: Dict[str, int] = {}  # "2023-11-14T22:14" -> ms since the epoch, for canonical timestamps
-
-
 def _parse_iso(text: str) -> Optional[int]:
-    """Milliseconds since the epoch of an ISO-8601 UTC time, or None if it is not one.
-
-    Records hold ``2023-11-14T22:14:20.000Z``; their minute is looked up in a small cache, so a request
-    parses only the seconds and milliseconds.
-    """
-    if len(text) == 24 and text.isascii() and text[16] == ":" and text[19] == "." and text[23] == "Z":
-        minute, seconds, millis = _minute_ms.get(text[:16]), text[17:19], text[20:23]
-        if minute is not None and seconds.isdigit() and millis.isdigit() and seconds < "60":
-            return minute + int(seconds) * 1000 + int(millis)
-    ms = _parse_iso_fully(text)
-    if ms is not None and _CANONICAL_ISO.match(text):  # only that form may fill the cache
-        if len(_minute_ms) >= 4096:
-            _minute_ms.clear()
-        _minute_ms[text[:16]] = ms - int(text[17:19]) * 1000 - int(text[20:23])
-    return ms
-
-
-def _parse_iso_fully(text: str) -> Optional[int]:
+    """Milliseconds since the epoch of an ISO-8601 time with a zone (``Z`` or an offset), or None if it is
+    not one. Strict: ASCII digits only, and a real date (no February 30th)."""
     match = _ISO_MS.match(text)
     if match:
         fields, fraction = [int(group) for group in match.groups()[:6]], match.group(7)
-        try:  # validates the date, e.g. no February 30th
+        try:
             whole = int(datetime(*fields, tzinfo=timezone.utc).timestamp())
         except (ValueError, OverflowError):
             return None
@@ -385,41 +366,22 @@ def _path_matches(request_path: str, cookie_path: str) -> bool:
 # Signing ##################################################################################################
 
 
-_IPAD = bytes(x ^ 0x36 for x in range(256))
-_OPAD = bytes(x ^ 0x5C for x in range(256))
-
-
-class _Key:
-    """An HMAC-SHA256 key (RFC 2104) with its inner and outer hash states computed once, so that each MAC
-    costs two hash copies instead of a full ``hmac.new`` setup (about 3x faster; same output)."""
-
-    __slots__ = ("_inner", "_outer")
-
-    def __init__(self, secret: bytes) -> None:
-        if len(secret) > 64:
-            secret = hashlib.sha256(secret).digest()
-        block = secret.ljust(64, b"\0")
-        self._inner = hashlib.sha256(block.translate(_IPAD))
-        self._outer = hashlib.sha256(block.translate(_OPAD))
-
-    def mac(self, value: bytes) -> bytes:
-        """Standard base64 of HMAC-SHA256 without ``=`` padding (node cookie-signature 1.0.x)."""
-        inner = self._inner.copy()
-        inner.update(value)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return b2a_base64(outer.digest(), newline=False).rstrip(b"=")
-
-
-def _key(secret: Secret) -> _Key:
+def _key(secret: Secret) -> hmac.HMAC:
     if isinstance(secret, str):
         secret = secret.encode("utf-8")
     if not isinstance(secret, (bytes, bytearray)) or not secret:
         raise ConfigurationError("secret must be a non-empty str or bytes (or a non-empty list of them)")
-    return _Key(bytes(secret))
+    return hmac.new(bytes(secret), digestmod=hashlib.sha256)  # keyed once; each MAC works on a .copy()
 
 
-def _keys(secret: Union[Secret, Sequence[Secret]]) -> Tuple[_Key, ...]:
+def _mac(key: hmac.HMAC, value: bytes) -> bytes:
+    """Standard base64 of HMAC-SHA256 without ``=`` padding (node cookie-signature 1.0.x)."""
+    mac = key.copy()
+    mac.update(value)
+    return b2a_base64(mac.digest(), newline=False).rstrip(b"=")
+
+
+def _keys(secret: Union[Secret, Sequence[Secret]]) -> Tuple[hmac.HMAC, ...]:
     """Normalise a secret or a list of secrets to HMAC keys; the first one signs, every one verifies."""
     if isinstance(secret, (str, bytes, bytearray)):
         return (_key(secret),)
@@ -437,11 +399,11 @@ def sign(value: str, secret: Secret) -> str:
     return _sign(value, _key(secret))
 
 
-def _sign(value: str, key: _Key) -> str:
-    return value + "." + key.mac(value.encode("utf-8")).decode("ascii")
+def _sign(value: str, key: hmac.HMAC) -> str:
+    return value + "." + _mac(key, value.encode("utf-8")).decode("ascii")
 
 
-def _unsign(signed: str, keys: Tuple[_Key, ...]) -> Tuple[Optional[str], int]:
+def _unsign(signed: str, keys: Tuple[hmac.HMAC, ...]) -> Tuple[Optional[str], int]:
     """The signed value and the index of the key that verified it, or ``(None, -1)``.
 
     Splits at the last ``.`` (values may contain dots) and compares the MAC bytes in constant time with
@@ -456,7 +418,7 @@ def _unsign(signed: str, keys: Tuple[_Key, ...]) -> Tuple[Optional[str], int]:
         return None, -1
     value, given = raw[:dot], raw[dot + 1 :]
     for index, key in enumerate(keys):
-        if hmac.compare_digest(given, key.mac(value)):
+        if hmac.compare_digest(given, _mac(key, value)):
             return value.decode("utf-8"), index
     return None, -1
 
@@ -1618,23 +1580,28 @@ class SessionMiddleware:
         self.manager = manager
 
     def __call__(self, environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        session = environ[self.environ_key] = _WSGISession(self.manager, environ, start_response)
-        return self.app(environ, session.start_response)
+        request = _WSGIRequest(self.manager, environ, start_response)
+        environ[self.environ_key] = request.session
+        return self.app(environ, request.start_response)
 
 
-class _WSGISession(Session):
-    """A session that reads its request from a WSGI environ and is committed by the ``start_response`` it
-    hands the app. One object per request, because this runs on every request."""
+class _WSGIRequest:
+    """One WSGI request's link to its session: what the lazy session opens from, and the
+    ``start_response`` that commits it. One small object rather than closures (this runs on every
+    request, touched or not)."""
+
+    __slots__ = ("environ", "server_start_response", "session")
 
     def __init__(self, manager: SessionManager, environ: Dict[str, Any], start_response: Callable[..., Any]) -> None:
-        self._manager = manager
-        self._environ = environ
-        self._server_start_response = start_response
+        self.environ = environ
+        self.server_start_response = start_response
+        self.session = Session(manager, self)
 
-    def _request(self) -> Tuple[Optional[str], bool, str]:  # what Session._loaded opens from
-        environ = self._environ
+    def __call__(self) -> Tuple[Optional[str], bool, str]:
+        """What the session opens from: (Cookie header, HTTPS?, request path)."""
+        environ = self.environ
         tls = environ.get("wsgi.url_scheme") == "https"
-        secure = self._manager.is_secure(tls, environ.get("HTTP_X_FORWARDED_PROTO"))
+        secure = self.session._manager.is_secure(tls, environ.get("HTTP_X_FORWARDED_PROTO"))
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")  # as sent: what browsers path-match
         if raw:
             path = _request_path(raw)
@@ -1643,12 +1610,13 @@ class _WSGISession(Session):
         return environ.get("HTTP_COOKIE"), secure, path or "/"
 
     def start_response(self, status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
-        if self._data is None:  # never used: nothing to add, but commit closes it for any later use
-            self._manager.commit(self)
-            return self._server_start_response(status, headers, exc_info)
+        session = self.session
+        if not session.opened:  # never used: nothing to add, but commit closes it for any later use
+            session._manager.commit(session)
+            return self.server_start_response(status, headers, exc_info)
         try:
             code = int(status.split(" ", 1)[0])
         except ValueError:
             code = 500
-        extra = self._manager.response_headers(self, code)  # a repeated call repeats the first's cookies
-        return self._server_start_response(status, list(headers) + extra, exc_info)
+        extra = session._manager.response_headers(session, code)  # a repeated call repeats the cookies
+        return self.server_start_response(status, list(headers) + extra, exc_info)

@@ -779,6 +779,18 @@ def test_record_round_trip_keeps_data_exactly():
     assert not session.modified
 
 
+def test_json_encoder_falls_back_to_the_plain_one(monkeypatch):
+    # Without the C accelerator (PyPy, some builds) records are still JavaScript's JSON.
+    monkeypatch.setattr(json.encoder, "c_make_encoder", None)
+    encode = sessions._json_encoder()
+    assert isinstance(getattr(encode, "__self__", None), json.JSONEncoder)  # the plain encoder
+    assert encode({"a": [1, 2.5, None, True, "\u00e9\n"], "b": {}}) == '{"a":[1,2.5,null,true,"\u00e9\\n"],"b":{}}'
+    with pytest.raises(ValueError):
+        encode({"nan": float("nan")})
+    with pytest.raises(TypeError):
+        encode({"x": object()})
+
+
 # 5. Session API and save rules (SPEC 5, 6, 9) ###############################################################
 
 
