@@ -535,6 +535,34 @@ def _data_text(record: str) -> Optional[str]:
     return "{" + record[end + 1 :] if record[end] == "," else None
 
 
+#: A parsed record: data, originalMaxAge (ms), expires (ms), created (ms), and the data's JSON text when it
+#: could be cut out of the record exactly (else None)
+_ParsedRecord = Tuple[Dict[str, Any], Any, Optional[int], Optional[int], Optional[str]]
+
+
+def _parse_record(record: str) -> _ParsedRecord:
+    """Read a record written by this module or by express-session. Raises ValueError (or TypeError,
+    KeyError, AttributeError, RecursionError) when it is corrupt."""
+    parsed = _decode_json(record)
+    cookie = parsed["cookie"]
+    original = cookie.get("originalMaxAge")
+    expires = cookie.get("expires")
+    if original is not None and (
+        isinstance(original, bool) or not isinstance(original, (int, float))
+        or not 0 <= original <= MAX_DURATION * 1000
+    ):
+        raise ValueError("originalMaxAge is not a number of milliseconds in range")
+    expires_ms = None if expires is None or expires is False else _parse_iso(expires)
+    if expires not in (None, False) and expires_ms is None:
+        raise ValueError("expires is not an ISO-8601 time")
+    created = parsed.pop(CREATED_KEY, None)
+    if created is not None and (isinstance(created, bool) or not isinstance(created, (int, float))):
+        raise ValueError(f"{CREATED_KEY} is not a number")
+    del parsed["cookie"]
+    data_text = None if created is not None else _data_text(record)
+    return parsed, original, expires_ms, None if created is None else int(created), data_text
+
+
 def _with_cookie_of(stored: str, fresh: str) -> str:
     """``stored`` with its cookie object replaced by ``fresh``'s: what a touch writes, keeping the data
     (and creation time) that the store holds, so a touch never undoes a concurrent write."""
@@ -842,10 +870,23 @@ class SessionCookie:
         self.original_max_age_ms = None if seconds is None else _ms(seconds)
         self.expires_ms = None
         session._manager._slide_expiry(session, session._manager._now_ms())
-        session._cookie_unsaved = session._cookie_unsent = True
+        session._cookie_changed()
 
     def __repr__(self) -> str:
         return f"<SessionCookie max_age={self.max_age!r} path={self.path!r} secure={self.secure!r}>"
+
+
+# A session's status: whether it may still change, and if not, why (``Session._closed_reason``).
+_OPEN = "open"
+_OUT_OF_SCOPE = "out of cookie scope"  # the request path is outside the cookie path: no session at all
+_DESTROYED = "destroyed"  # destroy() ran: only regenerate() or flush() starts a new one
+_COMMITTED = "committed"  # the response started: nothing can change any more
+
+_CLOSED = (
+    "the session was committed when the response started (status and headers), so this change could not "
+    "be saved; change the session before sending the response"
+)
+_DESTROYED_REASON = "the session was destroyed; call regenerate() to start a new one"
 
 
 class Session(MutableMapping):
@@ -855,28 +896,34 @@ class Session(MutableMapping):
     adapters). Values must be JSON-serialisable (checked when set, and again at commit for values changed
     in place); keys are str; ``"cookie"`` is reserved by the record format. Once the response has started
     the session is closed: any change raises ``SessionClosedError`` rather than being lost silently.
+
+    All of a request's session state lives here; the manager changes it only through the transitions
+    below (``_start``, ``_leave_scope``, ``_mark_saved``, ``_reloaded``, ``_restart``, ``_mark_destroyed``,
+    ``_close``) and reads it through the predicates (``is_new``, ``_saved``, ``_may_be_stored``,
+    ``_modified``, ``_changed_since_saved``).
     """
 
-    # Per-request state. Class-level defaults keep creating a session (every request in WSGI) cheap;
-    # instances only ever assign immutable values over them.
+    # Class-level defaults keep creating a session (every request in WSGI) cheap; instances only ever
+    # assign immutable values over them.
+    _status = _OPEN
+    _closed_reason: Optional[str] = None  # why the session can no longer change, when not open
+    _new_reason: Optional[str] = None  # why the session is new (see new_reason); None when loaded
     _data: Optional[Dict[str, Any]] = None  # None until opened
     _id: Optional[str] = None
-    _cookie_id: Optional[str] = None  # the id named by a valid cookie whose record loaded
-    _original_id: Optional[str] = None  # the id when opened: a different id counts as modified
-    _original_json = "{}"  # the data's JSON when opened, for "modified"
-    _saved_id: Optional[str] = None  # what the store is known to hold for this session...
-    _saved_json: Optional[str] = None  # ...(set by a write, or at load when resave=False)
-    _signed: Optional[str] = None  # "s:<id>.<mac>" as verified with the current secret, reused in Set-Cookie
     _cookie: Optional[SessionCookie] = None
     _created_ms: Optional[int] = None
     _secure = False  # the request came over HTTPS
-    _scope_error: Optional[str] = None  # set when the request path is outside the cookie path
-    _resign = False  # the cookie was signed with an older secret
-    _destroyed = False
-    _stale_ids: Tuple[str, ...] = ()  # ids that regenerate() left behind, deleted at commit
-    _closed: Optional[str] = None  # why the session can no longer change
+    _loaded_json = "{}"  # the data's JSON when the request opened it: "modified" compares with it
+    _synced_json: Optional[str] = None  # the data's JSON the store holds under _id, known because this
+    #                                     request wrote it (save(), commit) or read it (reload())
+    _id_changed = False  # regenerate() gave a new id: that alone counts as modified (express-session)
+    _forced = False  # `session.modified = True`: save at commit even if the data is unchanged
     _cookie_unsaved = False  # cookie.max_age was set and not yet written to the store...
     _cookie_unsent = False  # ...or not yet sent to the browser
+    _signed: Optional[str] = None  # "s:<id>.<mac>" from the request, verified with the current secret
+    _resign = False  # the request's cookie was signed with an older secret: send a fresh one
+    _stale_ids: Tuple[str, ...] = ()  # ids that regenerate() left behind, deleted at commit
+    _expire_browser_cookie = False  # flush(): unless a new cookie is sent, expire the browser's
     _set_cookies: Optional[List[str]] = None  # the result of commit
 
     def __init__(
@@ -901,12 +948,8 @@ class Session(MutableMapping):
     def _writable(self, allow_destroyed: bool = False) -> Dict[str, Any]:
         """The data, if the session may still change; otherwise SessionClosedError saying why not."""
         data = self._loaded()
-        if self._closed:
-            raise SessionClosedError(self._closed)
-        if self._scope_error:
-            raise SessionClosedError(self._scope_error)
-        if self._destroyed and not allow_destroyed:
-            raise SessionClosedError("the session was destroyed; call regenerate() to start a new one")
+        if self._status is not _OPEN and not (allow_destroyed and self._status is _DESTROYED):
+            raise SessionClosedError(self._closed_reason)
         return data
 
     # Mapping protocol
@@ -939,7 +982,7 @@ class Session(MutableMapping):
         state = "new" if self.is_new else "loaded"
         return f"<Session {state} {self._data!r}>"
 
-    # State
+    # Public state
     @property
     def id(self) -> str:
         self._loaded()
@@ -947,15 +990,30 @@ class Session(MutableMapping):
 
     @property
     def is_new(self) -> bool:
-        """True when no valid cookie named a live record (or after ``regenerate``)."""
+        """True when no valid cookie named a live record (or after ``regenerate``/``flush``)."""
         self._loaded()
-        return self._cookie_id != self._id
+        return self._new_reason is not None
+
+    @property
+    def new_reason(self) -> Optional[str]:
+        """Why the session is new: None for a loaded session, else ``"no-cookie"``, ``"bad-signature"``,
+        ``"not-found"`` (a validly signed cookie whose record is missing, expired or corrupt),
+        ``"regenerated"`` (after ``regenerate()`` or ``flush()``) or ``"out-of-scope"`` (the request path
+        is outside the cookie path)."""
+        self._loaded()
+        return self._new_reason
 
     @property
     def modified(self) -> bool:
-        """Whether the data (compared as JSON, key order included) or the id changed since it was loaded."""
-        data = self._loaded()
-        return self._id != self._original_id or _data_json(data) != self._original_json
+        """Whether the data (compared as JSON, key order included) or the id changed since it was loaded,
+        or ``modified = True`` forces a save. Set it to True to save at commit even without a change
+        (e.g. after changing a value in place in a way JSON cannot see); False drops that force only."""
+        return self._modified(_data_json(self._loaded()))
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._writable()
+        self._forced = bool(value)
 
     @property
     def cookie(self) -> SessionCookie:
@@ -964,7 +1022,8 @@ class Session(MutableMapping):
 
     @property
     def closed(self) -> bool:
-        return self._closed is not None
+        """Whether the session was committed (its response started)."""
+        return self._status is _COMMITTED
 
     # Lifecycle: the policy is in the manager.
     def save(self) -> None:
@@ -990,10 +1049,102 @@ class Session(MutableMapping):
         self._writable(allow_destroyed=True)
         self._manager._regenerate(self, keep_data)
 
+    def flush(self) -> None:
+        """End the session now and go on with a fresh, empty one under a new id (Django's ``flush``).
+
+        The stored record is deleted at once (and the old id never comes back). The fresh session is
+        saved at commit by the rules for a new session: a value written after ``flush()`` (a flash
+        message) is stored and its cookie sent; if nothing is written, the response expires the
+        browser's cookie."""
+        self._writable(allow_destroyed=True)
+        self._manager._flush(self)
+
     def touch(self) -> None:
         """Restart the expiry now (every committed request does this anyway)."""
         self._writable()
         self._manager._slide_expiry(self, self._manager._now_ms())
+
+    # Predicates the manager's save rules read
+    @property
+    def _saved(self) -> bool:
+        """This request wrote the record under the current id (``save()``, or reloaded it)."""
+        return self._synced_json is not None
+
+    @property
+    def _may_be_stored(self) -> bool:
+        """The store may hold a record under the current id."""
+        return self._new_reason is None or self._synced_json is not None
+
+    def _modified(self, data_json: str) -> bool:
+        return self._forced or self._id_changed or data_json != self._loaded_json
+
+    def _changed_since_saved(self, data_json: str) -> bool:
+        """Something the store does not hold yet, after ``save()`` or ``reload()``."""
+        return data_json != self._synced_json or self._cookie_unsaved or self._forced
+
+    # Transitions (the manager calls these; each sets a consistent group of fields)
+    def _start(
+        self,
+        sid: str,
+        new_reason: Optional[str],
+        data: Dict[str, Any],
+        loaded_json: str,
+        created_ms: Optional[int],
+        original_max_age_ms: Optional[float],
+        expires_ms: Optional[int],
+    ) -> None:
+        """Become session ``sid``: loaded (``new_reason`` None) or new. The status is left as it is."""
+        self._id, self._new_reason = sid, new_reason
+        self._data, self._loaded_json, self._created_ms = data, loaded_json, created_ms
+        self._cookie = SessionCookie(self, self._manager.cookie_options, original_max_age_ms, expires_ms)
+        self._synced_json = None
+        self._id_changed = self._forced = self._cookie_unsaved = self._cookie_unsent = False
+
+    def _verified_by(self, signed: str, current_secret: bool) -> None:
+        """The request's cookie ``signed`` named this loaded session; re-sign it unless ``current_secret``."""
+        self._signed = signed if current_secret else None
+        self._resign = not current_secret
+
+    def _leave_scope(self, reason: str) -> None:
+        if self._status is _OPEN:  # a session first read after its response started stays committed
+            self._status, self._closed_reason = _OUT_OF_SCOPE, reason
+
+    def _cookie_changed(self) -> None:
+        self._cookie_unsaved = self._cookie_unsent = True
+
+    def _mark_saved(self, data_json: str) -> None:
+        """The store now holds ``data_json`` and the current cookie under the current id."""
+        self._synced_json = data_json
+        self._cookie_unsaved = self._forced = False
+
+    def _reloaded(
+        self, data: Dict[str, Any], stored_json: str, created_ms: Optional[int],
+        original_max_age_ms: Optional[float], expires_ms: Optional[int],
+    ) -> None:
+        """Take what the store holds now; "modified" still compares with the data the request opened."""
+        self._data, self._created_ms = data, created_ms
+        self._cookie = SessionCookie(self, self._manager.cookie_options, original_max_age_ms, expires_ms)
+        self._synced_json = stored_json
+
+    def _restart(
+        self, sid: str, data: Dict[str, Any], created_ms: int, original_max_age_ms: Optional[float],
+        *, id_counts_as_change: bool,
+    ) -> None:
+        """Go on under the new id ``sid`` (regenerate, flush); a stored old record is deleted at commit."""
+        if self._status is not _DESTROYED and self._may_be_stored:
+            self._stale_ids += (self._id,)
+        self._start(sid, "regenerated", data, "{}", created_ms, original_max_age_ms, None)
+        self._status, self._closed_reason = _OPEN, None
+        self._id_changed = id_counts_as_change
+        self._signed = None
+
+    def _mark_destroyed(self) -> None:
+        self._status, self._closed_reason = _DESTROYED, _DESTROYED_REASON
+        self._data.clear()
+
+    def _close(self, set_cookies: Optional[List[str]]) -> None:
+        self._status, self._closed_reason = _COMMITTED, _CLOSED
+        self._set_cookies = set_cookies
 
 
 def _check_entry(key: Any, value: Any) -> None:
@@ -1020,8 +1171,9 @@ def _data_json(data: Dict[str, Any]) -> str:
         raise
 
 
-#: data, originalMaxAge (ms), expires (ms), created (ms), and the data's JSON text when it could be cut out
-_ParsedRecord = Tuple[Dict[str, Any], Any, Optional[int], Optional[int], Optional[str]]
+#: What ``SessionManager._load`` gives ``Session._start``: data, its JSON, created (ms), originalMaxAge (ms),
+#: expires (ms)
+_LoadedRecord = Tuple[Dict[str, Any], str, Optional[int], Optional[float], Optional[int]]
 
 
 # Manager ##################################################################################################
@@ -1134,23 +1286,26 @@ class SessionManager:
         session._secure = bool(secure)
         now_ms = self._now_ms()
         if not _path_matches(path or "/", self.cookie_options.path):
-            session._scope_error = (
+            self._start_new(session, "out-of-scope", now_ms)
+            session._leave_scope(
                 f"the request path is outside the session cookie's path {self.cookie_options.path!r}, "
                 "so this request has no session and changes cannot be kept"
             )
-            self._start_new(session, now_ms)
             return
+        reason = "no-cookie"
         for _, value in parse_cookie_header(cookie_header, self.name):
             sid, key_index = self._verified_id(value)
-            if sid is not None and self._load(session, sid, now_ms):
-                session._cookie_id = session._original_id = sid
-                session._resign = key_index > 0
-                if key_index == 0:
-                    session._signed = value
-                if not self.resave:
-                    session._saved_id, session._saved_json = sid, session._original_json
-                return
-        self._start_new(session, now_ms)
+            if sid is None:
+                reason = "bad-signature" if reason == "no-cookie" else reason
+                continue
+            loaded = self._load(sid, now_ms)
+            if loaded is None:
+                reason = "not-found"
+                continue
+            session._start(sid, None, *loaded)
+            session._verified_by(value, current_secret=key_index == 0)
+            return
+        self._start_new(session, reason, now_ms)
 
     def _verified_id(self, value: str) -> Tuple[Optional[str], int]:
         if not value.startswith("s:"):
@@ -1161,67 +1316,45 @@ class SessionManager:
             log.debug("ignoring a session cookie with an invalid signature")
         return sid, key_index
 
-    def _load(self, session: Session, sid: str, now_ms: int) -> bool:
-        """Fill ``session`` from the store's record for ``sid``; False if there is no live, sound record."""
+    def _load(self, sid: str, now_ms: int) -> Optional[_LoadedRecord]:
+        """The live, sound record of ``sid`` as ``(data, data JSON, created ms, originalMaxAge ms, expires
+        ms)``, or None. A store that returns ``(record, expires_at)`` is the authority on expiry (SPEC 8):
+        its deadline replaces the record's ``cookie.expires``, which Node's connect-redis leaves stale."""
         try:
-            record = self.store.get(sid)
+            got = self.store.get(sid)
+            from_store = isinstance(got, tuple)  # (record, expires_at): the store enforces expiry itself
+            record, expires_at = got if from_store else (got, None)
         except Exception as exc:
             raise StoreError(f"the session store failed to load a session ({type(exc).__name__})") from exc
         if record is None:
             log.debug("session %s: no record in the store", _sid_hash(sid))
-            return False
-        parsed = self._parse_record(record, sid)
-        if parsed is None:
-            return False
-        data, original_max_age_ms, expires_ms, created_ms, data_text = parsed
-        if expires_ms is not None and expires_ms <= now_ms:
+            return None
+        try:
+            data, original_max_age_ms, expires_ms, created_ms, data_text = _parse_record(record)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            log.warning("session %s: corrupt record in the store treated as missing (%s)", _sid_hash(sid), exc)
+            return None
+        if not from_store:  # plain text: the record's own cookie.expires decides
+            expired = expires_ms is not None and expires_ms <= now_ms
+        else:  # the store's deadline decides (None: no deadline), and is the cookie's expiry when it has one
+            deadline_ms = None if expires_at is None else round(expires_at * 1000)
+            expired = deadline_ms is not None and deadline_ms <= now_ms
+            if expires_ms is not None and deadline_ms is not None:
+                expires_ms = deadline_ms
+        if expired:
             log.debug("session %s: record expired", _sid_hash(sid))
-            return False
+            return None
         if self._absolute_ms is not None:
             if created_ms is None:
                 created_ms = now_ms  # a record from before absolute_timeout was enabled: start its clock now
             elif created_ms + self._absolute_ms <= now_ms:
                 log.debug("session %s: absolute timeout reached", _sid_hash(sid))
-                return False
-        session._id = sid
-        session._data = data
-        session._original_json = data_text if data_text is not None else _data_json(data)
-        session._created_ms = created_ms
-        session._cookie = SessionCookie(session, self.cookie_options, original_max_age_ms, expires_ms)
-        return True
+                return None
+        data_json = data_text if data_text is not None else _data_json(data)
+        return data, data_json, created_ms, original_max_age_ms, expires_ms
 
-    def _parse_record(self, record: Any, sid: str) -> Optional[_ParsedRecord]:
-        """``(data, originalMaxAge ms, expires ms, created ms, data JSON text or None)`` of a record, or None
-        (logged) if it is corrupt."""
-        try:
-            parsed = _decode_json(record)
-            cookie = parsed["cookie"]
-            original = cookie.get("originalMaxAge")
-            expires = cookie.get("expires")
-            if original is not None and (
-                isinstance(original, bool) or not isinstance(original, (int, float))
-                or not 0 <= original <= MAX_DURATION * 1000
-            ):
-                raise ValueError("originalMaxAge is not a number of milliseconds in range")
-            expires_ms = None if expires is None or expires is False else _parse_iso(expires)
-            if expires not in (None, False) and expires_ms is None:
-                raise ValueError("expires is not an ISO-8601 time")
-            created = parsed.pop(CREATED_KEY, None)
-            if created is not None and (isinstance(created, bool) or not isinstance(created, (int, float))):
-                raise ValueError(f"{CREATED_KEY} is not a number")
-        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
-            log.warning("session %s: corrupt record in the store treated as missing (%s)", _sid_hash(sid), exc)
-            return None
-        del parsed["cookie"]
-        data_text = None if created is not None else _data_text(record)
-        return parsed, original, expires_ms, None if created is None else int(created), data_text
-
-    def _start_new(self, session: Session, now_ms: int) -> None:
-        session._id = session._original_id = self._new_id()
-        session._data = {}
-        session._original_json = "{}"
-        session._created_ms = now_ms
-        session._cookie = SessionCookie(session, self.cookie_options, self._max_age_ms, None)
+    def _start_new(self, session: Session, reason: str, now_ms: int) -> None:
+        session._start(self._new_id(), reason, {}, "{}", now_ms, self._max_age_ms, None)
         self._slide_expiry(session, now_ms)
 
     def _new_id(self) -> str:
@@ -1252,36 +1385,28 @@ class SessionManager:
         self._destroy_stale(session)
 
     def _reload(self, session: Session) -> None:
-        sid, original_json = session._id, session._original_json
-        if not self._load(session, sid, self._now_ms()):
+        loaded = self._load(session._id, self._now_ms())
+        if loaded is None:
             raise SessionNotFoundError("failed to load session: it expired or was destroyed")
-        # The reloaded data is what the store holds: nothing to write unless it changes again.
-        # "Modified" still compares with the data as it was when the request opened the session.
-        session._saved_id, session._saved_json = sid, session._original_json
-        session._original_json = original_json
+        session._reloaded(*loaded)
 
     def _destroy(self, session: Session) -> None:
         self._store_call("destroy", session._id)
         self._destroy_stale(session)
-        session._destroyed = True
-        session._data.clear()
+        session._mark_destroyed()
 
     def _regenerate(self, session: Session, keep_data: bool) -> None:
-        if not session._destroyed and session._id is not None and self._may_be_stored(session):
-            session._stale_ids += (session._id,)
         now_ms = self._now_ms()
         data = session._data if keep_data else {}
-        self._start_new(session, now_ms)
-        session._original_id = session._cookie_id  # so the new id counts as modified, as in express-session
-        session._data = data
-        session._original_json = "{}"
-        session._saved_id = session._saved_json = None
-        session._destroyed = False
-        session._cookie_unsaved = session._cookie_unsent = False
+        session._restart(self._new_id(), data, now_ms, self._max_age_ms, id_counts_as_change=True)
+        self._slide_expiry(session, now_ms)
 
-    @staticmethod
-    def _may_be_stored(session: Session) -> bool:
-        return session._cookie_id == session._id or session._saved_id == session._id
+    def _flush(self, session: Session) -> None:
+        self._destroy(session)  # at once: the old id is dead whatever this request does next
+        now_ms = self._now_ms()
+        session._restart(self._new_id(), {}, now_ms, self._max_age_ms, id_counts_as_change=False)
+        session._expire_browser_cookie = True
+        self._slide_expiry(session, now_ms)
 
     def _destroy_stale(self, session: Session) -> None:
         while session._stale_ids:
@@ -1298,14 +1423,13 @@ class SessionManager:
         if session._set_cookies is not None:
             return list(session._set_cookies)
         if session._data is None:  # never opened: nothing to do, but late use must not pass silently
-            session._closed = _CLOSED
-            session._set_cookies = []
+            session._close([])
             return []
+        cookies = None
         try:
             cookies = self._commit(session, status)
         finally:
-            session._closed = _CLOSED
-        session._set_cookies = cookies
+            session._close(cookies)  # after a failure (None) a second call tries again
         return list(cookies)
 
     def response_headers(self, session: Session, status: int = 200) -> List[Tuple[str, str]]:
@@ -1321,20 +1445,27 @@ class SessionManager:
         return headers
 
     def _commit(self, session: Session, status: int) -> List[str]:
-        if session._scope_error:
+        """The end of a request, by the session's status (scs decides it in one switch too)."""
+        if session._status is _OUT_OF_SCOPE:
             return []
-        if session._destroyed:
+        if session._status is _DESTROYED:
             self._destroy_stale(session)
             return [self._clearing_cookie(session)]
-        is_new = session._cookie_id != session._id
         sendable = self._cookie_allowed(session)
         if status >= 500:  # keep what was stored before; send the cookie only for what a save() stored
-            saved = is_new and session._saved_id == session._id
-            return [self._session_cookie(session, self._now_ms())] if saved and sendable else []
+            sent = sendable and session.is_new and session._saved
+            cookies = [self._session_cookie(session, self._now_ms())] if sent else []
+        else:
+            cookies = self._save_and_decide_cookie(session, sendable)
+        if not cookies and session._expire_browser_cookie:  # flush() and nothing stored after it
+            cookies = [self._clearing_cookie(session)]
+        return cookies
+
+    def _save_and_decide_cookie(self, session: Session, sendable: bool) -> List[str]:
         now_ms = self._now_ms()
         self._slide_expiry(session, now_ms)
         data_json = _data_json(session._data)
-        modified = session._id != session._original_id or data_json != session._original_json
+        is_new, modified = session._new_reason is not None, session._modified(data_json)
         # A new session whose cookie cannot reach the browser could never be found again: store nothing.
         if (sendable or not is_new) and self._should_save(session, is_new, modified, data_json):
             self._write(session, data_json)
@@ -1345,18 +1476,24 @@ class SessionManager:
             return [self._session_cookie(session, now_ms)]
         return []
 
-    # The save rules of express-session (SPEC section 5), plus "a changed cookie is saved and sent".
+    # The save rules: SPEC section 5's table, row by row, plus our additions (marked +).
     def _should_save(self, session: Session, is_new: bool, modified: bool, data_json: str) -> bool:
-        if is_new and not self.save_uninitialized and session._saved_id is None:
-            return modified
-        already_saved = session._saved_id == session._id and session._saved_json == data_json
-        return not already_saved or session._cookie_unsaved
+        if session._saved:  # + save() (or reload()) this request: write only what changed since
+            return session._changed_since_saved(data_json)
+        if is_new:
+            return self.save_uninitialized or modified
+        return self.resave or modified or session._cookie_unsaved  # + a new cookie.max_age is stored
 
     def _should_set_cookie(self, session: Session, is_new: bool, modified: bool) -> bool:
         if is_new:
-            return self.save_uninitialized or modified or session._saved_id == session._id
-        expires = session._cookie.expires_ms is not None
-        return self.rolling or (expires and modified) or session._cookie_unsent or session._resign
+            return self.save_uninitialized or modified or session._saved  # + what save() stored
+        has_expiry = session._cookie.expires_ms is not None
+        return (
+            self.rolling
+            or (has_expiry and modified)
+            or session._cookie_unsent  # + a new cookie.max_age is sent
+            or session._resign  # + re-signed with the current secret after a rotation
+        )
 
     def _cookie_allowed(self, session: Session) -> bool:
         """A Secure cookie is never sent over plain HTTP (the browser would drop it anyway)."""
@@ -1372,8 +1509,7 @@ class SessionManager:
 
     def _write(self, session: Session, data_json: str) -> None:
         self._store_call("set", session._id, self._record(session, data_json), self._store_expiry(session))
-        session._saved_id, session._saved_json = session._id, data_json
-        session._cookie_unsaved = False
+        session._mark_saved(data_json)
 
     def _store_call(self, method: str, *args: Any) -> None:
         try:
@@ -1444,7 +1580,7 @@ class SessionManager:
 
     def _session_cookie(self, session: Session, now_ms: int) -> str:
         signed = session._signed
-        if signed is None or session._id != session._cookie_id:
+        if signed is None:
             signed = "s:" + _sign(session._id, self._keys[0])
         expires = session._cookie.expires_ms
         max_age = None if expires is None else max(0, (expires - now_ms) // 1000)
@@ -1463,12 +1599,6 @@ class SessionManager:
             "" if expires_ms is None else f"; Expires={_http_date(expires_ms)}",
             self._cookie_tail[self._secure_attribute(session)],
         ))
-
-
-_CLOSED = (
-    "the session was committed when the response started (status and headers), so this change could not "
-    "be saved; change the session before sending the response"
-)
 
 
 # Adapters #################################################################################################
