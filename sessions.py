@@ -587,44 +587,67 @@ class Store:
     as an opaque string. ``expires`` is the record's expiry in seconds since the epoch (per the manager's
     clock), or None for a browser-session cookie: then the store picks a default time-to-live of its own.
 
-    The contract:
+    The contract (each method's docstring says more):
 
-    - ``get(sid)`` returns the record text, or None when there is none or it has expired. Missing is not
-      an error. Any exception means the store failed: the request fails with a 500 and nothing is written.
-      The manager also checks the record's own ``expires``, so a lax store cannot revive a dead session.
-    - ``set(sid, record, expires)`` creates or replaces the record, all or nothing.
-    - ``touch(sid, record, expires)`` marks an unchanged session as active: move its expiry to ``expires``
-      and take the cookie object of ``record`` (its fresh ``expires``). It must neither create a record
-      (another request may have destroyed it: a logout must not be undone) nor replace the stored data
-      (another request may have changed it). The default does get-then-set, which is not atomic; a store
-      should override it with one atomic operation.
-    - ``destroy(sid)`` deletes the record; deleting a missing one is not an error.
+    - ``get(sid)``: None when there is no live record; else the record text, or a tuple
+      ``(record_text, expires_at)`` when the store enforces expiry itself.
+    - ``set(sid, record, expires)``: create or replace, all or nothing.
+    - ``touch(sid, record, expires)``: extend a live record; never create one, never replace its data.
+    - ``destroy(sid)``: delete; a missing record is not an error.
     - Optional: ``clear()``, ``__len__()`` (live records) and ``ids()``.
 
-    Methods may be called from several threads at once (e.g. under ``ThreadingHTTPServer``).
+    Missing is never an error; any exception means the store failed, and the request fails with a 500
+    (nothing is written, no cookie is sent). Methods may be called from several threads at once (e.g.
+    under ``ThreadingHTTPServer``).
     """
 
-    def get(self, sid: str) -> Optional[str]:
-        raise NotImplementedError
+    #: True when the methods do I/O that would block an event loop: the ASGI adapter then runs them in a
+    #: worker thread. A store that only touches memory sets it to False.
+    blocking: bool = True
+
+    def get(self, sid: str) -> Union[str, Tuple[str, Optional[float]], None]:
+        """The record of ``sid``, or None when there is none or it has expired.
+
+        Return the record text, or ``(record_text, expires_at)`` where ``expires_at`` is when the store
+        itself will drop the record (seconds since the epoch, per the store's clock), or None if it holds
+        it with no deadline. A tuple makes the store the authority on expiry: the manager then trusts
+        ``expires_at`` instead of the record's ``cookie.expires`` (which Node's connect-redis leaves stale
+        when it touches with ``EXPIRE``). For plain text the manager checks ``cookie.expires`` itself, so
+        a lax store cannot revive a dead session."""
+        raise NotImplementedError(f"{type(self).__name__} must implement get(sid)")
 
     def set(self, sid: str, record: str, expires: Optional[float]) -> None:
-        raise NotImplementedError
+        """Create or replace the record of ``sid``, all or nothing, to expire at ``expires`` (seconds since
+        the epoch), or after the store's default time-to-live when ``expires`` is None."""
+        raise NotImplementedError(f"{type(self).__name__} must implement set(sid, record, expires)")
 
     def touch(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """Mark an unchanged session as active: move its expiry to ``expires`` and take the cookie object
+        of ``record`` (its fresh ``expires``), keeping the stored data.
+
+        It must neither create a record (another request may have destroyed it: a logout must not be
+        undone) nor replace the stored data (another request may have changed it). This default does
+        get-then-set, which is not atomic; a store should override it with one atomic operation."""
         stored = self.get(sid)
+        if isinstance(stored, tuple):
+            stored = stored[0]
         if stored is not None:
             self.set(sid, _with_cookie_of(stored, record), expires)
 
     def destroy(self, sid: str) -> None:
-        raise NotImplementedError
+        """Delete the record of ``sid``; deleting a missing one is not an error."""
+        raise NotImplementedError(f"{type(self).__name__} must implement destroy(sid)")
 
     def clear(self) -> None:
+        """Optional: delete every record."""
         raise NotImplementedError(f"{type(self).__name__} cannot clear")
 
     def __len__(self) -> int:
+        """Optional: the number of live records."""
         raise NotImplementedError(f"{type(self).__name__} cannot count its sessions")
 
     def ids(self) -> List[str]:
+        """Optional: the ids of the live records."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its sessions")
 
 
@@ -649,6 +672,7 @@ class MemoryStore(Store):
 
     #: Index entries examined per write, so that one request never pays for a mass expiry.
     PRUNE_BATCH = 64
+    blocking = False  # memory only: safe to call from an event loop
 
     def __init__(
         self,
@@ -668,7 +692,8 @@ class MemoryStore(Store):
         self._records: Dict[str, Tuple[str, float]] = {}  # id -> (record text, deadline)
         self._reindex()
 
-    def get(self, sid: str) -> Optional[str]:
+    def get(self, sid: str) -> Optional[Tuple[str, float]]:
+        """``(record, deadline)``: the store drops every record at its deadline, so it is the authority."""
         with self._lock:
             entry = self._records.get(sid)
             if entry is None:
@@ -676,7 +701,7 @@ class MemoryStore(Store):
             if entry[1] <= self.clock():
                 del self._records[sid]
                 return None
-            return entry[0]
+            return entry
 
     def set(self, sid: str, record: str, expires: Optional[float]) -> None:
         now = self.clock()

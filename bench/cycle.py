@@ -297,7 +297,7 @@ def run(reps: int, target_seconds: float) -> Dict[str, Any]:
         last["new"] = cookies
         return elapsed
 
-    floor_store = {sid: manager.store.get(sid)}
+    floor_store = {sid: manager.store.get(sid)[0]}  # MemoryStore.get: (record, deadline)
     floor_start_views = json.loads(floor_store[sid])["views"]
 
     def floor(n: int) -> None:
@@ -382,7 +382,7 @@ def run(reps: int, target_seconds: float) -> Dict[str, Any]:
         "reps": reps,
     }
 
-    stored_views = json.loads(manager.store.get(sid))["views"]
+    stored_views = json.loads(manager.store.get(sid)[0])["views"]
     floor_cookie = last.get("floor") or ""
     modified_cookies = last.get("modified") or []
     result["checks"] = {

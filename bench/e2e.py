@@ -150,7 +150,7 @@ def run(reps: int, seconds: float) -> Dict[str, Any]:
         prime = client.run(servers["sessions"].port, requests=1)
         sent["sessions"] += prime["requests"]
         if prime.get("sid"):
-            floor_store[prime["sid"]] = manager.store.get(prime["sid"])
+            floor_store[prime["sid"]] = manager.store.get(prime["sid"])[0]  # (record, deadline)
         warm = max(0.2, seconds / 4)
         for name in names:
             sent[name] += client.run(servers[name].port, seconds=warm)["requests"]
@@ -178,7 +178,8 @@ def run(reps: int, seconds: float) -> Dict[str, Any]:
     floor_ratios = [f["rps"] / p["rps"] for f, p in zip(samples["floor"], samples["plain"])]
     cpu_ratios = [s["server_cpu_us"] / p["server_cpu_us"] for s, p in zip(samples["sessions"], samples["plain"])]
     sid = prime.get("sid")
-    record = manager.store.get(sid) if sid else None
+    got = manager.store.get(sid) if sid else None  # (record, deadline) or None
+    record = got[0] if got else None
     stored_views = json.loads(record)["views"] if record else None
     return {
         "plain_rps": med("plain", "rps"),
