@@ -11,8 +11,8 @@ be lost, parses hostile Cookie headers safely, re-signs cookies after a secret r
 store fit for a single production process.
 
 The file reads in the order a request meets it:
-cookie codec -> signing -> cookie options -> records -> stores -> session -> manager (all policy) ->
-adapters (no policy).
+cookie codec -> signing -> cookie options -> Set-Cookie values -> records -> stores -> session -> manager
+(all policy) -> adapters (no policy).
 
 Quick start (http.server)::
 
@@ -107,59 +107,7 @@ class StoreError(SessionError):
     """The store raised while loading or committing; the original exception is the ``__cause__``."""
 
 
-# Small helpers: time, JSON, ids #############################################################################
-
-
-def _json_encoder() -> Callable[[Any], str]:
-    """Compact JSON without ASCII escaping or NaN, like JavaScript's ``JSON.stringify``.
-
-    ``json.JSONEncoder.encode`` builds a new C encoder on every call, which doubles the cost of encoding a
-    small session; this builds it once. Where the C accelerator is missing or differs, the plain encoder
-    is used.
-    """
-    plain = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return plain
-
-    def unsupported(value: Any) -> Any:
-        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-    try:
-        c_encoder = make(None, unsupported, json.encoder.encode_basestring, None, ":", ",", False, False, False)
-
-        def fast(value: Any) -> str:
-            return "".join(c_encoder(value, 0))
-
-        sample = {"a": [1, 2.5, None, True, "\u00e9\n"], "b": {}}
-        return fast if fast(sample) == plain(sample) else plain
-    except Exception:  # a different C signature in some Python version
-        return plain
-
-
-_encode_json = _json_encoder()  # built once: halves the cost of encoding a small session
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON (JavaScript cannot store it either)")
-
-
-_raw_decode_json = json.JSONDecoder(parse_constant=_no_constants).raw_decode
-
-
-def _decode_json(text: str) -> Any:
-    """``json.loads`` for a whole document, without its per-call wrapper."""
-    if text[:1].isspace():
-        text = text.lstrip()
-    value, end = _raw_decode_json(text)
-    if end != len(text) and text[end:].strip():
-        raise ValueError(f"extra data after the JSON document at {end}")
-    return value
-
-
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_ISO_MS = re.compile(r"(\d{4})-(\d\d)-(\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{1,9}))?Z\Z", re.ASCII)
+# Small helpers: durations, ids #############################################################################
 
 
 #: The longest duration an option accepts (100 years): expiries must stay readable ISO-8601 dates.
@@ -199,46 +147,6 @@ def _per_second(render: Callable[[time.struct_time], str]) -> Callable[[int], st
         return entry[1]
 
     return cached
-
-
-# Per-second caches: a record and a Set-Cookie each need a date, and most requests share the second.
-_iso_second = _per_second(
-    lambda t: f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-)
-_http_second = _per_second(
-    lambda t: f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
-    f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
-)
-
-
-def _iso(ms: int) -> str:
-    """``2023-11-14T22:14:20.000Z``: JavaScript's ``Date.prototype.toISOString`` (what express stores)."""
-    return f"{_iso_second(ms // 1000)}.{ms % 1000:03d}Z"
-
-
-def _parse_iso(text: str) -> Optional[int]:
-    """Milliseconds since the epoch of an ISO-8601 time with a zone (``Z`` or an offset), or None if it is
-    not one. Strict: ASCII digits only, and a real date (no February 30th)."""
-    match = _ISO_MS.match(text)
-    if match:
-        fields, fraction = [int(group) for group in match.groups()[:6]], match.group(7)
-        try:
-            whole = int(datetime(*fields, tzinfo=timezone.utc).timestamp())
-        except (ValueError, OverflowError):
-            return None
-        return whole * 1000 + (int(fraction[:3].ljust(3, "0")) if fraction else 0)
-    try:  # rarer spellings, e.g. an explicit offset
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return int(parsed.timestamp() * 1000)
-
-
-def _http_date(ms: int) -> str:
-    """``Tue, 14 Nov 2023 22:14:20 GMT`` (the ``Expires`` attribute, second precision like express)."""
-    return _http_second(ms // 1000)
 
 
 def _sid_hash(sid: str) -> str:
@@ -504,7 +412,186 @@ class CookieOptions:
         raise ConfigurationError(f"cookie must be a CookieOptions or a dict, not {type(value).__name__}")
 
 
+# Set-Cookie values ########################################################################################
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+# A per-second cache: the Expires date of most responses shares the second.
+_http_second = _per_second(
+    lambda t: f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+    f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+)
+
+
+def _http_date(ms: int) -> str:
+    """``Tue, 14 Nov 2023 22:14:20 GMT`` (the ``Expires`` attribute, second precision like express)."""
+    return _http_second(ms // 1000)
+
+
+class _SetCookieFormat:
+    """Set-Cookie values for one cookie name and validated options, attributes in the order of node's
+    ``cookie.serialize`` (Max-Age first). The parts that never change are built once, here."""
+
+    __slots__ = ("name", "_scope", "_flags")
+
+    def __init__(self, name: str, options: CookieOptions) -> None:
+        self.name = name
+        domain = f"; Domain={options.domain}" if options.domain else ""
+        self._scope = f"{domain}; Path={options.path}"
+        self._flags = {}  # by "Secure or not": the attributes after Expires
+        for secure in (False, True):
+            flags = [
+                "HttpOnly" if options.http_only else "",
+                "Secure" if secure else "",
+                "Partitioned" if options.partitioned else "",
+                f"Priority={options.priority}" if options.priority else "",
+                f"SameSite={options.same_site}" if options.same_site else "",
+            ]
+            self._flags[secure] = "".join("; " + flag for flag in flags if flag)
+        for part in (self._scope, *self._flags.values()):
+            if _HEADER_UNSAFE.search(part):  # unreachable with validated options: a last line of defence
+                raise ConfigurationError("cookie options would put a control character in Set-Cookie")
+
+    def value(self, value: str, max_age: Optional[int], expires_ms: Optional[int], secure: bool) -> str:
+        """One Set-Cookie value. ``value`` comes from ``_encode_signed``, so it holds cookie-octets only."""
+        return "".join((
+            self.name, "=", value,
+            "" if max_age is None else f"; Max-Age={max_age}",
+            self._scope,
+            "" if expires_ms is None else f"; Expires={_http_date(expires_ms)}",
+            self._flags[secure],
+        ))
+
+    def clearing(self, secure: bool) -> str:
+        """The value that expires the browser's cookie (same name, path and domain)."""
+        return self.value("", 0, 0, secure)
+
 # Records ##################################################################################################
+# JSON and ISO-8601 times as JavaScript writes them, then the record format itself.
+
+
+def _json_encoder() -> Callable[[Any], str]:
+    """Compact JSON without ASCII escaping or NaN, like JavaScript's ``JSON.stringify``.
+
+    ``json.JSONEncoder.encode`` builds a new C encoder on every call, which doubles the cost of encoding a
+    small session; this builds it once. Where the C accelerator is missing or differs, the plain encoder
+    is used.
+    """
+    plain = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return plain
+
+    def unsupported(value: Any) -> Any:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    try:
+        c_encoder = make(None, unsupported, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+
+        def fast(value: Any) -> str:
+            return "".join(c_encoder(value, 0))
+
+        sample = {"a": [1, 2.5, None, True, "\u00e9\n"], "b": {}}
+        return fast if fast(sample) == plain(sample) else plain
+    except Exception:  # a different C signature in some Python version
+        return plain
+
+
+_encode_json = _json_encoder()  # built once: halves the cost of encoding a small session
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (JavaScript cannot store it either)")
+
+
+_raw_decode_json = json.JSONDecoder(parse_constant=_no_constants).raw_decode
+
+
+def _decode_json(text: str) -> Any:
+    """``json.loads`` for a whole document, without its per-call wrapper."""
+    if text[:1].isspace():
+        text = text.lstrip()
+    value, end = _raw_decode_json(text)
+    if end != len(text) and text[end:].strip():
+        raise ValueError(f"extra data after the JSON document at {end}")
+    return value
+
+
+_ISO_MS = re.compile(r"(\d{4})-(\d\d)-(\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{1,9}))?Z\Z", re.ASCII)
+
+# A per-second cache: records written in the same second share their expires text.
+_iso_second = _per_second(
+    lambda t: f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+)
+
+
+def _iso(ms: int) -> str:
+    """``2023-11-14T22:14:20.000Z``: JavaScript's ``Date.prototype.toISOString`` (what express stores)."""
+    return f"{_iso_second(ms // 1000)}.{ms % 1000:03d}Z"
+
+
+def _parse_iso(text: str) -> Optional[int]:
+    """Milliseconds since the epoch of an ISO-8601 time with a zone (``Z`` or an offset), or None if it is
+    not one. Strict: ASCII digits only, and a real date (no February 30th)."""
+    match = _ISO_MS.match(text)
+    if match:
+        fields, fraction = [int(group) for group in match.groups()[:6]], match.group(7)
+        try:
+            whole = int(datetime(*fields, tzinfo=timezone.utc).timestamp())
+        except (ValueError, OverflowError):
+            return None
+        return whole * 1000 + (int(fraction[:3].ljust(3, "0")) if fraction else 0)
+    try:  # rarer spellings, e.g. an explicit offset
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return int(parsed.timestamp() * 1000)
+
+
+class _RecordFormat:
+    """Record text for validated cookie options: ``{"cookie":{...},<data>}`` exactly as express-session
+    writes it. The cookie object's key order is ``Cookie#data``'s, a byte contract with Node; the parts
+    that never change are built once, here."""
+
+    __slots__ = ("_middle", "_tails")
+
+    def __init__(self, options: CookieOptions) -> None:
+        middle: Dict[str, Any] = {}
+        if options.partitioned:
+            middle["partitioned"] = True
+        if options.priority:
+            middle["priority"] = options.priority.lower()
+        pairs = "".join(f",{_encode_json(key)}:{_encode_json(value)}" for key, value in middle.items())
+        self._middle = pairs + ',"expires":'
+        self._tails = {}  # by "Secure or not": the keys after expires
+        for secure in (False, True):
+            tail: Dict[str, Any] = {}
+            if options.secure is not False:
+                tail["secure"] = secure
+            tail["httpOnly"] = options.http_only
+            if options.domain:
+                tail["domain"] = options.domain
+            tail["path"] = options.path
+            if options.same_site:
+                tail["sameSite"] = options.same_site.lower()
+            self._tails[secure] = "," + _encode_json(tail)[1:]
+
+    def text(
+        self, original_max_age_ms: Optional[float], expires_ms: Optional[int], secure: bool,
+        created_ms: Optional[int], data_json: str,
+    ) -> str:
+        """The record; ``created_ms`` (None: left out) is written as ``CREATED_KEY`` among the data keys."""
+        created = "" if created_ms is None else f',"{CREATED_KEY}":{created_ms}'
+        return "".join((
+            '{"cookie":{"originalMaxAge":', "null" if original_max_age_ms is None else str(original_max_age_ms),
+            self._middle, "null" if expires_ms is None else f'"{_iso(expires_ms)}"',
+            self._tails[secure], created,
+            "}" if data_json == "{}" else "," + data_json[1:],
+        ))
 
 
 def _cookie_end(record: str) -> int:
@@ -1271,7 +1358,8 @@ class SessionManager:
         max_age = self.cookie_options.max_age
         self._max_age_ms = None if max_age is None else _ms(max_age)
         self._warned_insecure = False
-        self._prepare_formats()
+        self._record_format = _RecordFormat(self.cookie_options)
+        self._set_cookie = _SetCookieFormat(self.name, self.cookie_options)
 
     def _check_name_prefix(self) -> None:
         options, lowered = self.cookie_options, self.name.lower()
@@ -1549,55 +1637,11 @@ class SessionManager:
         return None if expires is None else expires / 1000
 
     def _record(self, session: Session, data_json: str) -> str:
-        """The record text: ``{"cookie":{...},<data>}`` exactly as express-session writes it, the cookie
-        object in its ``Cookie#data`` key order (``_prepare_formats`` holds the parts that never change)."""
         cookie = session._cookie
-        original = cookie.original_max_age_ms
-        expires = cookie.expires_ms
-        created = "" if self._absolute_ms is None else f',"{CREATED_KEY}":{session._created_ms}'
-        return "".join((
-            '{"cookie":{"originalMaxAge":', "null" if original is None else str(original),
-            self._record_middle, "null" if expires is None else f'"{_iso(expires)}"',
-            self._record_tail[self._secure_attribute(session)], created,
-            "}" if data_json == "{}" else "," + data_json[1:],
-        ))
-
-    def _prepare_formats(self) -> None:
-        """Precompute the constant parts of records and Set-Cookie headers from the validated options."""
-        options = self.cookie_options
-        middle: Dict[str, Any] = {}
-        if options.partitioned:
-            middle["partitioned"] = True
-        if options.priority:
-            middle["priority"] = options.priority.lower()
-        pairs = "".join(f",{_encode_json(key)}:{_encode_json(value)}" for key, value in middle.items())
-        self._record_middle = pairs + ',"expires":'
-        self._record_tail = {}
-        self._cookie_tail = {}
-        for secure in (False, True):
-            tail: Dict[str, Any] = {}
-            if options.secure is not False:
-                tail["secure"] = secure
-            tail["httpOnly"] = options.http_only
-            if options.domain:
-                tail["domain"] = options.domain
-            tail["path"] = options.path
-            if options.same_site:
-                tail["sameSite"] = options.same_site.lower()
-            self._record_tail[secure] = "," + _encode_json(tail)[1:]
-            flags = [
-                "HttpOnly" if options.http_only else "",
-                "Secure" if secure else "",
-                "Partitioned" if options.partitioned else "",
-                f"Priority={options.priority}" if options.priority else "",
-                f"SameSite={options.same_site}" if options.same_site else "",
-            ]
-            self._cookie_tail[secure] = "".join("; " + flag for flag in flags if flag)
-        domain = f"; Domain={options.domain}" if options.domain else ""
-        self._cookie_scope = f"{domain}; Path={options.path}"
-        for part in (self._cookie_scope, *self._cookie_tail.values()):
-            if _HEADER_UNSAFE.search(part):  # unreachable with validated options: a last line of defence
-                raise ConfigurationError("cookie options would put a control character in Set-Cookie")
+        created = None if self._absolute_ms is None else session._created_ms
+        return self._record_format.text(
+            cookie.original_max_age_ms, cookie.expires_ms, self._secure_attribute(session), created, data_json
+        )
 
     def _secure_attribute(self, session: Session) -> bool:
         secure = self.cookie_options.secure
@@ -1609,21 +1653,10 @@ class SessionManager:
             signed = "s:" + _sign(session._id, self._keys[0])
         expires = session._cookie.expires_ms
         max_age = None if expires is None else max(0, (expires - now_ms) // 1000)
-        return self._set_cookie(_encode_signed(signed), max_age, expires, session)
+        return self._set_cookie.value(_encode_signed(signed), max_age, expires, self._secure_attribute(session))
 
     def _clearing_cookie(self, session: Session) -> str:
-        return self._set_cookie("", 0, 0, session)
-
-    def _set_cookie(self, value: str, max_age: Optional[int], expires_ms: Optional[int], session: Session) -> str:
-        """One Set-Cookie value, attributes in the order of node's ``cookie.serialize`` (Max-Age first).
-        ``value`` comes from ``_encode_signed``, so it holds cookie-octets only."""
-        return "".join((
-            self.name, "=", value,
-            "" if max_age is None else f"; Max-Age={max_age}",
-            self._cookie_scope,
-            "" if expires_ms is None else f"; Expires={_http_date(expires_ms)}",
-            self._cookie_tail[self._secure_attribute(session)],
-        ))
+        return self._set_cookie.clearing(self._secure_attribute(session))
 
 
 # Adapters #################################################################################################
