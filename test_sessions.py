@@ -2006,6 +2006,23 @@ def _is_standard_library(name):
     return spec.origin.startswith(stdlib) and "site-packages" not in spec.origin
 
 
+def test_the_file_describes_itself():
+    assert re.fullmatch(r"\d+\.\d+\.\d+", sessions.__version__)
+    assert sessions.__license__ == "MIT"
+    assert (Path(sessions.__file__).parent / "LICENSE").read_text().startswith("MIT License")
+    for name in ("get", "set", "touch", "destroy", "clear", "__len__", "ids"):
+        assert getattr(sessions.Store, name).__doc__, name
+
+
+@pytest.mark.parametrize("method, args", [("get", ("x",)), ("set", ("x", "{}", None)), ("destroy", ("x",))])
+def test_store_methods_that_must_be_overridden_say_so(method, args):
+    class Incomplete(sessions.Store):
+        pass
+
+    with pytest.raises(NotImplementedError, match=f"Incomplete must implement {method}"):
+        getattr(Incomplete(), method)(*args)
+
+
 def test_public_names_exist():
     for name in sessions.__all__:
         assert hasattr(sessions, name), name
