@@ -1039,7 +1039,7 @@ class Session(MutableMapping):
     _resign = False  # the request's cookie was signed with an older secret: send a fresh one
     _stale_ids: Tuple[str, ...] = ()  # ids that regenerate() left behind, deleted at commit
     _expire_browser_cookie = False  # flush(): unless a new cookie is sent, expire the browser's
-    _set_cookies: Optional[List[str]] = None  # the result of commit
+    _set_cookies: List[str] = []  # what commit returned (never mutated: commit hands out copies)
 
     def __init__(
         self, manager: "SessionManager", request: Optional[Callable[[], Tuple[Any, bool, str]]] = None
@@ -1257,7 +1257,7 @@ class Session(MutableMapping):
         self._status, self._closed_reason = _DESTROYED, _DESTROYED_REASON
         self._data.clear()
 
-    def _close(self, set_cookies: Optional[List[str]]) -> None:
+    def _close(self, set_cookies: List[str]) -> None:
         self._status, self._closed_reason = _COMMITTED, _CLOSED
         self._set_cookies = set_cookies
 
@@ -1535,17 +1535,18 @@ class SessionManager:
         """Decide and perform the store write or touch, close the session, and return the Set-Cookie
         header values to send. Call once, before any byte of the response. With a 5xx ``status`` nothing
         new is stored (the request failed). Raises ``StoreError`` or ``SerializationError`` (then nothing
-        was written; send a 500 without these cookies). A second call returns the first call's cookies."""
-        if session._set_cookies is not None:
+        was written; send a 500 without these cookies). A second call returns the first call's cookies
+        (none after a failure: the session was not stored)."""
+        if session._status is _COMMITTED:
             return list(session._set_cookies)
         if session._data is None:  # never opened: nothing to do, but late use must not pass silently
             session._close([])
             return []
-        cookies = None
+        cookies: List[str] = []
         try:
             cookies = self._commit(session, status)
         finally:
-            session._close(cookies)  # after a failure (None) a second call tries again
+            session._close(cookies)
         return list(cookies)
 
     def response_headers(self, session: Session, status: int = 200) -> List[Tuple[str, str]]:

@@ -1259,6 +1259,22 @@ def test_store_failures_become_store_errors():
         manager.commit(session)
 
 
+def test_a_failed_commit_closes_the_session_and_a_repeat_stores_nothing():
+    client = seeded(genid=ids_from("apple", "next"))
+    session = client.manager.open(client.cookie)
+    session.regenerate()  # the old record is deleted at commit
+    session["a"] = 1
+    client.manager.store.fail = {"set"}
+    with pytest.raises(sessions.StoreError):
+        client.manager.commit(session)
+    with pytest.raises(sessions.SessionClosedError, match="committed"):
+        session["b"] = 2
+    client.manager.store.fail = set()
+    assert client.manager.commit(session) == []  # no cookie for a session that was not stored
+    assert [name for name, _ in client.manager.store.calls if name != "get"] == ["set"]
+    assert record_of(client.manager.store.inner, "apple") is not None  # what was stored before stays
+
+
 def seeded_concurrent():
     client = seeded(genid=ids_from("apple", "next"))
     first, second = (client.manager.open(client.cookie) for _ in range(2))
