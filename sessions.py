@@ -1001,7 +1001,7 @@ _CLOSED = (
     "the session was committed when the response started (status and headers), so this change could not "
     "be saved; change the session before sending the response"
 )
-_DESTROYED_REASON = "the session was destroyed; call regenerate() to start a new one"
+_DESTROYED_REASON = "the session was destroyed; call regenerate() or flush() to start a new one"
 
 
 class Session(MutableMapping):
@@ -1013,9 +1013,9 @@ class Session(MutableMapping):
     the session is closed: any change raises ``SessionClosedError`` rather than being lost silently.
 
     All of a request's session state lives here; the manager changes it only through the transitions
-    below (``_start``, ``_leave_scope``, ``_mark_saved``, ``_reloaded``, ``_restart``, ``_mark_destroyed``,
-    ``_close``) and reads it through the predicates (``is_new``, ``_saved``, ``_may_be_stored``,
-    ``_modified``, ``_changed_since_saved``).
+    below (``_start``, ``_verified_by``, ``_leave_scope``, ``_cookie_changed``, ``_mark_saved``,
+    ``_reloaded``, ``_restart``, ``_mark_destroyed``, ``_close``) and reads it through the predicates
+    (``is_new``, ``_saved``, ``_may_be_stored``, ``_modified``, ``_changed_since_saved``) and ``_status``.
     """
 
     # Class-level defaults keep creating a session (every request in WSGI) cheap; instances only ever
@@ -1243,14 +1243,17 @@ class Session(MutableMapping):
 
     def _restart(
         self, sid: str, data: Dict[str, Any], created_ms: int, original_max_age_ms: Optional[float],
-        *, id_counts_as_change: bool,
+        *, flushed: bool = False,
     ) -> None:
-        """Go on under the new id ``sid`` (regenerate, flush); a stored old record is deleted at commit."""
+        """Go on, open, under the new id ``sid``; a stored old record is deleted at commit. After
+        ``regenerate()`` the new id alone counts as a change (express-session); after ``flush()`` (whose
+        old record is already gone) it does not, and the browser's cookie expires unless a new one is sent."""
         if self._status is not _DESTROYED and self._may_be_stored:
             self._stale_ids += (self._id,)
         self._start(sid, "regenerated", data, "{}", created_ms, original_max_age_ms, None)
         self._status, self._closed_reason = _OPEN, None
-        self._id_changed = id_counts_as_change
+        self._id_changed = not flushed
+        self._expire_browser_cookie = self._expire_browser_cookie or flushed
         self._signed = None
 
     def _mark_destroyed(self) -> None:
@@ -1514,14 +1517,13 @@ class SessionManager:
     def _regenerate(self, session: Session, keep_data: bool) -> None:
         now_ms = self._now_ms()
         data = session._data if keep_data else {}
-        session._restart(self._new_id(), data, now_ms, self._max_age_ms, id_counts_as_change=True)
+        session._restart(self._new_id(), data, now_ms, self._max_age_ms)
         self._slide_expiry(session, now_ms)
 
     def _flush(self, session: Session) -> None:
         self._destroy(session)  # at once: the old id is dead whatever this request does next
         now_ms = self._now_ms()
-        session._restart(self._new_id(), {}, now_ms, self._max_age_ms, id_counts_as_change=False)
-        session._expire_browser_cookie = True
+        session._restart(self._new_id(), {}, now_ms, self._max_age_ms, flushed=True)
         self._slide_expiry(session, now_ms)
 
     def _destroy_stale(self, session: Session) -> None:
