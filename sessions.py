@@ -1441,8 +1441,9 @@ class SessionManager:
         its deadline replaces the record's ``cookie.expires``, which Node's connect-redis leaves stale."""
         try:
             got = self.store.get(sid)
-            from_store = isinstance(got, tuple)  # (record, expires_at): the store enforces expiry itself
-            record, expires_at = got if from_store else (got, None)
+            authority = isinstance(got, tuple)  # (record, expires_at): the store enforces expiry itself
+            record, expires_at = got if authority else (got, None)
+            deadline_ms = None if expires_at is None else round(float(expires_at) * 1000)
         except Exception as exc:
             raise StoreError(f"the session store failed to load a session ({type(exc).__name__})") from exc
         if record is None:
@@ -1453,10 +1454,9 @@ class SessionManager:
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             log.warning("session %s: corrupt record in the store treated as missing (%s)", _sid_hash(sid), exc)
             return None
-        if not from_store:  # plain text: the record's own cookie.expires decides
+        if not authority:  # plain text: the record's own cookie.expires decides
             expired = expires_ms is not None and expires_ms <= now_ms
         else:  # the store's deadline decides (None: no deadline), and is the cookie's expiry when it has one
-            deadline_ms = None if expires_at is None else round(expires_at * 1000)
             expired = deadline_ms is not None and deadline_ms <= now_ms
             if expires_ms is not None and deadline_ms is not None:
                 expires_ms = deadline_ms

@@ -1637,6 +1637,14 @@ def test_a_browser_session_record_keeps_no_expiry_under_a_store_deadline():
     assert session.id == "apple" and session.cookie.expires is None
 
 
+@pytest.mark.parametrize("expires_at", ["soon", float("nan"), float("inf")])
+def test_a_store_deadline_that_is_not_a_time_is_a_store_error(expires_at):
+    store = DeadlineStore(expires_at)
+    store.set("apple", stale_record(), None)
+    with pytest.raises(sessions.StoreError):
+        make_manager(store=store).open(f"sid={APPLE_VALUE}")
+
+
 def test_a_plain_text_store_with_a_stale_cookie_expires_does_not_load():
     store = LaxStore()
     store.set("apple", stale_record(), None)
