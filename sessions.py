@@ -1014,7 +1014,7 @@ class Session(MutableMapping):
 
     All of a request's session state lives here; the manager changes it only through the transitions
     below (``_start``, ``_verified_by``, ``_leave_scope``, ``_cookie_changed``, ``_mark_saved``,
-    ``_reloaded``, ``_restart``, ``_mark_destroyed``, ``_close``) and reads it through the predicates
+    ``_reloaded``, ``_restart``, ``_stale_deleted``, ``_mark_destroyed``, ``_close``) and reads it through the predicates
     (``is_new``, ``_saved``, ``_may_be_stored``, ``_modified``, ``_changed_since_saved``) and ``_status``.
     """
 
@@ -1256,6 +1256,10 @@ class Session(MutableMapping):
         self._expire_browser_cookie = self._expire_browser_cookie or flushed
         self._signed = None
 
+    def _stale_deleted(self) -> None:
+        """The first of ``_stale_ids`` is deleted from the store."""
+        self._stale_ids = self._stale_ids[1:]
+
     def _mark_destroyed(self) -> None:
         self._status, self._closed_reason = _DESTROYED, _DESTROYED_REASON
         self._data.clear()
@@ -1402,7 +1406,7 @@ class SessionManager:
         return False
 
     def _open_into(self, session: Session, cookie_header: Any, secure: bool, path: str) -> None:
-        session._secure = bool(secure)
+        session._secure = bool(secure)  # what the request is, not session state: read per response
         now_ms = self._now_ms()
         if not _path_matches(path or "/", self.cookie_options.path):
             self._start_new(session, "out-of-scope", now_ms)
@@ -1527,9 +1531,9 @@ class SessionManager:
         self._slide_expiry(session, now_ms)
 
     def _destroy_stale(self, session: Session) -> None:
-        while session._stale_ids:
+        while session._stale_ids:  # one at a time: after a failure the rest are still to delete
             self._store_call("destroy", session._stale_ids[0])
-            session._stale_ids = session._stale_ids[1:]
+            session._stale_deleted()
 
     # Response side: commit ------------------------------------------------------------------------------
 
