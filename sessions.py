@@ -522,7 +522,7 @@ def _decode_json(text: str) -> Any:
     return value
 
 
-_ISO_MS = re.compile(r"(\d{4})-(\d\d)-(\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{1,9}))?Z\Z", re.ASCII)
+_ISO = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)\Z", re.ASCII)
 
 # A per-second cache: records written in the same second share their expires text.
 _iso_second = _per_second(
@@ -536,23 +536,18 @@ def _iso(ms: int) -> str:
 
 
 def _parse_iso(text: str) -> Optional[int]:
-    """Milliseconds since the epoch of an ISO-8601 time with a zone (``Z`` or an offset), or None if it is
-    not one. Strict: ASCII digits only, and a real date (no February 30th)."""
-    match = _ISO_MS.match(text)
-    if match:
-        fields, fraction = [int(group) for group in match.groups()[:6]], match.group(7)
-        try:
-            whole = int(datetime(*fields, tzinfo=timezone.utc).timestamp())
-        except (ValueError, OverflowError):
-            return None
-        return whole * 1000 + (int(fraction[:3].ljust(3, "0")) if fraction else 0)
-    try:  # rarer spellings, e.g. an explicit offset
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    """Milliseconds since the epoch of an ISO-8601 time with seconds and a zone (``Z`` or ``+hh:mm``), or
+    None if it is not one. Strict: ASCII digits only (the pattern), and a real time (``fromisoformat``
+    refuses February 30th, hour 24, second 60)."""
+    match = _ISO.match(text)
+    if match is None:
         return None
-    if parsed.tzinfo is None:
+    whole, fraction, zone = match.groups()
+    try:
+        seconds = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone)).timestamp()
+    except (ValueError, OverflowError):
         return None
-    return int(parsed.timestamp() * 1000)
+    return int(seconds) * 1000 + (int(fraction[:3].ljust(3, "0")) if fraction else 0)
 
 
 class _RecordFormat:
@@ -1809,7 +1804,7 @@ class _WSGIRequest:
 
     def start_response(self, status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
         session = self.session
-        if not session.opened:  # never used: nothing to add, but commit closes it for any later use
+        if session._data is None:  # never opened: nothing to add, but commit closes it for any later use
             session._manager.commit(session)
             return self.server_start_response(status, headers, exc_info)
         try:
