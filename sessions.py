@@ -1203,12 +1203,11 @@ class Session(MutableMapping):
         original_max_age_ms: Optional[float],
         expires_ms: Optional[int],
     ) -> None:
-        """Become session ``sid``: loaded (``new_reason`` None) or new. The status is left as it is."""
+        """Become session ``sid``: loaded (``new_reason`` None) or new. A session starts once per request
+        (``_restart`` starts it again); the status is left as it is."""
         self._id, self._new_reason = sid, new_reason
         self._data, self._loaded_json, self._created_ms = data, loaded_json, created_ms
         self._cookie = SessionCookie(self, self._manager.cookie_options, original_max_age_ms, expires_ms)
-        self._synced_json = None
-        self._id_changed = self._forced = self._cookie_unsaved = self._cookie_unsent = False
 
     def _verified_by(self, signed: str, current_secret: bool) -> None:
         """The request's cookie ``signed`` named this loaded session; re-sign it unless ``current_secret``."""
@@ -1247,6 +1246,8 @@ class Session(MutableMapping):
             self._stale_ids += (self._id,)
         self._start(sid, "regenerated", data, "{}", created_ms, original_max_age_ms, None)
         self._status, self._closed_reason = _OPEN, None
+        self._synced_json, self._forced = None, False
+        self._cookie_unsaved = self._cookie_unsent = False
         self._id_changed = not flushed
         self._expire_browser_cookie = self._expire_browser_cookie or flushed
         self._signed = None
