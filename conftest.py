@@ -123,3 +123,7 @@ def clock() -> Clock:
 @pytest.fixture
 def store(clock: Clock) -> RecordingStore:
     return RecordingStore(clock=clock)
+
+
+# Other branches: add shared fixtures below, each in a block delimited by `# --- <branch> fixtures ---`
+# comments, so that merging the branches is a concatenation.
