@@ -625,9 +625,10 @@ def _data_text(record: str) -> Optional[str]:
 _ParsedRecord = Tuple[Dict[str, Any], Any, Optional[int], Optional[int], Optional[str]]
 
 
-def _parse_record(record: str) -> _ParsedRecord:
+def _parse_record(record: str, store_deadline_ms: Optional[int] = None) -> _ParsedRecord:
     """Read a record written by this module or by express-session. Raises ValueError (or TypeError,
-    KeyError, AttributeError, RecursionError) when it is corrupt."""
+    KeyError, AttributeError, RecursionError) when it is corrupt. With ``store_deadline_ms`` (a store that
+    enforces expiry itself, SPEC 8) a set ``cookie.expires`` is that deadline; its text is not read."""
     parsed = _decode_json(record)
     cookie = parsed["cookie"]
     original = cookie.get("originalMaxAge")
@@ -637,9 +638,16 @@ def _parse_record(record: str) -> _ParsedRecord:
         or not 0 <= original <= MAX_DURATION * 1000
     ):
         raise ValueError("originalMaxAge is not a number of milliseconds in range")
-    expires_ms = None if expires is None or expires is False else _parse_iso(expires)
-    if expires not in (None, False) and expires_ms is None:
+    if expires is None or expires is False:
+        expires_ms = None
+    elif not isinstance(expires, str):
         raise ValueError("expires is not an ISO-8601 time")
+    elif store_deadline_ms is not None:
+        expires_ms = store_deadline_ms
+    else:
+        expires_ms = _parse_iso(expires)
+        if expires_ms is None:
+            raise ValueError("expires is not an ISO-8601 time")
     created = parsed.pop(CREATED_KEY, None)
     if created is not None and (isinstance(created, bool) or not isinstance(created, (int, float))):
         raise ValueError(f"{CREATED_KEY} is not a number")
@@ -1450,17 +1458,13 @@ class SessionManager:
             log.debug("session %s: no record in the store", _sid_hash(sid))
             return None
         try:
-            data, original_max_age_ms, expires_ms, created_ms, data_text = _parse_record(record)
+            data, original_max_age_ms, expires_ms, created_ms, data_text = _parse_record(record, deadline_ms)
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             log.warning("session %s: corrupt record in the store treated as missing (%s)", _sid_hash(sid), exc)
             return None
-        if not authority:  # plain text: the record's own cookie.expires decides
-            expired = expires_ms is not None and expires_ms <= now_ms
-        else:  # the store's deadline decides (None: no deadline), and is the cookie's expiry when it has one
-            expired = deadline_ms is not None and deadline_ms <= now_ms
-            if expires_ms is not None and deadline_ms is not None:
-                expires_ms = deadline_ms
-        if expired:
+        # The store's deadline decides (None: it has none); for plain text the record's cookie.expires does.
+        expiry = deadline_ms if authority else expires_ms
+        if expiry is not None and expiry <= now_ms:
             log.debug("session %s: record expired", _sid_hash(sid))
             return None
         if self._absolute_ms is not None:
