@@ -1645,6 +1645,17 @@ def test_a_store_deadline_that_is_not_a_time_is_a_store_error(expires_at):
         make_manager(store=store).open(f"sid={APPLE_VALUE}")
 
 
+def test_under_a_store_deadline_the_record_expires_text_is_not_read_but_must_be_text():
+    for expires, loads in (('"2023-02-30T00:00:00.000Z"', True), ("12345", False), ("[]", False)):
+        store = DeadlineStore(T0 + 30)
+        store.set("apple", '{"cookie":{"originalMaxAge":60000,"expires":%s,"path":"/"},"n":1}' % expires, None)
+        session = make_manager(store=store, genid=ids_from("fresh")).open(f"sid={APPLE_VALUE}")
+        assert (session.id == "apple") is loads, expires
+    store = DeadlineStore(None)  # no deadline: the record's expires is read, and must be a time
+    store.set("apple", '{"cookie":{"originalMaxAge":60000,"expires":"2023-02-30T00:00:00.000Z"},"n":1}', None)
+    assert make_manager(store=store).open(f"sid={APPLE_VALUE}").new_reason == "not-found"
+
+
 def test_a_plain_text_store_with_a_stale_cookie_expires_does_not_load():
     store = LaxStore()
     store.set("apple", stale_record(), None)
