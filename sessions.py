@@ -1208,11 +1208,17 @@ class SessionManager:
         if record is None:
             log.debug("session %s: no record in the store", _sid_hash(sid))
             return False
+        store_knows_expiry = isinstance(record, tuple)  # (text, expires_at): the store is the authority
+        if store_knows_expiry:
+            record, store_expires = record
         parsed = self._parse_record(record, sid)
         if parsed is None:
             return False
         data, original_max_age_ms, expires_ms, created_ms, data_text = parsed
-        if expires_ms is not None and expires_ms <= now_ms:
+        if store_knows_expiry:
+            if expires_ms is not None and store_expires is not None:
+                expires_ms = round(store_expires * 1000)
+        elif expires_ms is not None and expires_ms <= now_ms:
             log.debug("session %s: record expired", _sid_hash(sid))
             return False
         if self._absolute_ms is not None:
