@@ -27,6 +27,7 @@ Quick start (http.server)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import hmac
@@ -59,6 +60,7 @@ __all__ = [
     "SessionCookie",
     "Store",
     "MemoryStore",
+    "RedisStore",
     "Session",
     "SessionManager",
     "SessionHandlerMixin",
@@ -815,6 +817,133 @@ class MemoryStore(Store):
                 del self._records[sid]
                 return True
         return False
+
+
+def _deadline(expires: Optional[float], now: float, default_ttl: float) -> float:
+    """When a store drops a record written at ``now``: at its ``expires``, or ``default_ttl`` seconds later
+    when it has none (a browser-session cookie)."""
+    return now + default_ttl if expires is None else float(expires)
+
+
+def _ttl_seconds(expires: Optional[float], now: float, default_ttl: float) -> int:
+    """connect-redis 9's time-to-live for a record: whole seconds until ``expires``, rounded up (its
+    ``Math.ceil``), or ``default_ttl`` when there is no expiry. Zero or less means already expired."""
+    return math.ceil(default_ttl if expires is None else float(expires) - now)
+
+
+def _text(value: Union[str, bytes]) -> str:
+    """A value from a client that may or may not decode responses. Invalid UTF-8 is replaced as Node's
+    ``Buffer#toString`` does, so both sides see the same (then corrupt, so missing) record."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+class RedisStore(Store):
+    """Sessions in Redis, in connect-redis 9's exact format, so Node and Python apps share them.
+
+    ``client`` is any redis-py-compatible object (``redis.Redis``, ``redis.RedisCluster``, valkey's), with or
+    without ``decode_responses``; this module never imports a client library. Give the client short
+    timeouts (``socket_timeout``, ``socket_connect_timeout``): a request waits for it.
+
+    The format is connect-redis's: key ``prefix + id``, value the record's JSON text, written with
+    ``SET key value EX ttl`` where ttl is the whole seconds until the record's expiry, rounded up, or
+    ``default_ttl`` for a record without one; a ttl of zero or less deletes the key instead. ``touch`` is a
+    lone ``EXPIRE`` (atomic; it never creates a key and never rewrites the data), ``destroy`` is ``DEL``,
+    and ``ids()``, ``len()`` and ``clear()`` walk the prefix with ``SCAN``, never ``KEYS``.
+
+    Redis's TTL is the authority on expiry: connect-redis's own touch leaves the stored ``cookie.expires``
+    behind, so ``get`` reads the TTL along with the value, in one round trip, and returns both. Any error of
+    the client becomes a ``StoreError``, so the request fails cleanly instead of starting an empty session.
+
+    An atomic read-modify-write fits this design later: ``WATCH`` + ``MULTI`` on the key, or a Lua script.
+    """
+
+    blocking = True
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = "sess:",
+        default_ttl: Seconds = 86400,
+        scan_count: int = 100,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not callable(getattr(client, "pipeline", None)):
+            raise ConfigurationError("client must be a redis-py-compatible client (it has no pipeline())")
+        if not isinstance(prefix, str):
+            raise ConfigurationError(f"prefix must be a str, not {type(prefix).__name__}")
+        if isinstance(scan_count, bool) or not isinstance(scan_count, int) or scan_count < 1:
+            raise ConfigurationError(f"scan_count must be a positive int: {scan_count!r}")
+        self.client = client
+        self.prefix = prefix
+        self.default_ttl = _seconds(default_ttl, "default_ttl", allow_zero=False)
+        self.scan_count = scan_count
+        self.clock = clock
+
+    def get(self, sid: str) -> Optional[Tuple[str, Optional[float]]]:
+        """``(record, expires_at)`` for a live key, else None. ``expires_at`` is when Redis will drop the key
+        (its ``PTTL`` from now, per ``clock``), or None if the key has no TTL. Empty values are missing, as
+        in connect-redis. GET and PTTL go in one pipeline: one round trip, no MULTI (which not every
+        cluster client allows); a write landing between the two only pairs the value with a newer TTL."""
+        with self._client_errors("load"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(self.prefix + sid)
+            pipe.pttl(self.prefix + sid)
+            value, pttl_ms = pipe.execute()
+        if not value or pttl_ms == -2:  # -2: the key vanished between GET and PTTL
+            return None
+        return _text(value), None if pttl_ms < 0 else self.clock() + pttl_ms / 1000
+
+    def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """``SET key record EX ttl``; a record already expired is deleted instead."""
+        ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
+        with self._client_errors("save"):
+            if ttl > 0:
+                self.client.set(self.prefix + sid, record, ex=ttl)
+            else:
+                self.client.delete(self.prefix + sid)
+
+    def touch(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """``EXPIRE key ttl`` only, as connect-redis does: the stored record (data and cookie) is left as it
+        is, a missing key stays missing, and a ttl of zero or less deletes the key."""
+        ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
+        with self._client_errors("touch"):
+            self.client.expire(self.prefix + sid, ttl)
+
+    def destroy(self, sid: str) -> None:
+        """``DEL key``; a missing key is not an error."""
+        with self._client_errors("destroy"):
+            self.client.delete(self.prefix + sid)
+
+    def clear(self) -> None:
+        """Delete every key under ``prefix`` (found with SCAN, deleted a batch at a time)."""
+        with self._client_errors("clear"):
+            keys = list(self._keys())
+            for start in range(0, len(keys), self.scan_count):
+                self.client.delete(*keys[start : start + self.scan_count])
+
+    def __len__(self) -> int:
+        with self._client_errors("count"):
+            return len(self._keys())
+
+    def ids(self) -> List[str]:
+        """The ids under ``prefix``, found with SCAN (each once, in no particular order)."""
+        with self._client_errors("list"):
+            return [_text(key)[len(self.prefix) :] for key in self._keys()]
+
+    def _keys(self) -> set:
+        """The keys under ``prefix``; SCAN may report a key twice, so they are collected in a set."""
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + "*"
+        return set(self.client.scan_iter(match=pattern, count=self.scan_count))
+
+    @contextlib.contextmanager
+    def _client_errors(self, action: str) -> Iterator[None]:
+        """Turn any exception of the client into a StoreError naming only the action and the error type
+        (client messages may quote keys, hence session ids; the original is the ``__cause__``)."""
+        try:
+            yield
+        except Exception as exc:
+            raise StoreError(f"Redis session store: cannot {action} ({type(exc).__name__})") from exc
 
 
 # Session ##################################################################################################

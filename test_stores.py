@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 import sessions
@@ -54,3 +55,22 @@ def test_a_store_returning_no_deadline_keeps_the_record_s_expiry():
     store = TupleStore(stale_record("2023-11-14T22:13:50.000Z"), None)
     manager = sessions.SessionManager(SECRET, store=store, clock=clock, cookie={"max_age": 60})
     assert manager.open(cookie_header_for("apple")).cookie.max_age == 30
+
+
+# RedisStore: connect-redis 9's format ######################################################################
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    redis_server.flushall()
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=1, socket_connect_timeout=1)
+    yield client
+    client.close()
+
+
+def test_redis_store_writes_connect_redis_keys_values_and_ttls(redis_client):
+    store = sessions.RedisStore(redis_client, clock=Clock(T0))
+    store.set("apple", '{"cookie":{}}', T0 + 59.2)
+    assert redis_client.get("sess:apple") == b'{"cookie":{}}'
+    assert redis_client.ttl("sess:apple") == 60
+    assert store.get("apple") == ('{"cookie":{}}', pytest.approx(T0 + 60, abs=1))
