@@ -34,8 +34,10 @@ import hmac
 import json
 import logging
 import math
+import os
 import re
 import secrets as _secrets
+import sqlite3
 import threading
 import time
 import weakref
@@ -60,6 +62,7 @@ __all__ = [
     "SessionCookie",
     "Store",
     "MemoryStore",
+    "SQLiteStore",
     "RedisStore",
     "Session",
     "SessionManager",
@@ -837,6 +840,199 @@ def _text(value: Union[str, bytes]) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+@contextlib.contextmanager
+def _store_errors(backend: str, action: str) -> Iterator[None]:
+    """Turn any exception of a store's backend into a StoreError naming only the backend, the action and
+    the error type: backend messages may quote keys, hence session ids. The original is the ``__cause__``."""
+    try:
+        yield
+    except Exception as exc:
+        raise StoreError(f"{backend} session store: cannot {action} ({type(exc).__name__})") from exc
+
+
+class SQLiteStore(Store):
+    """Sessions in an SQLite file: the persistent store for one machine, shared by its processes.
+
+    Several threads and processes may use one file at once (gunicorn workers, a restart while the old
+    process drains): the database runs in WAL mode, so readers never wait for the writer, with
+    ``synchronous=NORMAL`` (a commit survives a crash of the process, and the last ones may be lost to a
+    power cut, never corrupting the file). Writers wait up to ``timeout`` seconds for each other. Each
+    thread has its own connection, and a process forked after the store was created (gunicorn
+    ``--preload``) opens its own too. Keep the file on a local disk: WAL needs shared memory, which network
+    file systems do not provide.
+
+    Every record expires: at its own ``expires``, or ``default_ttl`` seconds after its last write or touch
+    when it has none. ``get`` never returns an expired row. Each write first deletes up to ``PRUNE_BATCH``
+    expired rows, earliest first, through the index on ``expires_at``, so its cost follows the number
+    expired, not the number stored, and no background thread is needed; ``prune()`` deletes them all.
+
+    The schema (version 1, kept in ``PRAGMA user_version``; give the store a database file of its own)::
+
+        CREATE TABLE sessions (
+            id         TEXT PRIMARY KEY,  -- the session id
+            record     TEXT NOT NULL,     -- the record's JSON text, as express-session stores it
+            expires_at REAL NOT NULL      -- seconds since the epoch (UTC) when the record dies
+        );
+        CREATE INDEX sessions_expires_at ON sessions (expires_at);
+
+    Writes are transactions (``BEGIN IMMEDIATE``), ready for an atomic read-modify-write primitive.
+    """
+
+    blocking = True
+    SCHEMA_VERSION = 1
+    #: Expired rows deleted per write, so that one request never pays for a mass expiry.
+    PRUNE_BATCH = 64
+
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        table: str = "sessions",
+        default_ttl: Seconds = 86400,
+        clock: Callable[[], float] = time.time,
+        timeout: Seconds = 5.0,
+    ) -> None:
+        path = os.fspath(path)
+        if not isinstance(path, str) or path in ("", ":memory:"):
+            raise ConfigurationError("path must name a database file (for a store in memory, use MemoryStore)")
+        if not isinstance(table, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", table):
+            raise ConfigurationError(f"table must be a plain SQL identifier: {table!r}")
+        self.path = path
+        self.table = table
+        self.default_ttl = _seconds(default_ttl, "default_ttl", allow_zero=False)
+        self.timeout = _seconds(timeout, "timeout")
+        self.clock = clock
+        self._local = threading.local()
+        self._forked_away: List[sqlite3.Connection] = []
+        self._sql = self._statements(f'"{table}"')
+        self._create_schema()
+
+    def get(self, sid: str) -> Optional[Tuple[str, float]]:
+        """``(record, expires_at)`` for a live row, else None."""
+        with _store_errors("SQLite", "load"):
+            row = self._connection().execute(self._sql["get"], (sid, self.clock())).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """Insert or replace the row; a record already expired is deleted instead."""
+        now = self.clock()
+        deadline = _deadline(expires, now, self.default_ttl)
+        with _store_errors("SQLite", "save"), self._transaction(now) as db:
+            if deadline > now:
+                db.execute(self._sql["put"], (sid, record, deadline))
+            else:
+                db.execute(self._sql["destroy"], (sid,))
+
+    def touch(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """One UPDATE of a live row: its expiry, and ``record``'s cookie object over the stored data. A
+        missing or expired row stays missing; data written meanwhile by another request is kept."""
+        now = self.clock()
+        deadline = _deadline(expires, now, self.default_ttl)
+        with _store_errors("SQLite", "touch"), self._transaction(now) as db:
+            db.execute(self._sql["touch"], (record, deadline, sid, now))
+
+    def destroy(self, sid: str) -> None:
+        """Delete the row; a missing one is not an error."""
+        with _store_errors("SQLite", "destroy"), self._transaction(self.clock()) as db:
+            db.execute(self._sql["destroy"], (sid,))
+
+    def clear(self) -> None:
+        with _store_errors("SQLite", "clear"):
+            self._connection().execute(self._sql["clear"])
+
+    def prune(self) -> int:
+        """Delete every expired row now; returns how many were deleted."""
+        with _store_errors("SQLite", "prune"):
+            return self._connection().execute(self._sql["prune"], (self.clock(),)).rowcount
+
+    def __len__(self) -> int:
+        with _store_errors("SQLite", "count"):
+            return self._connection().execute(self._sql["count"], (self.clock(),)).fetchone()[0]
+
+    def ids(self) -> List[str]:
+        with _store_errors("SQLite", "list"):
+            return [row[0] for row in self._connection().execute(self._sql["ids"], (self.clock(),))]
+
+    @staticmethod
+    def _statements(table: str) -> Dict[str, str]:
+        live = "expires_at > ?"
+        return {
+            "get": f"SELECT record, expires_at FROM {table} WHERE id = ? AND {live}",
+            "put": f"INSERT OR REPLACE INTO {table} (id, record, expires_at) VALUES (?, ?, ?)",
+            "touch": f"UPDATE {table} SET record = sessions_with_cookie_of(record, ?), expires_at = ?"
+                     f" WHERE id = ? AND {live}",
+            "destroy": f"DELETE FROM {table} WHERE id = ?",
+            "clear": f"DELETE FROM {table}",
+            "prune": f"DELETE FROM {table} WHERE expires_at <= ?",
+            "prune_batch": f"DELETE FROM {table} WHERE rowid IN"
+                           f" (SELECT rowid FROM {table} WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
+            "count": f"SELECT count(*) FROM {table} WHERE {live}",
+            "ids": f"SELECT id FROM {table} WHERE {live}",
+        }
+
+    def _create_schema(self) -> None:
+        """Open the file, switch it to WAL and create or check the schema; any failure is a
+        ConfigurationError now rather than a failed request later. The connection is closed again, so a
+        process that forks after this carries no open connection into its children."""
+        db = None
+        try:
+            db = self._connect()
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("BEGIN IMMEDIATE")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > self.SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"{self.path!r} has session schema version {version}; this sessions.py knows up to "
+                    f"{self.SCHEMA_VERSION}"
+                )
+            table = f'"{self.table}"'
+            db.execute(f"CREATE TABLE IF NOT EXISTS {table} "
+                       "(id TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at REAL NOT NULL)")
+            db.execute(f'CREATE INDEX IF NOT EXISTS "{self.table}_expires_at" ON {table} (expires_at)')
+            db.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise ConfigurationError(
+                f"cannot use {self.path!r} as an SQLite session database ({type(exc).__name__}: {exc})"
+            ) from exc
+        finally:
+            if db is not None:
+                db.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        """A new connection in autocommit mode (transactions are explicit), with the per-connection
+        settings and the function ``touch`` uses to keep the stored data."""
+        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.create_function("sessions_with_cookie_of", 2, _with_cookie_of, deterministic=True)
+        return db
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use and again in a forked child: a connection must
+        not be used across ``fork``, nor closed there, so the inherited one is merely kept unused."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            if getattr(local, "db", None) is not None:
+                self._forked_away.append(local.db)
+            local.db, local.pid = self._connect(), os.getpid()
+        return local.db
+
+    @contextlib.contextmanager
+    def _transaction(self, now: float) -> Iterator[sqlite3.Connection]:
+        """A write transaction that first prunes a batch of rows expired at ``now``; committed if the block
+        succeeds, rolled back otherwise."""
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(self._sql["prune_batch"], (now, self.PRUNE_BATCH))
+            yield db
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+
 class RedisStore(Store):
     """Sessions in Redis, in connect-redis 9's exact format, so Node and Python apps share them.
 
@@ -885,7 +1081,7 @@ class RedisStore(Store):
         (its ``PTTL`` from now, per ``clock``), or None if the key has no TTL. Empty values are missing, as
         in connect-redis. GET and PTTL go in one pipeline: one round trip, no MULTI (which not every
         cluster client allows); a write landing between the two only pairs the value with a newer TTL."""
-        with self._client_errors("load"):
+        with _store_errors("Redis", "load"):
             pipe = self.client.pipeline(transaction=False)
             pipe.get(self.prefix + sid)
             pipe.pttl(self.prefix + sid)
@@ -897,7 +1093,7 @@ class RedisStore(Store):
     def set(self, sid: str, record: str, expires: Optional[float]) -> None:
         """``SET key record EX ttl``; a record already expired is deleted instead."""
         ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
-        with self._client_errors("save"):
+        with _store_errors("Redis", "save"):
             if ttl > 0:
                 self.client.set(self.prefix + sid, record, ex=ttl)
             else:
@@ -907,28 +1103,28 @@ class RedisStore(Store):
         """``EXPIRE key ttl`` only, as connect-redis does: the stored record (data and cookie) is left as it
         is, a missing key stays missing, and a ttl of zero or less deletes the key."""
         ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
-        with self._client_errors("touch"):
+        with _store_errors("Redis", "touch"):
             self.client.expire(self.prefix + sid, ttl)
 
     def destroy(self, sid: str) -> None:
         """``DEL key``; a missing key is not an error."""
-        with self._client_errors("destroy"):
+        with _store_errors("Redis", "destroy"):
             self.client.delete(self.prefix + sid)
 
     def clear(self) -> None:
         """Delete every key under ``prefix`` (found with SCAN, deleted a batch at a time)."""
-        with self._client_errors("clear"):
+        with _store_errors("Redis", "clear"):
             keys = list(self._keys())
             for start in range(0, len(keys), self.scan_count):
                 self.client.delete(*keys[start : start + self.scan_count])
 
     def __len__(self) -> int:
-        with self._client_errors("count"):
+        with _store_errors("Redis", "count"):
             return len(self._keys())
 
     def ids(self) -> List[str]:
         """The ids under ``prefix``, found with SCAN (each once, in no particular order)."""
-        with self._client_errors("list"):
+        with _store_errors("Redis", "list"):
             return [_text(key)[len(self.prefix) :] for key in self._keys()]
 
     def _keys(self) -> set:
@@ -936,14 +1132,6 @@ class RedisStore(Store):
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + "*"
         return set(self.client.scan_iter(match=pattern, count=self.scan_count))
 
-    @contextlib.contextmanager
-    def _client_errors(self, action: str) -> Iterator[None]:
-        """Turn any exception of the client into a StoreError naming only the action and the error type
-        (client messages may quote keys, hence session ids; the original is the ``__cause__``)."""
-        try:
-            yield
-        except Exception as exc:
-            raise StoreError(f"Redis session store: cannot {action} ({type(exc).__name__})") from exc
 
 
 # Session ##################################################################################################
