@@ -508,6 +508,7 @@ def test_touches_on_both_sides_keep_a_session_alive_past_its_original_expiry(sho
     assert record is not None and without_expires(record) == expected_record(SHORT_MS, {"alive": "yes"})
     # Nobody rewrote the record, whose own cookie.expires is long past: only the TTL kept it.
     assert record_expires_ms(record) / 1000 == original_expires < time.time()
+    assert browser.session_cookie().expires > original_expires  # rolling slid the browser's cookie too
     for base in (short_stack.node, short_stack.python):
         alive = browser.get(base)
         assert (alive.id, alive.data) == (created.id, {"alive": "yes"})
