@@ -27,6 +27,7 @@ import pytest
 import redis
 
 import sessions
+from conftest import free_port
 from test_sessions import SECRET, T0, Clock, cookie_header_for, rec
 
 HERE = Path(__file__).resolve().parent
@@ -260,3 +261,258 @@ def test_a_store_returning_no_deadline_keeps_the_record_s_expiry():
     store = TupleStore(stale_record("2023-11-14T22:13:50.000Z"), None)
     manager = sessions.SessionManager(SECRET, store=store, clock=clock, cookie={"max_age": 60})
     assert manager.open(cookie_header_for("apple")).cookie.max_age == 30
+
+
+# 3. RedisStore: connect-redis 9's format, Redis's TTL as the authority ####################################
+
+
+def test_redis_server_fixture_stops_and_starts_on_the_same_port(redis_server, redis_client):
+    redis_client.set("k", "v")
+    with redis_server.stopped():
+        assert not redis_server.running
+        with pytest.raises(redis.ConnectionError):
+            redis_client.get("k")
+    assert redis_client.ping() and redis_client.get("k") is None  # no persistence
+
+
+def test_redis_store_writes_exactly_what_connect_redis_writes(redis_client):
+    store = sessions.RedisStore(redis_client, clock=Clock(T0))
+    store.set("apple", rec(1), T0 + 59.2)  # ttl = ceil(expires - now), as Math.ceil in connect-redis
+    assert redis_client.get("sess:apple") == rec(1).encode()
+    assert redis_client.ttl("sess:apple") == 60
+    store.set("pear", rec(2), None)  # no expiry: the default ttl, one day
+    assert redis_client.ttl("sess:pear") == 86400
+    assert sorted(redis_client.scan_iter()) == [b"sess:apple", b"sess:pear"]
+
+
+def test_redis_store_touch_is_expire_only(redis_client):
+    store = sessions.RedisStore(redis_client, clock=Clock(T0))
+    store.set("apple", rec("stored", max_age_ms=1000), T0 + 10)
+    store.touch("apple", rec("fresh", max_age_ms=2000), T0 + 100)
+    assert redis_client.get("sess:apple") == rec("stored", max_age_ms=1000).encode()  # not rewritten
+    assert redis_client.ttl("sess:apple") == 100
+    store.touch("apple", rec(), T0)  # a ttl of zero: EXPIRE deletes the key
+    assert redis_client.exists("sess:apple") == 0
+
+
+def test_redis_store_reads_keys_written_without_ttl_and_ignores_empty_values(redis_client):
+    store = sessions.RedisStore(redis_client, clock=Clock(T0))
+    redis_client.set("sess:forever", rec())  # connect-redis with disableTTL: true
+    redis_client.set("sess:empty", "")
+    assert store.get("forever") == (rec(), None)
+    assert store.get("empty") is None
+
+
+@pytest.mark.parametrize("decode_responses", [False, True])
+def test_redis_store_works_with_and_without_decode_responses(redis_server, redis_client, decode_responses):
+    client = redis.Redis.from_url(redis_server.url, decode_responses=decode_responses, socket_timeout=1)
+    store = sessions.RedisStore(client, prefix="app:\u00e9:")
+    store.set("\u00e9t\u00e9", rec("\u00e9"), None)
+    assert text_of(store.get("\u00e9t\u00e9")) == rec("\u00e9")
+    assert store.ids() == ["\u00e9t\u00e9"]
+    client.close()
+
+
+def test_redis_store_lists_and_clears_only_its_prefix_even_with_glob_characters(redis_client):
+    mine = sessions.RedisStore(redis_client, prefix="a*[b]?:")
+    others = sessions.RedisStore(redis_client, prefix="a-[b]-:")
+    redis_client.set("unrelated", "keep")
+    for i in range(250):  # several SCAN batches
+        mine.set(f"s{i}", rec(i), None)
+    others.set("s1", rec(), None)
+    assert len(mine) == 250 and sorted(mine.ids()) == sorted(f"s{i}" for i in range(250))
+    mine.clear()
+    assert len(mine) == 0 and len(others) == 1 and redis_client.get("unrelated") == b"keep"
+
+
+def test_redis_store_uses_scan_never_keys(redis_client):
+    store = sessions.RedisStore(redis_client)
+    store.set("a", rec(), None)
+    redis_client.config_resetstat()
+    store.ids(), len(store), store.clear()
+    stats = redis_client.info("commandstats")
+    assert "cmdstat_scan" in stats and "cmdstat_keys" not in stats
+
+
+def test_redis_store_get_reads_the_ttl_with_the_value_in_one_pipeline(redis_client):
+    calls = []
+
+    class Recording:
+        """Forwards to the real client, recording which commands go outside a pipeline."""
+
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(redis_client, name)
+
+    store = sessions.RedisStore(Recording(), clock=Clock(T0))
+    store.set("a", rec(), T0 + 30)
+    calls.clear()
+    assert store.get("a") == (rec(), pytest.approx(T0 + 30, abs=0.5))
+    assert calls == ["pipeline"]
+
+
+def test_redis_expiry_is_enforced_by_redis_itself(redis_client):
+    store = sessions.RedisStore(redis_client)
+    store.set("a", rec(), time.time() + 0.5)  # rounded up: one second
+    deadline = time.monotonic() + 5
+    while store.get("a") is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.get("a") is None
+
+
+def test_redis_client_errors_are_store_errors_without_the_session_id():
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1, socket_timeout=1)
+    store = sessions.RedisStore(client)
+    sid = "secret-session-id"
+    calls = [lambda: store.get(sid), lambda: store.set(sid, rec(), None), lambda: store.touch(sid, rec(), None),
+             lambda: store.destroy(sid), store.clear, store.ids, lambda: len(store)]
+    for call in calls:
+        with pytest.raises(sessions.StoreError) as info:
+            call()
+        assert isinstance(info.value.__cause__, redis.ConnectionError)
+        assert sid not in str(info.value) and "sess:" not in str(info.value)
+
+
+@pytest.mark.parametrize("options, word", [
+    (dict(client=object()), "client"),
+    (dict(prefix=b"sess:"), "prefix"),
+    (dict(scan_count=0), "scan_count"),
+    (dict(default_ttl=0), "default_ttl"),
+])
+def test_redis_store_options_are_checked_at_construction(redis_client, options, word):
+    options.setdefault("client", redis_client)
+    with pytest.raises(sessions.ConfigurationError, match=word):
+        sessions.RedisStore(options.pop("client"), **options)
+
+
+# 4. SQLiteStore: the file, its schema, its errors ##########################################################
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "sessions.db"
+
+
+def test_sqlite_schema_is_versioned_and_inspectable(db_path):
+    sessions.SQLiteStore(db_path).set("a", rec(), None)
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == sessions.SQLiteStore.SCHEMA_VERSION == 1
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        columns = [(row[1], row[2], row[3]) for row in db.execute("PRAGMA table_info(sessions)")]
+        assert columns == [("id", "TEXT", 0), ("record", "TEXT", 1), ("expires_at", "REAL", 1)]
+        assert db.execute("SELECT id, record FROM sessions").fetchall() == [("a", rec())]
+        plan = db.execute("EXPLAIN QUERY PLAN SELECT rowid FROM sessions WHERE expires_at <= 1 "
+                          "ORDER BY expires_at LIMIT 64").fetchall()
+        assert "sessions_expires_at" in str(plan)
+
+
+def test_sqlite_store_reopens_its_file_and_keeps_other_tables_apart(db_path):
+    clock = Clock(T0)
+    sessions.SQLiteStore(db_path, clock=clock).set("a", rec(1), T0 + 60)
+    other = sessions.SQLiteStore(db_path, table="admin_sessions", clock=clock)
+    other.set("a", rec(2), T0 + 60)
+    assert text_of(sessions.SQLiteStore(db_path, clock=clock).get("a")) == rec(1)
+    assert text_of(other.get("a")) == rec(2)
+
+
+def test_sqlite_writes_prune_expired_rows_in_small_batches(db_path):
+    clock = Clock(T0)
+    store = sessions.SQLiteStore(db_path, clock=clock)
+    for i in range(200):
+        store.set(f"dead{i}", rec(), T0 + 1 + i / 1000)
+    store.set("live", rec(), T0 + 1000)
+    clock.advance(10)
+
+    def rows():
+        with sqlite3.connect(db_path) as db:
+            return db.execute("SELECT count(*) FROM sessions").fetchone()[0]
+
+    store.set("new", rec(), T0 + 1000)
+    assert rows() == 202 - store.PRUNE_BATCH
+    store.touch("live", rec(), T0 + 1000)
+    assert rows() == 202 - 2 * store.PRUNE_BATCH
+    assert store.prune() == 200 - 2 * store.PRUNE_BATCH and rows() == 2 and len(store) == 2
+
+
+def _not_a_database(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database " * 100)
+    return path
+
+
+def _newer_schema(tmp_path):
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 2")
+    return path
+
+
+@pytest.mark.parametrize("make_path, options, words", [
+    (lambda tmp: tmp / "missing" / "sessions.db", {}, "unable to open"),
+    (lambda tmp: tmp, {}, "unable to open"),
+    (_not_a_database, {}, "not a database"),
+    (_newer_schema, {}, "schema version 2"),
+    (lambda tmp: ":memory:", {}, "MemoryStore"),
+    (lambda tmp: tmp / "s.db", {"table": "sessions; DROP TABLE x"}, "table"),
+    (lambda tmp: tmp / "s.db", {"default_ttl": -1}, "default_ttl"),
+    (lambda tmp: tmp / "s.db", {"timeout": "5"}, "timeout"),
+], ids=["missing-directory", "a-directory", "not-a-database", "newer-schema", "memory", "table", "ttl", "timeout"])
+def test_sqlite_store_that_cannot_work_fails_at_construction(tmp_path, make_path, options, words):
+    with pytest.raises(sessions.ConfigurationError, match=words) as info:
+        sessions.SQLiteStore(make_path(tmp_path), **options)
+    assert isinstance(info.value, sessions.SessionError)
+
+
+def test_sqlite_failures_later_are_store_errors_without_the_session_id(db_path):
+    store = sessions.SQLiteStore(db_path)
+    with sqlite3.connect(db_path) as db:
+        db.execute("DROP TABLE sessions")
+    sid = "secret-session-id"
+    for call in (lambda: store.get(sid), lambda: store.set(sid, rec(), None),
+                 lambda: store.touch(sid, rec(), None), lambda: store.destroy(sid), store.prune, store.ids):
+        with pytest.raises(sessions.StoreError) as info:
+            call()
+        assert isinstance(info.value.__cause__, sqlite3.Error) and sid not in str(info.value)
+
+
+def test_sqlite_writer_blocked_past_the_timeout_is_a_store_error_and_readers_go_on(db_path):
+    store = sessions.SQLiteStore(db_path, timeout=0.05)
+    store.set("a", rec(), None)
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        assert text_of(store.get("a")) == rec()  # WAL: readers are not blocked by the writer
+        with pytest.raises(sessions.StoreError, match="save"):
+            store.set("b", rec(), None)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    store.set("b", rec(), None)
+    assert len(store) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_sqlite_store_opens_a_new_connection_after_fork(db_path):
+    store = sessions.SQLiteStore(db_path)
+    store.set("parent", rec(), None)  # the parent's thread now holds a connection
+    pid = os.fork()
+    if pid == 0:  # the child: must not use the parent's connection
+        code = 1
+        try:
+            store.set("child", rec(text_of(store.get("parent"))), None)
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not finish")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert json.loads(text_of(store.get("child")))["v"] == rec()
+    store.set("parent-again", rec(), None)  # the parent's connection still works
