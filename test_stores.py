@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import redis
@@ -516,3 +517,199 @@ def test_sqlite_store_opens_a_new_connection_after_fork(db_path):
     assert os.waitstatus_to_exitcode(status) == 0
     assert json.loads(text_of(store.get("child")))["v"] == rec()
     store.set("parent-again", rec(), None)  # the parent's connection still works
+
+
+# 5. Operations: several processes, a restart, a Redis outage (real processes and servers) #################
+
+
+class Process:
+    """A Python child process that answers one JSON line per JSON line it is sent; stopped by its PID."""
+
+    def __init__(self, script: str, *args: str) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-c", script, str(HERE), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+
+    def read_line(self, timeout: float = 30) -> str:
+        ready, _, _ = select.select([self.popen.stdout], [], [], timeout)
+        if not ready:
+            raise AssertionError(f"no answer from process {self.popen.pid} in {timeout} s")
+        line = self.popen.stdout.readline()
+        if not line:
+            raise AssertionError(f"process {self.popen.pid} ended (exit status {self.popen.wait(5)})")
+        return line
+
+    def call(self, *command):
+        self.popen.stdin.write(json.dumps(command) + "\n")
+        return json.loads(self.read_line())
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        self.popen.stdin.close()
+        self.popen.stdout.close()
+
+
+@pytest.fixture
+def processes():
+    started = []
+
+    def start(script, *args):
+        started.append(Process(script, *args))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+#: A process with its own SQLiteStore on a shared file; its clock can run ahead of real time.
+SQLITE_WORKER = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import sessions
+ahead = 0.0
+store = sessions.SQLiteStore(sys.argv[2], clock=lambda: time.time() + ahead)
+for line in sys.stdin:
+    op, *args = json.loads(line)
+    if op == "advance":
+        ahead += args[0]
+        answer = None
+    elif op == "set":
+        answer = store.set(args[0], args[1], time.time() + ahead + args[2])
+    elif op == "get":
+        got = store.get(args[0])
+        answer = got and got[0]
+    elif op == "write_many":
+        for i in range(args[1]):
+            store.set(f"{args[0]}{i}", args[0], None)
+        answer = len(store)
+    else:
+        answer = getattr(store, op)()
+    print(json.dumps(answer), flush=True)
+"""
+
+
+def test_two_processes_share_one_sqlite_file(db_path, processes):
+    first, second = processes(SQLITE_WORKER, str(db_path)), processes(SQLITE_WORKER, str(db_path))
+    first.call("set", "a", rec("from first"), 60)
+    assert second.call("get", "a") == rec("from first")
+    second.call("set", "b", rec("from second"), 60)
+    assert first.call("get", "b") == rec("from second")
+    first.call("set", "short", rec(), 5)
+    second.call("advance", 10)  # the second process lives ten seconds later: "short" has expired there
+    assert second.call("get", "short") is None and first.call("get", "short") == rec()
+    assert second.call("prune") == 1  # the second process removes the first one's expired row
+    assert first.call("get", "short") is None and first.call("__len__") == 2
+
+
+def test_processes_writing_at_once_lose_nothing(db_path, processes):
+    workers = [processes(SQLITE_WORKER, str(db_path)) for _ in range(3)]
+    for n, worker in enumerate(workers):  # all three write at the same time
+        worker.popen.stdin.write(json.dumps(["write_many", f"w{n}-", 200]) + "\n")
+    for worker in workers:
+        worker.read_line()
+    assert len(sessions.SQLiteStore(db_path)) == 600
+
+
+class CounterHandler(sessions.SessionHandlerMixin, http.server.BaseHTTPRequestHandler):
+    """Counts the visits of a session; the server's process ends in the restart test."""
+
+    def log_message(self, format, *args):  # noqa: A002 - keep test output clean
+        pass
+
+    def do_GET(self):
+        self.session["views"] = self.session.get("views", 0) + 1
+        body = str(self.session["views"]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    """Collects the errors the handler re-raises (a failed store) instead of printing them."""
+
+    daemon_threads = True
+
+    def __init__(self, manager: sessions.SessionManager) -> None:
+        handler = type("Handler", (CounterHandler,), {"session_manager": manager})
+        super().__init__(("127.0.0.1", 0), handler)
+        self.errors = []
+
+    def handle_error(self, request, client_address):
+        self.errors.append(sys.exc_info()[1])
+
+
+#: An http.server process whose sessions live in an SQLite file; prints its port, serves until stopped.
+SQLITE_SERVER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import sessions
+from test_stores import QuietServer
+manager = sessions.SessionManager("restart secret", store=sessions.SQLiteStore(sys.argv[2]), cookie={"max_age": 3600})
+server = QuietServer(manager)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+class Browser:
+    """urllib with a cookie jar; answers (status, body text, Set-Cookie values), 500s included."""
+
+    def __init__(self) -> None:
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def get(self, port: int, path: str = "/"):
+        try:
+            with self.opener.open(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+                return response.status, response.read().decode(), response.headers.get_all("Set-Cookie") or []
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, error.read().decode(), error.headers.get_all("Set-Cookie") or []
+
+
+def test_a_restart_keeps_sessions_in_the_sqlite_file(db_path, processes):
+    browser = Browser()
+    server = processes(SQLITE_SERVER, str(db_path))
+    port = int(server.read_line())
+    assert browser.get(port)[:2] == (200, "1") and browser.get(port)[:2] == (200, "2")
+    server.stop()
+    restarted = processes(SQLITE_SERVER, str(db_path))  # a new process on the same file
+    assert browser.get(int(restarted.read_line()))[:2] == (200, "3")
+
+
+@pytest.fixture
+def redis_site(redis_server):
+    """A threaded http.server on 127.0.0.1 whose sessions live in the fixture's Redis."""
+    redis_server.flushall()
+    client = redis_client_for(redis_server)
+    server = QuietServer(sessions.SessionManager(SECRET, store=sessions.RedisStore(client)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+    client.close()
+
+
+def test_redis_outage_gives_clean_500s_then_recovers(redis_server, redis_site):
+    port, browser = redis_site.server_address[1], Browser()
+    assert browser.get(port)[:2] == (200, "1")
+    sid = sessions.unsign(unquote(next(iter(browser.jar)).value)[2:], SECRET)
+    with redis_server.stopped():
+        for _ in range(2):
+            status, body, set_cookies = browser.get(port)
+            assert status == 500 and set_cookies == [] and "session" in body
+            assert sid and sid not in body and "views" not in body
+    assert all(isinstance(error, sessions.StoreError) for error in redis_site.errors) and redis_site.errors
+    assert browser.get(port)[:2] == (200, "1")  # back on the same port; no persistence: a new session
+    assert browser.get(port)[:2] == (200, "2")
