@@ -892,6 +892,8 @@ class SQLiteStore(Store):
         clock: Callable[[], float] = time.time,
         timeout: Seconds = 5.0,
     ) -> None:
+        if sqlite3.sqlite_version_info < (3, 24, 0):
+            raise ConfigurationError(f"SQLiteStore needs SQLite 3.24 or later (for UPSERT): {sqlite3.sqlite_version}")
         path = os.fspath(path)
         if not isinstance(path, str) or path in ("", ":memory:"):
             raise ConfigurationError("path must name a database file (for a store in memory, use MemoryStore)")
@@ -914,7 +916,8 @@ class SQLiteStore(Store):
         return None if row is None else (row[0], row[1])
 
     def set(self, sid: str, record: str, expires: Optional[float]) -> None:
-        """Insert or replace the row; a record already expired is deleted instead."""
+        """Insert or update the row (an UPSERT: half the cost of a REPLACE, which deletes and inserts); a
+        record already expired is deleted instead."""
         now = self.clock()
         deadline = _deadline(expires, now, self.default_ttl)
         with _store_errors("SQLite", "save"), self._transaction(now) as db:
@@ -958,7 +961,8 @@ class SQLiteStore(Store):
         live = "expires_at > ?"
         return {
             "get": f"SELECT record, expires_at FROM {table} WHERE id = ? AND {live}",
-            "put": f"INSERT OR REPLACE INTO {table} (id, record, expires_at) VALUES (?, ?, ?)",
+            "put": f"INSERT INTO {table} (id, record, expires_at) VALUES (?, ?, ?) ON CONFLICT (id)"
+                   " DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
             "touch": f"UPDATE {table} SET record = sessions_with_cookie_of(record, ?), expires_at = ?"
                      f" WHERE id = ? AND {live}",
             "destroy": f"DELETE FROM {table} WHERE id = ?",

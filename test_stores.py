@@ -465,6 +465,12 @@ def test_sqlite_store_that_cannot_work_fails_at_construction(tmp_path, make_path
     assert isinstance(info.value, sessions.SessionError)
 
 
+def test_sqlite_older_than_upsert_is_refused_at_construction(db_path, monkeypatch):
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 23, 1))
+    with pytest.raises(sessions.ConfigurationError, match="3.24"):
+        sessions.SQLiteStore(db_path)
+
+
 def test_sqlite_failures_later_are_store_errors_without_the_session_id(db_path):
     store = sessions.SQLiteStore(db_path)
     with sqlite3.connect(db_path) as db:
