@@ -14,6 +14,7 @@ import http.cookiejar
 import http.server
 import json
 import os
+import re
 import select
 import sqlite3
 import subprocess
@@ -66,11 +67,29 @@ def redis_client(redis_server):
     client.close()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+def readme_stores_snippets():
+    """The Python blocks of the README's Stores section, in order."""
+    text = (HERE / "README.md").read_text()
+    section = text[text.index("\n## Stores\n") : text.index("\n## ", text.index("\n## Stores\n") + 1)]
+    return re.findall(r"^```python\n(.*?)^```$", section, re.S | re.M)
+
+
+def readme_example_store(clock):
+    """An instance of the README's example store (``DictStore``)."""
+    (snippet,) = [block for block in readme_stores_snippets() if "class DictStore" in block]
+    namespace = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    return namespace["DictStore"](clock=clock)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "readme-example"])
 def store_and_clock(request, tmp_path):
     if request.param == "memory":
         clock = Clock(T0)
         return sessions.MemoryStore(clock=clock), clock
+    if request.param == "readme-example":
+        clock = Clock(T0)
+        return readme_example_store(clock), clock
     if request.param == "sqlite":
         clock = Clock(T0)
         return sessions.SQLiteStore(tmp_path / "sessions.db", clock=clock), clock
@@ -722,3 +741,22 @@ def test_redis_outage_gives_clean_500s_then_recovers(redis_server, redis_site):
     assert all(isinstance(error, sessions.StoreError) for error in redis_site.errors) and redis_site.errors
     assert browser.get(port)[:2] == (200, "1")  # back on the same port; no persistence: a new session
     assert browser.get(port)[:2] == (200, "2")
+
+
+# 6. The README's Stores section: every snippet runs ########################################################
+
+
+def test_readme_stores_snippets_run_as_files(tmp_path, redis_server):
+    """Each block runs as a file of its own, in order, in one directory (the backup copies the database
+    the first block made); the Redis block gets the test server's URL instead of the default one."""
+    snippets = readme_stores_snippets()
+    assert len(snippets) == 4
+    redis_server.flushall()
+    for number, snippet in enumerate(snippets):
+        assert snippet.count("redis://127.0.0.1:6379/0") <= 1
+        path = tmp_path / f"snippet{number}.py"
+        path.write_text(snippet.replace("redis://127.0.0.1:6379/0", redis_server.url))
+        subprocess.run([sys.executable, str(path)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(HERE)},
+                       check=True, timeout=60)
+    with sqlite3.connect(tmp_path / "sessions-backup.db") as copy:
+        assert copy.execute("PRAGMA user_version").fetchone()[0] == 1
