@@ -16,9 +16,11 @@ import json
 import os
 import re
 import select
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -28,6 +30,9 @@ from urllib.parse import unquote
 
 import pytest
 import redis
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import sessions
 from conftest import free_port
@@ -543,6 +548,73 @@ def test_sqlite_store_opens_a_new_connection_after_fork(db_path):
     assert os.waitstatus_to_exitcode(status) == 0
     assert json.loads(text_of(store.get("child")))["v"] == rec()
     store.set("parent-again", rec(), None)  # the parent's connection still works
+
+
+class SQLiteStoreModel(RuleBasedStateMachine):
+    """Two SQLiteStores on one file (as two processes would have) against a dict model: expiry to the
+    millisecond, the default TTL, touch keeping the data, batch pruning on writes and prune()."""
+
+    ids = st.sampled_from(["a", "b", "c", "d", "e"])
+    which = st.integers(0, 1)
+
+    def __init__(self):
+        super().__init__()
+        self.clock = Clock(T0)
+        self.directory = tempfile.mkdtemp()
+        path = os.path.join(self.directory, "sessions.db")
+        self.stores = [sessions.SQLiteStore(path, clock=self.clock, default_ttl=30) for _ in range(2)]
+        self.model = {}  # sid -> ((cookie tag, data tag), deadline)
+        self.tick = 0
+
+    def teardown(self):
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _live(self):
+        return {sid: entry for sid, entry in self.model.items() if entry[1] > self.clock.now}
+
+    @rule(which=which, sid=ids, ttl=st.none() | st.integers(-5, 60), touch=st.booleans())
+    def write(self, which, sid, ttl, touch):
+        self.tick += 1
+        expires = None if ttl is None else self.clock.now + ttl / 8
+        deadline = self.clock.now + 30 if expires is None else expires
+        store = self.stores[which]
+        (store.touch if touch else store.set)(sid, rec(self.tick, self.tick), expires)
+        live = self._live()
+        if touch and sid in live:
+            self.model[sid] = ((self.tick, live[sid][0][1]), deadline)
+        elif not touch:
+            self.model[sid] = ((self.tick, self.tick), deadline)
+
+    @rule(which=which, sid=ids)
+    def destroy(self, which, sid):
+        self.stores[which].destroy(sid)
+        self.model.pop(sid, None)
+
+    @rule(ms=st.integers(0, 10_000))
+    def advance(self, ms):
+        self.clock.advance(ms / 1000)
+
+    @rule(which=which)
+    def prune(self, which):
+        assert self.stores[which].prune() <= len(self.model) - len(self._live())
+        self.model = self._live()
+
+    @invariant()
+    def agrees(self):
+        live = self._live()
+        for store in self.stores:
+            for sid in "abcde":
+                entry, got = live.get(sid), store.get(sid)
+                if entry is None:
+                    assert got is None, sid
+                else:
+                    assert json.loads(got[0]) == json.loads(rec(entry[0][1], entry[0][0])), sid
+                    assert got[1] == pytest.approx(entry[1]), sid
+            assert sorted(store.ids()) == sorted(live) and len(store) == len(live)
+
+
+TestSQLiteStoreModel = SQLiteStoreModel.TestCase
+TestSQLiteStoreModel.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
 
 
 # 5. Operations: several processes, a restart, a Redis outage (real processes and servers) #################
