@@ -1045,8 +1045,10 @@ class RedisStore(Store):
     timeouts (``socket_timeout``, ``socket_connect_timeout``): a request waits for it.
 
     The format is connect-redis's: key ``prefix + id``, value the record's JSON text, written with
-    ``SET key value EX ttl`` where ttl is the whole seconds until the record's expiry, rounded up, or
-    ``default_ttl`` for a record without one; a ttl of zero or less deletes the key instead. ``touch`` is a
+    ``SET key value EX ttl`` where ttl is the whole seconds until ``expires``, rounded up, or
+    ``default_ttl`` without one; a ttl of zero or less deletes the key instead. connect-redis takes the
+    same ttl from the record's ``cookie.expires``, which is ``expires`` except for a browser-session cookie
+    under ``absolute_timeout``: that record ends at the timeout here, a thing connect-redis does not know. ``touch`` is a
     lone ``EXPIRE`` (atomic; it never creates a key and never rewrites the data), ``destroy`` is ``DEL``,
     and ``ids()``, ``len()`` and ``clear()`` walk the prefix with ``SCAN``, never ``KEYS``.
 
