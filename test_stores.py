@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import sessions
-from conftest import free_port
+from conftest import free_port, require_binary
 from test_sessions import SECRET, T0, Clock, cookie_header_for, rec
 
 HERE = Path(__file__).resolve().parent
@@ -287,6 +287,13 @@ def test_a_store_returning_no_deadline_keeps_the_record_s_expiry():
     store = TupleStore(stale_record("2023-11-14T22:13:50.000Z"), None)
     manager = sessions.SessionManager(SECRET, store=store, clock=clock, cookie={"max_age": 60})
     assert manager.open(cookie_header_for("apple")).cookie.max_age == 30
+
+
+@pytest.mark.parametrize("ci, outcome", [("1", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_a_missing_binary_fails_under_ci_and_skips_elsewhere(monkeypatch, ci, outcome):
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="not installed"):
+        require_binary("no-such-binary-for-sessions-tests")
 
 
 # 3. RedisStore: connect-redis 9's format, Redis's TTL as the authority ####################################
@@ -806,8 +813,8 @@ def test_redis_outage_gives_clean_500s_then_recovers(redis_server, redis_site):
     assert browser.get(port)[:2] == (200, "1")
     sid = sessions.unsign(unquote(next(iter(browser.jar)).value)[2:], SECRET)
     with redis_server.stopped():
-        for _ in range(2):
-            status, body, set_cookies = browser.get(port)
+        for client in (browser, browser, Browser()):  # loading fails; for a newcomer, saving fails
+            status, body, set_cookies = client.get(port)
             assert status == 500 and set_cookies == [] and "session" in body
             assert sid and sid not in body and "views" not in body
     assert all(isinstance(error, sessions.StoreError) for error in redis_site.errors) and redis_site.errors
