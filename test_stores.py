@@ -289,14 +289,14 @@ def test_a_store_returning_no_deadline_keeps_the_record_s_expiry():
     assert manager.open(cookie_header_for("apple")).cookie.max_age == 30
 
 
+# 3. The redis-server fixture; RedisStore: connect-redis 9's format, Redis's TTL as the authority #######
+
+
 @pytest.mark.parametrize("ci, outcome", [("1", pytest.fail.Exception), ("", pytest.skip.Exception)])
 def test_a_missing_binary_fails_under_ci_and_skips_elsewhere(monkeypatch, ci, outcome):
     monkeypatch.setenv("CI", ci)
     with pytest.raises(outcome, match="not installed"):
         require_binary("no-such-binary-for-sessions-tests")
-
-
-# 3. RedisStore: connect-redis 9's format, Redis's TTL as the authority ####################################
 
 
 def test_redis_server_fixture_stops_and_starts_on_the_same_port(redis_server, redis_client):
