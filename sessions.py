@@ -899,7 +899,7 @@ class SQLiteStore(Store):
             raise ConfigurationError("path must name a database file (for a store in memory, use MemoryStore)")
         if not isinstance(table, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", table):
             raise ConfigurationError(f"table must be a plain SQL identifier: {table!r}")
-        self.path = path
+        self.path = os.path.abspath(path)  # threads open their connections later, maybe after a chdir
         self.table = table
         self.default_ttl = _seconds(default_ttl, "default_ttl", allow_zero=False)
         self.timeout = _seconds(timeout, "timeout")

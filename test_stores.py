@@ -448,6 +448,18 @@ def test_sqlite_store_reopens_its_file_and_keeps_other_tables_apart(db_path):
     assert text_of(other.get("a")) == rec(2)
 
 
+def test_sqlite_relative_path_names_the_same_file_after_a_chdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = sessions.SQLiteStore("sessions.db")
+    store.set("a", rec(), None)
+    monkeypatch.chdir(tmp_path.parent)
+    found = []
+    thread = threading.Thread(target=lambda: found.append(text_of(store.get("a"))))  # a new connection
+    thread.start()
+    thread.join(timeout=30)
+    assert found == [rec()] and store.path == str(tmp_path / "sessions.db")
+
+
 def test_sqlite_writes_prune_expired_rows_in_small_batches(db_path):
     clock = Clock(T0)
     store = sessions.SQLiteStore(db_path, clock=clock)
