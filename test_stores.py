@@ -427,7 +427,11 @@ def db_path(tmp_path):
 
 
 def test_sqlite_schema_is_versioned_and_inspectable(db_path):
-    sessions.SQLiteStore(db_path).set("a", rec(), None)
+    store = sessions.SQLiteStore(db_path, timeout=2.5)
+    store.set("a", rec(), None)
+    connection = store._connection()
+    assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 2500
     with sqlite3.connect(db_path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == sessions.SQLiteStore.SCHEMA_VERSION == 1
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
