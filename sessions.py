@@ -30,14 +30,17 @@ from __future__ import annotations
 __version__ = "1.0.0"
 __license__ = "MIT"  # see LICENSE; the same licence as express-session
 
+import contextlib
 import hashlib
 import heapq
 import hmac
 import json
 import logging
 import math
+import os
 import re
 import secrets as _secrets
+import sqlite3
 import threading
 import time
 import weakref
@@ -62,6 +65,8 @@ __all__ = [
     "SessionCookie",
     "Store",
     "MemoryStore",
+    "SQLiteStore",
+    "RedisStore",
     "Session",
     "SessionManager",
     "SessionHandlerMixin",
@@ -923,6 +928,324 @@ class MemoryStore(Store):
                 del self._records[sid]
                 return True
         return False
+
+
+def _deadline(expires: Optional[float], now: float, default_ttl: float) -> float:
+    """When a store drops a record written at ``now``: at its ``expires``, or ``default_ttl`` seconds later
+    when it has none (a browser-session cookie)."""
+    return now + default_ttl if expires is None else float(expires)
+
+
+def _ttl_seconds(expires: Optional[float], now: float, default_ttl: float) -> int:
+    """connect-redis 9's time-to-live for a record: whole seconds until ``expires``, rounded up (its
+    ``Math.ceil``), or ``default_ttl`` when there is no expiry. Zero or less means already expired."""
+    return math.ceil(default_ttl if expires is None else float(expires) - now)
+
+
+def _text(value: Union[str, bytes]) -> str:
+    """A value from a client that may or may not decode responses. Invalid UTF-8 is replaced as Node's
+    ``Buffer#toString`` does, so both sides see the same (then corrupt, so missing) record."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+@contextlib.contextmanager
+def _store_errors(backend: str, action: str) -> Iterator[None]:
+    """Turn any exception of a store's backend into a StoreError naming only the backend, the action and
+    the error type: backend messages may quote keys, hence session ids. The original is the ``__cause__``."""
+    try:
+        yield
+    except Exception as exc:
+        raise StoreError(f"{backend} session store: cannot {action} ({type(exc).__name__})") from exc
+
+
+class SQLiteStore(Store):
+    """Sessions in an SQLite file: the persistent store for one machine, shared by its processes.
+
+    Several threads and processes may use one file at once (gunicorn workers, a restart while the old
+    process drains): the database runs in WAL mode, so readers never wait for the writer, with
+    ``synchronous=NORMAL`` (a commit survives a crash of the process, and the last ones may be lost to a
+    power cut, never corrupting the file). Writers wait up to ``timeout`` seconds for each other. Each
+    thread has its own connection, and a process forked after the store was created (gunicorn
+    ``--preload``) opens its own too. Keep the file on a local disk: WAL needs shared memory, which network
+    file systems do not provide.
+
+    Every record expires: at its own ``expires``, or ``default_ttl`` seconds after its last write or touch
+    when it has none. ``get`` never returns an expired row. Each write first deletes up to ``PRUNE_BATCH``
+    expired rows, earliest first, through the index on ``expires_at``, so its cost follows the number
+    expired, not the number stored, and no background thread is needed; ``prune()`` deletes them all.
+
+    The schema (version 1, kept in ``PRAGMA user_version``; give the store a database file of its own)::
+
+        CREATE TABLE sessions (
+            id         TEXT PRIMARY KEY,  -- the session id
+            record     TEXT NOT NULL,     -- the record's JSON text, as express-session stores it
+            expires_at REAL NOT NULL      -- seconds since the epoch (UTC) when the record dies
+        );
+        CREATE INDEX sessions_expires_at ON sessions (expires_at);
+
+    Writes are transactions (``BEGIN IMMEDIATE``), ready for an atomic read-modify-write primitive.
+    """
+
+    blocking = True
+    SCHEMA_VERSION = 1
+    #: Expired rows deleted per write, so that one request never pays for a mass expiry.
+    PRUNE_BATCH = 64
+
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        *,
+        table: str = "sessions",
+        default_ttl: Seconds = 86400,
+        clock: Callable[[], float] = time.time,
+        timeout: Seconds = 5.0,
+    ) -> None:
+        if sqlite3.sqlite_version_info < (3, 24, 0):
+            raise ConfigurationError(f"SQLiteStore needs SQLite 3.24 or later (for UPSERT): {sqlite3.sqlite_version}")
+        path = os.fspath(path)
+        if not isinstance(path, str) or path in ("", ":memory:"):
+            raise ConfigurationError("path must name a database file (for a store in memory, use MemoryStore)")
+        if not isinstance(table, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", table):
+            raise ConfigurationError(f"table must be a plain SQL identifier: {table!r}")
+        self.path = os.path.abspath(path)  # threads open their connections later, maybe after a chdir
+        self.table = table
+        self.default_ttl = _seconds(default_ttl, "default_ttl", allow_zero=False)
+        self.timeout = _seconds(timeout, "timeout")
+        self.clock = clock
+        self._local = threading.local()
+        self._forked_away: List[sqlite3.Connection] = []
+        self._sql = self._statements(f'"{table}"')
+        self._create_schema()
+
+    def get(self, sid: str) -> Optional[Tuple[str, float]]:
+        """``(record, expires_at)`` for a live row, else None."""
+        with _store_errors("SQLite", "load"):
+            row = self._connection().execute(self._sql["get"], (sid, self.clock())).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """Insert or update the row (an UPSERT: half the cost of a REPLACE, which deletes and inserts); a
+        record already expired is deleted instead."""
+        now = self.clock()
+        deadline = _deadline(expires, now, self.default_ttl)
+        with _store_errors("SQLite", "save"), self._transaction(now) as db:
+            if deadline > now:
+                db.execute(self._sql["put"], (sid, record, deadline))
+            else:
+                db.execute(self._sql["destroy"], (sid,))
+
+    def touch(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """One UPDATE of a live row: its expiry, and ``record``'s cookie object over the stored data. A
+        missing or expired row stays missing; data written meanwhile by another request is kept."""
+        now = self.clock()
+        deadline = _deadline(expires, now, self.default_ttl)
+        with _store_errors("SQLite", "touch"), self._transaction(now) as db:
+            db.execute(self._sql["touch"], (record, deadline, sid, now))
+
+    def destroy(self, sid: str) -> None:
+        """Delete the row; a missing one is not an error."""
+        with _store_errors("SQLite", "destroy"), self._transaction(self.clock()) as db:
+            db.execute(self._sql["destroy"], (sid,))
+
+    def clear(self) -> None:
+        with _store_errors("SQLite", "clear"):
+            self._connection().execute(self._sql["clear"])
+
+    def prune(self) -> int:
+        """Delete every expired row now; returns how many were deleted."""
+        with _store_errors("SQLite", "prune"):
+            return self._connection().execute(self._sql["prune"], (self.clock(),)).rowcount
+
+    def __len__(self) -> int:
+        with _store_errors("SQLite", "count"):
+            return self._connection().execute(self._sql["count"], (self.clock(),)).fetchone()[0]
+
+    def ids(self) -> List[str]:
+        with _store_errors("SQLite", "list"):
+            return [row[0] for row in self._connection().execute(self._sql["ids"], (self.clock(),))]
+
+    @staticmethod
+    def _statements(table: str) -> Dict[str, str]:
+        live = "expires_at > ?"
+        return {
+            "get": f"SELECT record, expires_at FROM {table} WHERE id = ? AND {live}",
+            "put": f"INSERT INTO {table} (id, record, expires_at) VALUES (?, ?, ?) ON CONFLICT (id)"
+                   " DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
+            "touch": f"UPDATE {table} SET record = sessions_with_cookie_of(record, ?), expires_at = ?"
+                     f" WHERE id = ? AND {live}",
+            "destroy": f"DELETE FROM {table} WHERE id = ?",
+            "clear": f"DELETE FROM {table}",
+            "prune": f"DELETE FROM {table} WHERE expires_at <= ?",
+            "prune_batch": f"DELETE FROM {table} WHERE rowid IN"
+                           f" (SELECT rowid FROM {table} WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
+            "count": f"SELECT count(*) FROM {table} WHERE {live}",
+            "ids": f"SELECT id FROM {table} WHERE {live}",
+        }
+
+    def _create_schema(self) -> None:
+        """Open the file, switch it to WAL and create or check the schema; any failure is a
+        ConfigurationError now rather than a failed request later. The connection is closed again, so a
+        process that forks after this carries no open connection into its children."""
+        db = None
+        try:
+            db = self._connect()
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("BEGIN IMMEDIATE")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > self.SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"{self.path!r} has session schema version {version}; this sessions.py knows up to "
+                    f"{self.SCHEMA_VERSION}"
+                )
+            table = f'"{self.table}"'
+            db.execute(f"CREATE TABLE IF NOT EXISTS {table} "
+                       "(id TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at REAL NOT NULL)")
+            db.execute(f'CREATE INDEX IF NOT EXISTS "{self.table}_expires_at" ON {table} (expires_at)')
+            db.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise ConfigurationError(
+                f"cannot use {self.path!r} as an SQLite session database ({type(exc).__name__}: {exc})"
+            ) from exc
+        finally:
+            if db is not None:
+                db.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        """A new connection in autocommit mode (transactions are explicit), with the per-connection
+        settings and the function ``touch`` uses to keep the stored data."""
+        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.create_function("sessions_with_cookie_of", 2, _with_cookie_of, deterministic=True)
+        return db
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use and again in a forked child: a connection must
+        not be used across ``fork``, nor closed there, so the inherited one is merely kept unused."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            if getattr(local, "db", None) is not None:
+                self._forked_away.append(local.db)
+            local.db, local.pid = self._connect(), os.getpid()
+        return local.db
+
+    @contextlib.contextmanager
+    def _transaction(self, now: float) -> Iterator[sqlite3.Connection]:
+        """A write transaction that first prunes a batch of rows expired at ``now``; committed if the block
+        succeeds, rolled back otherwise."""
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(self._sql["prune_batch"], (now, self.PRUNE_BATCH))
+            yield db
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+
+class RedisStore(Store):
+    """Sessions in Redis, in connect-redis 9's exact format, so Node and Python apps share them.
+
+    ``client`` is any redis-py-compatible object (``redis.Redis``, ``redis.RedisCluster``, valkey's), with or
+    without ``decode_responses``; this module never imports a client library. Give the client short
+    timeouts (``socket_timeout``, ``socket_connect_timeout``): a request waits for it.
+
+    The format is connect-redis's: key ``prefix + id``, value the record's JSON text, written with
+    ``SET key value EX ttl`` where ttl is the whole seconds until ``expires``, rounded up, or
+    ``default_ttl`` without one; a ttl of zero or less deletes the key instead. connect-redis takes the
+    same ttl from the record's ``cookie.expires``, which is ``expires`` except for a browser-session cookie
+    under ``absolute_timeout``: that record ends at the timeout here, a thing connect-redis does not know. ``touch`` is a
+    lone ``EXPIRE`` (atomic; it never creates a key and never rewrites the data), ``destroy`` is ``DEL``,
+    and ``ids()``, ``len()`` and ``clear()`` walk the prefix with ``SCAN``, never ``KEYS``.
+
+    Redis's TTL is the authority on expiry: connect-redis's own touch leaves the stored ``cookie.expires``
+    behind, so ``get`` reads the TTL along with the value, in one round trip, and returns both. Any error of
+    the client becomes a ``StoreError``, so the request fails cleanly instead of starting an empty session.
+
+    An atomic read-modify-write fits this design later: ``WATCH`` + ``MULTI`` on the key, or a Lua script.
+    """
+
+    blocking = True
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = "sess:",
+        default_ttl: Seconds = 86400,
+        scan_count: int = 100,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not callable(getattr(client, "pipeline", None)):
+            raise ConfigurationError("client must be a redis-py-compatible client (it has no pipeline())")
+        if not isinstance(prefix, str):
+            raise ConfigurationError(f"prefix must be a str, not {type(prefix).__name__}")
+        if isinstance(scan_count, bool) or not isinstance(scan_count, int) or scan_count < 1:
+            raise ConfigurationError(f"scan_count must be a positive int: {scan_count!r}")
+        self.client = client
+        self.prefix = prefix
+        self.default_ttl = _seconds(default_ttl, "default_ttl", allow_zero=False)
+        self.scan_count = scan_count
+        self.clock = clock
+
+    def get(self, sid: str) -> Optional[Tuple[str, Optional[float]]]:
+        """``(record, expires_at)`` for a live key, else None. ``expires_at`` is when Redis will drop the key
+        (its ``PTTL`` from now, per ``clock``), or None if the key has no TTL. Empty values are missing, as
+        in connect-redis. GET and PTTL go in one pipeline: one round trip, no MULTI (which not every
+        cluster client allows); a write landing between the two only pairs the value with a newer TTL."""
+        with _store_errors("Redis", "load"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(self.prefix + sid)
+            pipe.pttl(self.prefix + sid)
+            value, pttl_ms = pipe.execute()
+        if not value or pttl_ms == -2:  # -2: the key vanished between GET and PTTL
+            return None
+        return _text(value), None if pttl_ms < 0 else self.clock() + pttl_ms / 1000
+
+    def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """``SET key record EX ttl``; a record already expired is deleted instead."""
+        ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
+        with _store_errors("Redis", "save"):
+            if ttl > 0:
+                self.client.set(self.prefix + sid, record, ex=ttl)
+            else:
+                self.client.delete(self.prefix + sid)
+
+    def touch(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """``EXPIRE key ttl`` only, as connect-redis does: the stored record (data and cookie) is left as it
+        is, a missing key stays missing, and a ttl of zero or less deletes the key."""
+        ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
+        with _store_errors("Redis", "touch"):
+            self.client.expire(self.prefix + sid, ttl)
+
+    def destroy(self, sid: str) -> None:
+        """``DEL key``; a missing key is not an error."""
+        with _store_errors("Redis", "destroy"):
+            self.client.delete(self.prefix + sid)
+
+    def clear(self) -> None:
+        """Delete every key under ``prefix`` (found with SCAN, deleted a batch at a time)."""
+        with _store_errors("Redis", "clear"):
+            keys = list(self._keys())
+            for start in range(0, len(keys), self.scan_count):
+                self.client.delete(*keys[start : start + self.scan_count])
+
+    def __len__(self) -> int:
+        with _store_errors("Redis", "count"):
+            return len(self._keys())
+
+    def ids(self) -> List[str]:
+        """The ids under ``prefix``, found with SCAN (each once, in no particular order)."""
+        with _store_errors("Redis", "list"):
+            return [_text(key)[len(self.prefix) :] for key in self._keys()]
+
+    def _keys(self) -> set:
+        """The keys under ``prefix``; SCAN may report a key twice, so they are collected in a set."""
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + "*"
+        return set(self.client.scan_iter(match=pattern, count=self.scan_count))
+
 
 
 # Session ##################################################################################################

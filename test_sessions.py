@@ -1675,91 +1675,13 @@ def test_blocking_says_whether_a_store_would_block_an_event_loop():
     assert LaxStore.blocking is True  # a subclass inherits the safe default
 
 
-# 7. Store conformance (SPEC 8); later stores add their factory to STORE_FACTORIES ##########################
-
-
-def memory_store(clock):
-    return sessions.MemoryStore(clock=clock)
-
-
-STORE_FACTORIES = [memory_store]
+# 7. MemoryStore (SPEC 8); the conformance suite every store passes is in test_stores.py ###############
 
 
 def rec(data=1, max_age_ms=None):
     """A session record as the manager writes it (stores may parse it, e.g. to touch)."""
     return ('{"cookie":{"originalMaxAge":%s,"expires":null,"httpOnly":true,"path":"/"},"v":%s}'
             % ("null" if max_age_ms is None else max_age_ms, json.dumps(data)))
-
-
-class TestStoreConformance:
-    @pytest.fixture(params=STORE_FACTORIES, ids=lambda f: f.__name__)
-    def store(self, request, clock):
-        return request.param(clock)
-
-    def test_get_returns_text_or_text_and_deadline(self, store, clock):
-        store.set("a", rec(1), T0 + 60)
-        got = store.get("a")
-        assert got == rec(1) or (
-            isinstance(got, tuple) and got[0] == rec(1) and (got[1] is None or T0 < got[1] <= T0 + 61)
-        )
-        assert isinstance(store.blocking, bool)
-
-    def test_get_set_replace_destroy(self, store):
-        assert record_of(store, "a") is None
-        store.set("a", rec(1), T0 + 60)
-        assert record_of(store, "a") == rec(1)
-        store.set("a", rec(2), T0 + 60)
-        assert record_of(store, "a") == rec(2)
-        store.destroy("a")
-        assert record_of(store, "a") is None
-        store.destroy("a")  # missing: not an error
-
-    def test_len_ids_clear(self, store):
-        for sid in ("a", "b", "c"):
-            store.set(sid, rec(sid), T0 + 60)
-        store.destroy("b")
-        assert len(store) == 2 and sorted(store.ids()) == ["a", "c"]
-        store.clear()
-        assert len(store) == 0 and store.ids() == [] and record_of(store, "a") is None
-
-    def test_records_expire_at_their_expiry(self, store, clock):
-        store.set("a", rec(), T0 + 10)
-        clock.advance(9.999)
-        assert record_of(store, "a") == rec()
-        clock.advance(0.001)
-        assert record_of(store, "a") is None and len(store) == 0 and store.ids() == []
-
-    def test_a_record_already_expired_is_not_kept(self, store):
-        store.set("a", rec(), T0 + 60)
-        store.set("a", rec(), T0)
-        assert record_of(store, "a") is None
-        store.set("b", rec(), T0 - 1)
-        assert record_of(store, "b") is None
-
-    def test_touch_extends_the_expiry(self, store, clock):
-        store.set("a", rec(), T0 + 10)
-        store.touch("a", rec(), T0 + 100)
-        clock.advance(50)
-        assert record_of(store, "a") == rec()
-        clock.advance(50)
-        assert record_of(store, "a") is None
-
-    def test_touch_takes_the_new_cookie_and_keeps_the_stored_data(self, store):
-        store.set("a", rec("stored", max_age_ms=1000), T0 + 60)
-        store.touch("a", rec("stale", max_age_ms=2000), T0 + 60)
-        assert json.loads(record_of(store, "a")) == json.loads(rec("stored", max_age_ms=2000))
-
-    def test_touch_never_creates_a_record(self, store, clock):
-        store.touch("missing", rec(), T0 + 60)
-        store.set("expired", rec(), T0 + 1)
-        clock.advance(1)
-        store.touch("expired", rec(), T0 + 60)
-        assert record_of(store, "missing") is None and record_of(store, "expired") is None and len(store) == 0
-
-    def test_ids_are_opaque_strings(self, store):
-        for sid in ("%", "/foo", "a.b", "\u00e9", "x" * 500):
-            store.set(sid, rec(sid), T0 + 60)
-            assert record_of(store, sid) == rec(sid)
 
 
 class TestMemoryStore:

@@ -1,0 +1,857 @@
+"""Stores: the conformance suite every store passes (MemoryStore, SQLiteStore, RedisStore), then each
+store's own promises, then the operations scenarios with real processes and servers.
+
+Expiry runs on an injected clock. For Redis, whose own clock decides, advancing the test clock also
+shortens every key's PTTL by as much (``RedisClock``), which is what time passing looks like to Redis; one
+test lets a real TTL run out. Boundaries in the shared suite keep half a second of margin: Redis counts
+TTLs in whole seconds (connect-redis's format) and real milliseconds pass between two calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.cookiejar
+import http.server
+import json
+import os
+import re
+import select
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+import redis
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+import sessions
+from conftest import free_port, require_binary
+from test_sessions import SECRET, T0, Clock, cookie_header_for, rec
+
+HERE = Path(__file__).resolve().parent
+
+
+# Stores under test ########################################################################################
+
+
+class RedisClock(Clock):
+    """A test clock for a RedisStore: advancing it also advances Redis's view of time for every key."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(T0)
+        self.client = client
+
+    def advance(self, seconds: float) -> None:
+        super().advance(seconds)
+        for key in self.client.scan_iter():
+            left_ms = self.client.pttl(key)
+            if left_ms >= 0:
+                self.client.pexpire(key, max(0, left_ms - round(seconds * 1000)))  # 0 deletes the key
+
+
+def redis_client_for(server) -> redis.Redis:
+    """The client the README recommends: short timeouts, so an outage fails fast."""
+    return redis.Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    redis_server.flushall()
+    client = redis_client_for(redis_server)
+    yield client
+    client.close()
+
+
+def readme_stores_snippets():
+    """The Python blocks of the README's Stores section, in order."""
+    text = (HERE / "README.md").read_text()
+    section = text[text.index("\n## Stores\n") : text.index("\n## ", text.index("\n## Stores\n") + 1)]
+    return re.findall(r"^```python\n(.*?)^```$", section, re.S | re.M)
+
+
+def readme_example_store(clock):
+    """An instance of the README's example store (``DictStore``)."""
+    (snippet,) = [block for block in readme_stores_snippets() if "class DictStore" in block]
+    namespace = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    return namespace["DictStore"](clock=clock)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "readme-example"])
+def store_and_clock(request, tmp_path):
+    if request.param == "memory":
+        clock = Clock(T0)
+        return sessions.MemoryStore(clock=clock), clock
+    if request.param == "readme-example":
+        clock = Clock(T0)
+        return readme_example_store(clock), clock
+    if request.param == "sqlite":
+        clock = Clock(T0)
+        return sessions.SQLiteStore(tmp_path / "sessions.db", clock=clock), clock
+    client = request.getfixturevalue("redis_client")
+    clock = RedisClock(client)
+    return sessions.RedisStore(client, clock=clock), clock
+
+
+def text_of(got):
+    """The record text of a ``get`` result, whichever form the store returns (CONTRACT decision 1)."""
+    return got[0] if isinstance(got, tuple) else got
+
+
+# 1. Conformance: what every store promises (sessions.Store's contract) ####################################
+
+
+class TestStoreConformance:
+    @pytest.fixture
+    def store(self, store_and_clock):
+        return store_and_clock[0]
+
+    @pytest.fixture
+    def clock(self, store_and_clock):
+        return store_and_clock[1]
+
+    def test_get_set_replace_destroy(self, store):
+        assert store.get("a") is None
+        store.set("a", rec(1), T0 + 60)
+        assert text_of(store.get("a")) == rec(1)
+        store.set("a", rec(2), T0 + 60)
+        assert text_of(store.get("a")) == rec(2)
+        store.destroy("a")
+        assert store.get("a") is None
+        store.destroy("a")  # missing: not an error
+
+    def test_get_reports_when_the_store_drops_the_record(self, store):
+        store.set("a", rec(), T0 + 59.5)
+        store.set("b", rec(), None)
+        got_a, got_b = store.get("a"), store.get("b")
+        if isinstance(got_a, str) and type(store) is sessions.MemoryStore:
+            pytest.skip("MemoryStore returns (record, expires_at) from branch refactor on")
+        assert got_a[0] == rec() and T0 + 59.5 <= got_a[1] <= T0 + 60  # Redis rounds up to whole seconds
+        assert got_b[0] == rec() and got_b[1] == pytest.approx(T0 + 86400, abs=1)
+
+    def test_len_ids_clear(self, store):
+        for sid in ("a", "b", "c"):
+            store.set(sid, rec(sid), T0 + 60)
+        store.destroy("b")
+        assert len(store) == 2 and sorted(store.ids()) == ["a", "c"]
+        store.clear()
+        assert len(store) == 0 and store.ids() == [] and store.get("a") is None
+
+    def test_records_expire_at_their_expiry(self, store, clock):
+        store.set("a", rec(), T0 + 10)
+        clock.advance(9.5)
+        assert text_of(store.get("a")) == rec()
+        clock.advance(0.5)
+        assert store.get("a") is None and len(store) == 0 and store.ids() == []
+
+    def test_browser_session_records_live_default_ttl_after_each_write(self, store, clock):
+        store.set("a", rec(), None)
+        clock.advance(86400 - 1)
+        store.touch("a", rec(), None)
+        clock.advance(86400 - 1)
+        assert text_of(store.get("a")) == rec()
+        clock.advance(1)
+        assert store.get("a") is None
+
+    def test_a_record_already_expired_is_not_kept(self, store):
+        store.set("a", rec(), T0 + 60)
+        store.set("a", rec(), T0)
+        assert store.get("a") is None
+        store.set("b", rec(), T0 - 1)
+        assert store.get("b") is None
+
+    def test_touch_extends_the_expiry(self, store, clock):
+        store.set("a", rec(), T0 + 10)
+        store.touch("a", rec(), T0 + 100)
+        clock.advance(50)
+        assert text_of(store.get("a")) == rec()
+        clock.advance(50)
+        assert store.get("a") is None
+
+    def test_touch_never_replaces_the_stored_data(self, store):
+        """Another request wrote "stored" since this one loaded "stale": a touch must not undo that."""
+        store.set("a", rec("stored"), T0 + 60)
+        store.touch("a", rec("stale"), T0 + 120)
+        assert json.loads(text_of(store.get("a")))["v"] == "stored"
+
+    def test_touch_never_creates_a_record(self, store, clock):
+        store.touch("missing", rec(), T0 + 60)
+        store.set("expired", rec(), T0 + 1)
+        clock.advance(1)
+        store.touch("expired", rec(), T0 + 60)
+        assert store.get("missing") is None and store.get("expired") is None and len(store) == 0
+
+    def test_ids_are_opaque_strings(self, store):
+        for sid in ("%", "/foo", "a.b", "*", "[x]", "\u00e9", "x" * 500):
+            store.set(sid, rec(sid), T0 + 60)
+            assert text_of(store.get(sid)) == rec(sid)
+        assert len(store) == 7
+
+    def test_threads_share_the_store(self, store):
+        def worker(n):
+            for i in range(20):
+                store.set(f"{n}-{i}", rec(i), T0 + 60)
+                assert json.loads(text_of(store.get(f"{n}-{i}")))["v"] == i
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert len(store) == 80
+
+    def test_sessions_live_through_the_manager_while_active(self, store, clock):
+        """Unmodified requests only touch. With Redis the stored cookie.expires then goes stale (EXPIRE
+        does not rewrite it, as in connect-redis): the session lives because the store's TTL decides."""
+        manager = sessions.SessionManager(SECRET, store=store, clock=clock, cookie={"max_age": 60})
+        session = manager.open(None)
+        session["user"] = "ada"
+        cookie = manager.commit(session)[0].split(";")[0]
+        for _ in range(3):
+            clock.advance(50)
+            session = manager.open(cookie)
+            assert session["user"] == "ada"
+            manager.commit(session)
+        clock.advance(61)
+        assert manager.open(cookie).is_new
+
+
+class TestPreciseExpiry:
+    """Stores that keep expiries to the millisecond (Redis counts whole seconds)."""
+
+    @pytest.fixture(params=["memory", "sqlite"])
+    def store(self, request, tmp_path, clock):
+        if request.param == "memory":
+            return sessions.MemoryStore(clock=clock)
+        return sessions.SQLiteStore(tmp_path / "sessions.db", clock=clock)
+
+    @pytest.fixture
+    def clock(self):
+        return Clock(T0)
+
+    def test_a_record_dies_exactly_at_its_expiry(self, store, clock):
+        store.set("a", rec(), T0 + 10)
+        clock.advance(9.999)
+        assert text_of(store.get("a")) == rec()
+        clock.advance(0.001)
+        assert store.get("a") is None
+
+    def test_touch_takes_the_new_cookie_object(self, store):
+        store.set("a", rec("stored", max_age_ms=1000), T0 + 60)
+        store.touch("a", rec("stale", max_age_ms=2000), T0 + 60)
+        assert json.loads(text_of(store.get("a"))) == json.loads(rec("stored", max_age_ms=2000))
+
+
+# 2. The manager side of CONTRACT decision 1 (until branch refactor's version lands) ########################
+
+
+class TupleStore(sessions.Store):
+    """Returns ``(record, expires_at)`` from get, as stores that enforce expiry themselves do."""
+
+    def __init__(self, record, expires_at):
+        self.entry = (record, expires_at)
+
+    def get(self, sid):
+        return self.entry
+
+    def set(self, sid, record, expires):
+        self.entry = (record, expires)
+
+
+def stale_record(expires_iso):
+    return '{"cookie":{"originalMaxAge":60000,"expires":"%s","httpOnly":true,"path":"/"},"n":1}' % expires_iso
+
+
+def test_a_store_returning_expires_at_is_the_authority_on_expiry():
+    """connect-redis touches with EXPIRE only: the record's cookie.expires is stale, the store's TTL is not."""
+    clock = Clock(T0)
+    store = TupleStore(stale_record("2023-11-14T22:00:00.000Z"), T0 + 30)  # the record says: expired
+    manager = sessions.SessionManager(SECRET, store=store, clock=clock, cookie={"max_age": 60})
+    session = manager.open(cookie_header_for("apple"))
+    assert not session.is_new and session["n"] == 1
+    assert session.cookie.max_age == 30
+
+
+def test_a_store_returning_no_deadline_keeps_the_record_s_expiry():
+    clock = Clock(T0)
+    store = TupleStore(stale_record("2023-11-14T22:13:50.000Z"), None)
+    manager = sessions.SessionManager(SECRET, store=store, clock=clock, cookie={"max_age": 60})
+    assert manager.open(cookie_header_for("apple")).cookie.max_age == 30
+
+
+# 3. The redis-server fixture; RedisStore: connect-redis 9's format, Redis's TTL as the authority #######
+
+
+@pytest.mark.parametrize("ci, outcome", [("1", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_a_missing_binary_fails_under_ci_and_skips_elsewhere(monkeypatch, ci, outcome):
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="not installed"):
+        require_binary("no-such-binary-for-sessions-tests")
+
+
+def test_redis_server_fixture_stops_and_starts_on_the_same_port(redis_server, redis_client):
+    redis_client.set("k", "v")
+    with redis_server.stopped():
+        assert not redis_server.running
+        with pytest.raises(redis.ConnectionError):
+            redis_client.get("k")
+    assert redis_client.ping() and redis_client.get("k") is None  # no persistence
+
+
+def test_redis_store_writes_exactly_what_connect_redis_writes(redis_client):
+    store = sessions.RedisStore(redis_client, clock=Clock(T0))
+    store.set("apple", rec(1), T0 + 59.2)  # ttl = ceil(expires - now), as Math.ceil in connect-redis
+    assert redis_client.get("sess:apple") == rec(1).encode()
+    assert redis_client.ttl("sess:apple") == 60
+    store.set("pear", rec(2), None)  # no expiry: the default ttl, one day
+    assert redis_client.ttl("sess:pear") == 86400
+    assert sorted(redis_client.scan_iter()) == [b"sess:apple", b"sess:pear"]
+
+
+def test_redis_store_touch_is_expire_only(redis_client):
+    store = sessions.RedisStore(redis_client, clock=Clock(T0))
+    store.set("apple", rec("stored", max_age_ms=1000), T0 + 10)
+    store.touch("apple", rec("fresh", max_age_ms=2000), T0 + 100)
+    assert redis_client.get("sess:apple") == rec("stored", max_age_ms=1000).encode()  # not rewritten
+    assert redis_client.ttl("sess:apple") == 100
+    store.touch("apple", rec(), T0)  # a ttl of zero: EXPIRE deletes the key
+    assert redis_client.exists("sess:apple") == 0
+
+
+def test_redis_store_reads_keys_written_without_ttl_and_ignores_empty_values(redis_client):
+    store = sessions.RedisStore(redis_client, clock=Clock(T0))
+    redis_client.set("sess:forever", rec())  # connect-redis with disableTTL: true
+    redis_client.set("sess:empty", "")
+    assert store.get("forever") == (rec(), None)
+    assert store.get("empty") is None
+
+
+@pytest.mark.parametrize("decode_responses", [False, True])
+def test_redis_store_works_with_and_without_decode_responses(redis_server, redis_client, decode_responses):
+    client = redis.Redis.from_url(redis_server.url, decode_responses=decode_responses, socket_timeout=1)
+    store = sessions.RedisStore(client, prefix="app:\u00e9:")
+    store.set("\u00e9t\u00e9", rec("\u00e9"), None)
+    assert text_of(store.get("\u00e9t\u00e9")) == rec("\u00e9")
+    assert store.ids() == ["\u00e9t\u00e9"]
+    client.close()
+
+
+def test_redis_store_lists_and_clears_only_its_prefix_even_with_glob_characters(redis_client):
+    mine = sessions.RedisStore(redis_client, prefix="a*[b]?:")
+    others = sessions.RedisStore(redis_client, prefix="a-[b]-:")
+    redis_client.set("unrelated", "keep")
+    for i in range(250):  # several SCAN batches
+        mine.set(f"s{i}", rec(i), None)
+    others.set("s1", rec(), None)
+    assert len(mine) == 250 and sorted(mine.ids()) == sorted(f"s{i}" for i in range(250))
+    mine.clear()
+    assert len(mine) == 0 and len(others) == 1 and redis_client.get("unrelated") == b"keep"
+
+
+def test_redis_store_uses_scan_never_keys(redis_client):
+    store = sessions.RedisStore(redis_client)
+    store.set("a", rec(), None)
+    redis_client.config_resetstat()
+    store.ids(), len(store), store.clear()
+    stats = redis_client.info("commandstats")
+    assert "cmdstat_scan" in stats and "cmdstat_keys" not in stats
+
+
+def test_redis_store_get_reads_the_ttl_with_the_value_in_one_pipeline(redis_client):
+    calls = []
+
+    class Recording:
+        """Forwards to the real client, recording which commands go outside a pipeline."""
+
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(redis_client, name)
+
+    store = sessions.RedisStore(Recording(), clock=Clock(T0))
+    store.set("a", rec(), T0 + 30)
+    calls.clear()
+    assert store.get("a") == (rec(), pytest.approx(T0 + 30, abs=0.5))
+    assert calls == ["pipeline"]
+
+
+def test_redis_expiry_is_enforced_by_redis_itself(redis_client):
+    store = sessions.RedisStore(redis_client)
+    store.set("a", rec(), time.time() + 0.5)  # rounded up: one second
+    deadline = time.monotonic() + 5
+    while store.get("a") is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.get("a") is None
+
+
+def test_redis_client_errors_are_store_errors_without_the_session_id():
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1, socket_timeout=1)
+    store = sessions.RedisStore(client)
+    sid = "secret-session-id"
+    calls = [lambda: store.get(sid), lambda: store.set(sid, rec(), None), lambda: store.touch(sid, rec(), None),
+             lambda: store.destroy(sid), store.clear, store.ids, lambda: len(store)]
+    for call in calls:
+        with pytest.raises(sessions.StoreError) as info:
+            call()
+        assert isinstance(info.value.__cause__, redis.ConnectionError)
+        assert sid not in str(info.value) and "sess:" not in str(info.value)
+
+
+@pytest.mark.parametrize("options, word", [
+    (dict(client=object()), "client"),
+    (dict(prefix=b"sess:"), "prefix"),
+    (dict(scan_count=0), "scan_count"),
+    (dict(default_ttl=0), "default_ttl"),
+])
+def test_redis_store_options_are_checked_at_construction(redis_client, options, word):
+    options.setdefault("client", redis_client)
+    with pytest.raises(sessions.ConfigurationError, match=word):
+        sessions.RedisStore(options.pop("client"), **options)
+
+
+# 4. SQLiteStore: the file, its schema, its errors ##########################################################
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "sessions.db"
+
+
+def test_sqlite_schema_is_versioned_and_inspectable(db_path):
+    store = sessions.SQLiteStore(db_path, timeout=2.5)
+    store.set("a", rec(), None)
+    connection = store._connection()
+    assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 2500
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == sessions.SQLiteStore.SCHEMA_VERSION == 1
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        columns = [(row[1], row[2], row[3]) for row in db.execute("PRAGMA table_info(sessions)")]
+        assert columns == [("id", "TEXT", 0), ("record", "TEXT", 1), ("expires_at", "REAL", 1)]
+        assert db.execute("SELECT id, record FROM sessions").fetchall() == [("a", rec())]
+        plan = db.execute("EXPLAIN QUERY PLAN SELECT rowid FROM sessions WHERE expires_at <= 1 "
+                          "ORDER BY expires_at LIMIT 64").fetchall()
+        assert "sessions_expires_at" in str(plan)
+
+
+def test_sqlite_store_reopens_its_file_and_keeps_other_tables_apart(db_path):
+    clock = Clock(T0)
+    sessions.SQLiteStore(db_path, clock=clock).set("a", rec(1), T0 + 60)
+    other = sessions.SQLiteStore(db_path, table="admin_sessions", clock=clock)
+    other.set("a", rec(2), T0 + 60)
+    assert text_of(sessions.SQLiteStore(db_path, clock=clock).get("a")) == rec(1)
+    assert text_of(other.get("a")) == rec(2)
+
+
+def test_sqlite_relative_path_names_the_same_file_after_a_chdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = sessions.SQLiteStore("sessions.db")
+    store.set("a", rec(), None)
+    monkeypatch.chdir(tmp_path.parent)
+    found = []
+    thread = threading.Thread(target=lambda: found.append(text_of(store.get("a"))))  # a new connection
+    thread.start()
+    thread.join(timeout=30)
+    assert found == [rec()] and store.path == str(tmp_path / "sessions.db")
+
+
+def test_sqlite_writes_prune_expired_rows_in_small_batches(db_path):
+    clock = Clock(T0)
+    store = sessions.SQLiteStore(db_path, clock=clock)
+    for i in range(200):
+        store.set(f"dead{i}", rec(), T0 + 1 + i / 1000)
+    store.set("live", rec(), T0 + 1000)
+    clock.advance(10)
+
+    def rows():
+        with sqlite3.connect(db_path) as db:
+            return db.execute("SELECT count(*) FROM sessions").fetchone()[0]
+
+    store.set("new", rec(), T0 + 1000)
+    assert rows() == 202 - store.PRUNE_BATCH
+    store.touch("live", rec(), T0 + 1000)
+    assert rows() == 202 - 2 * store.PRUNE_BATCH
+    assert store.prune() == 200 - 2 * store.PRUNE_BATCH and rows() == 2 and len(store) == 2
+
+
+def _not_a_database(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database " * 100)
+    return path
+
+
+def _newer_schema(tmp_path):
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 2")
+    return path
+
+
+@pytest.mark.parametrize("make_path, options, words", [
+    (lambda tmp: tmp / "missing" / "sessions.db", {}, "unable to open"),
+    (lambda tmp: tmp, {}, "unable to open"),
+    (_not_a_database, {}, "not a database"),
+    (_newer_schema, {}, "schema version 2"),
+    (lambda tmp: ":memory:", {}, "MemoryStore"),
+    (lambda tmp: tmp / "s.db", {"table": "sessions; DROP TABLE x"}, "table"),
+    (lambda tmp: tmp / "s.db", {"default_ttl": -1}, "default_ttl"),
+    (lambda tmp: tmp / "s.db", {"timeout": "5"}, "timeout"),
+], ids=["missing-directory", "a-directory", "not-a-database", "newer-schema", "memory", "table", "ttl", "timeout"])
+def test_sqlite_store_that_cannot_work_fails_at_construction(tmp_path, make_path, options, words):
+    with pytest.raises(sessions.ConfigurationError, match=words) as info:
+        sessions.SQLiteStore(make_path(tmp_path), **options)
+    assert isinstance(info.value, sessions.SessionError)
+
+
+def test_sqlite_older_than_upsert_is_refused_at_construction(db_path, monkeypatch):
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 23, 1))
+    with pytest.raises(sessions.ConfigurationError, match="3.24"):
+        sessions.SQLiteStore(db_path)
+
+
+def test_sqlite_failures_later_are_store_errors_without_the_session_id(db_path):
+    store = sessions.SQLiteStore(db_path)
+    with sqlite3.connect(db_path) as db:
+        db.execute("DROP TABLE sessions")
+    sid = "secret-session-id"
+    for call in (lambda: store.get(sid), lambda: store.set(sid, rec(), None),
+                 lambda: store.touch(sid, rec(), None), lambda: store.destroy(sid), store.prune, store.ids):
+        with pytest.raises(sessions.StoreError) as info:
+            call()
+        assert isinstance(info.value.__cause__, sqlite3.Error) and sid not in str(info.value)
+
+
+def test_sqlite_writer_blocked_past_the_timeout_is_a_store_error_and_readers_go_on(db_path):
+    store = sessions.SQLiteStore(db_path, timeout=0.05)
+    store.set("a", rec(), None)
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        assert text_of(store.get("a")) == rec()  # WAL: readers are not blocked by the writer
+        with pytest.raises(sessions.StoreError, match="save"):
+            store.set("b", rec(), None)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    store.set("b", rec(), None)
+    assert len(store) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_sqlite_store_opens_a_new_connection_after_fork(db_path):
+    store = sessions.SQLiteStore(db_path)
+    store.set("parent", rec(), None)  # the parent's thread now holds a connection
+    pid = os.fork()
+    if pid == 0:  # the child: must not use the parent's connection
+        code = 1
+        try:
+            store.set("child", rec(text_of(store.get("parent"))), None)
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child did not finish")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert json.loads(text_of(store.get("child")))["v"] == rec()
+    store.set("parent-again", rec(), None)  # the parent's connection still works
+
+
+class SQLiteStoreModel(RuleBasedStateMachine):
+    """Two SQLiteStores on one file (as two processes would have) against a dict model: expiry to the
+    millisecond, the default TTL, touch keeping the data, batch pruning on writes and prune()."""
+
+    ids = st.sampled_from(["a", "b", "c", "d", "e"])
+    which = st.integers(0, 1)
+
+    def __init__(self):
+        super().__init__()
+        self.clock = Clock(T0)
+        self.directory = tempfile.mkdtemp()
+        path = os.path.join(self.directory, "sessions.db")
+        self.stores = [sessions.SQLiteStore(path, clock=self.clock, default_ttl=30) for _ in range(2)]
+        self.model = {}  # sid -> ((cookie tag, data tag), deadline)
+        self.tick = 0
+
+    def teardown(self):
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _live(self):
+        return {sid: entry for sid, entry in self.model.items() if entry[1] > self.clock.now}
+
+    @rule(which=which, sid=ids, ttl=st.none() | st.integers(-5, 60), touch=st.booleans())
+    def write(self, which, sid, ttl, touch):
+        self.tick += 1
+        expires = None if ttl is None else self.clock.now + ttl / 8
+        deadline = self.clock.now + 30 if expires is None else expires
+        store = self.stores[which]
+        (store.touch if touch else store.set)(sid, rec(self.tick, self.tick), expires)
+        live = self._live()
+        if touch and sid in live:
+            self.model[sid] = ((self.tick, live[sid][0][1]), deadline)
+        elif not touch:
+            self.model[sid] = ((self.tick, self.tick), deadline)
+
+    @rule(which=which, sid=ids)
+    def destroy(self, which, sid):
+        self.stores[which].destroy(sid)
+        self.model.pop(sid, None)
+
+    @rule(ms=st.integers(0, 10_000))
+    def advance(self, ms):
+        self.clock.advance(ms / 1000)
+
+    @rule(which=which)
+    def prune(self, which):
+        assert self.stores[which].prune() <= len(self.model) - len(self._live())
+        self.model = self._live()
+
+    @invariant()
+    def agrees(self):
+        live = self._live()
+        for store in self.stores:
+            for sid in "abcde":
+                entry, got = live.get(sid), store.get(sid)
+                if entry is None:
+                    assert got is None, sid
+                else:
+                    assert json.loads(got[0]) == json.loads(rec(entry[0][1], entry[0][0])), sid
+                    assert got[1] == pytest.approx(entry[1]), sid
+            assert sorted(store.ids()) == sorted(live) and len(store) == len(live)
+
+
+TestSQLiteStoreModel = SQLiteStoreModel.TestCase
+TestSQLiteStoreModel.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+
+
+# 5. Operations: several processes, a restart, a Redis outage (real processes and servers) #################
+
+
+class Process:
+    """A Python child process that answers one JSON line per JSON line it is sent; stopped by its PID."""
+
+    def __init__(self, script: str, *args: str) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-c", script, str(HERE), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+
+    def read_line(self, timeout: float = 30) -> str:
+        ready, _, _ = select.select([self.popen.stdout], [], [], timeout)
+        if not ready:
+            raise AssertionError(f"no answer from process {self.popen.pid} in {timeout} s")
+        line = self.popen.stdout.readline()
+        if not line:
+            raise AssertionError(f"process {self.popen.pid} ended (exit status {self.popen.wait(5)})")
+        return line
+
+    def call(self, *command):
+        self.popen.stdin.write(json.dumps(command) + "\n")
+        return json.loads(self.read_line())
+
+    def stop(self) -> None:
+        """SIGTERM to its PID (SIGKILL after a bounded wait), then close the pipes."""
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        with contextlib.suppress(BrokenPipeError):  # unread input left for a process that is gone
+            self.popen.stdin.close()
+        self.popen.stdout.close()
+
+
+@pytest.fixture
+def processes():
+    started = []
+
+    def start(script, *args):
+        started.append(Process(script, *args))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+#: A process with its own SQLiteStore on a shared file; its clock can run ahead of real time.
+SQLITE_WORKER = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import sessions
+ahead = 0.0
+store = sessions.SQLiteStore(sys.argv[2], clock=lambda: time.time() + ahead)
+for line in sys.stdin:
+    op, *args = json.loads(line)
+    if op == "advance":
+        ahead += args[0]
+        answer = None
+    elif op == "set":
+        answer = store.set(args[0], args[1], time.time() + ahead + args[2])
+    elif op == "get":
+        got = store.get(args[0])
+        answer = got and got[0]
+    elif op == "write_many":
+        for i in range(args[1]):
+            store.set(f"{args[0]}{i}", args[0], None)
+        answer = len(store)
+    else:
+        answer = getattr(store, op)()
+    print(json.dumps(answer), flush=True)
+"""
+
+
+def test_two_processes_share_one_sqlite_file(db_path, processes):
+    first, second = processes(SQLITE_WORKER, str(db_path)), processes(SQLITE_WORKER, str(db_path))
+    first.call("set", "a", rec("from first"), 3600)
+    assert second.call("get", "a") == rec("from first")
+    second.call("set", "b", rec("from second"), 3600)
+    assert first.call("get", "b") == rec("from second")
+    first.call("set", "short", rec(), 60)
+    second.call("advance", 120)  # the second process lives two minutes later: "short" has expired there
+    assert second.call("get", "short") is None and first.call("get", "short") == rec()
+    assert second.call("prune") == 1  # the second process removes the first one's expired row
+    assert first.call("get", "short") is None and first.call("__len__") == 2
+
+
+def test_processes_writing_at_once_lose_nothing(db_path, processes):
+    workers = [processes(SQLITE_WORKER, str(db_path)) for _ in range(3)]
+    for n, worker in enumerate(workers):  # all three write at the same time
+        worker.popen.stdin.write(json.dumps(["write_many", f"w{n}-", 200]) + "\n")
+    for worker in workers:
+        worker.read_line()
+    assert len(sessions.SQLiteStore(db_path)) == 600
+
+
+class CounterHandler(sessions.SessionHandlerMixin, http.server.BaseHTTPRequestHandler):
+    """Counts the visits of a session; the server's process ends in the restart test."""
+
+    def log_message(self, format, *args):  # noqa: A002 - keep test output clean
+        pass
+
+    def do_GET(self):
+        self.session["views"] = self.session.get("views", 0) + 1
+        body = str(self.session["views"]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    """Collects the errors the handler re-raises (a failed store) instead of printing them."""
+
+    daemon_threads = True
+
+    def __init__(self, manager: sessions.SessionManager) -> None:
+        handler = type("Handler", (CounterHandler,), {"session_manager": manager})
+        super().__init__(("127.0.0.1", 0), handler)
+        self.errors = []
+
+    def handle_error(self, request, client_address):
+        self.errors.append(sys.exc_info()[1])
+
+
+#: An http.server process whose sessions live in an SQLite file; prints its port, serves until stopped.
+SQLITE_SERVER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import sessions
+from test_stores import QuietServer
+manager = sessions.SessionManager("restart secret", store=sessions.SQLiteStore(sys.argv[2]), cookie={"max_age": 3600})
+server = QuietServer(manager)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+class Browser:
+    """urllib with a cookie jar; answers (status, body text, Set-Cookie values), 500s included."""
+
+    def __init__(self) -> None:
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def get(self, port: int, path: str = "/"):
+        try:
+            with self.opener.open(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+                return response.status, response.read().decode(), response.headers.get_all("Set-Cookie") or []
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, error.read().decode(), error.headers.get_all("Set-Cookie") or []
+
+
+def test_a_restart_keeps_sessions_in_the_sqlite_file(db_path, processes):
+    browser = Browser()
+    server = processes(SQLITE_SERVER, str(db_path))
+    port = int(server.read_line())
+    assert browser.get(port)[:2] == (200, "1") and browser.get(port)[:2] == (200, "2")
+    server.stop()
+    restarted = processes(SQLITE_SERVER, str(db_path))  # a new process on the same file
+    assert browser.get(int(restarted.read_line()))[:2] == (200, "3")
+
+
+@pytest.fixture
+def redis_site(redis_server):
+    """A threaded http.server on 127.0.0.1 whose sessions live in the fixture's Redis."""
+    redis_server.flushall()
+    client = redis_client_for(redis_server)
+    server = QuietServer(sessions.SessionManager(SECRET, store=sessions.RedisStore(client)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+    client.close()
+
+
+def test_redis_outage_gives_clean_500s_then_recovers(redis_server, redis_site):
+    port, browser = redis_site.server_address[1], Browser()
+    assert browser.get(port)[:2] == (200, "1")
+    sid = sessions.unsign(unquote(next(iter(browser.jar)).value)[2:], SECRET)
+    with redis_server.stopped():
+        for client in (browser, browser, Browser()):  # loading fails; for a newcomer, saving fails
+            status, body, set_cookies = client.get(port)
+            assert status == 500 and set_cookies == [] and "session" in body
+            assert sid and sid not in body and "views" not in body
+    assert all(isinstance(error, sessions.StoreError) for error in redis_site.errors) and redis_site.errors
+    assert browser.get(port)[:2] == (200, "1")  # back on the same port; no persistence: a new session
+    assert browser.get(port)[:2] == (200, "2")
+
+
+# 6. The README's Stores section: every snippet runs ########################################################
+
+
+def test_readme_stores_snippets_run_as_files(tmp_path, redis_server):
+    """Each block runs as a file of its own, in order, in one directory (the backup copies the database
+    the first block made); the Redis block gets the test server's URL instead of the default one."""
+    snippets = readme_stores_snippets()
+    assert len(snippets) == 4
+    redis_server.flushall()
+    for number, snippet in enumerate(snippets):
+        assert snippet.count("redis://127.0.0.1:6379/0") <= 1
+        path = tmp_path / f"snippet{number}.py"
+        path.write_text(snippet.replace("redis://127.0.0.1:6379/0", redis_server.url))
+        subprocess.run([sys.executable, str(path)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(HERE)},
+                       check=True, timeout=60)
+    with sqlite3.connect(tmp_path / "sessions-backup.db") as copy:
+        assert copy.execute("PRAGMA user_version").fetchone()[0] == 1
