@@ -909,6 +909,7 @@ class Session(MutableMapping):
     _created_ms: Optional[int] = None
     _secure = False  # the request came over HTTPS
     _scope_error: Optional[str] = None  # set when the request path is outside the cookie path
+    _new_reason: Optional[str] = None  # see new_reason
     _resign = False  # the cookie was signed with an older secret
     _destroyed = False
     _stale_ids: Tuple[str, ...] = ()  # ids that regenerate() left behind, deleted at commit
@@ -988,6 +989,14 @@ class Session(MutableMapping):
         """True when no valid cookie named a live record (or after ``regenerate``)."""
         self._loaded()
         return self._cookie_id != self._id
+
+    @property
+    def new_reason(self) -> Optional[str]:
+        """Why the session is new: None for a loaded session, else "no-cookie", "bad-signature",
+        "not-found" (a validly signed cookie whose record is missing, expired or corrupt), "regenerated"
+        or "out-of-scope" (the request path is outside the cookie path)."""
+        self._loaded()
+        return self._new_reason
 
     @property
     def modified(self) -> bool:
@@ -1176,11 +1185,17 @@ class SessionManager:
                 f"the request path is outside the session cookie's path {self.cookie_options.path!r}, "
                 "so this request has no session and changes cannot be kept"
             )
+            session._new_reason = "out-of-scope"
             self._start_new(session, now_ms)
             return
+        reason = "no-cookie"
         for _, value in parse_cookie_header(cookie_header, self.name):
             sid, key_index = self._verified_id(value)
-            if sid is not None and self._load(session, sid, now_ms):
+            if sid is None:
+                reason = "bad-signature" if reason == "no-cookie" else reason
+                continue
+            reason = "not-found"
+            if self._load(session, sid, now_ms):
                 session._cookie_id = session._original_id = sid
                 session._resign = key_index > 0
                 if key_index == 0:
@@ -1188,6 +1203,7 @@ class SessionManager:
                 if not self.resave:
                     session._saved_id, session._saved_json = sid, session._original_json
                 return
+        session._new_reason = reason
         self._start_new(session, now_ms)
 
     def _verified_id(self, value: str) -> Tuple[Optional[str], int]:
@@ -1310,6 +1326,7 @@ class SessionManager:
         now_ms = self._now_ms()
         data = session._data if keep_data else {}
         self._start_new(session, now_ms)
+        session._new_reason = "regenerated"
         session._original_id = session._cookie_id  # so the new id counts as modified, as in express-session
         session._data = data
         session._original_json = "{}"
