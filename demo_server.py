@@ -252,11 +252,7 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
         except (ConnectionError, socket.timeout):
             self.close_connection = True  # the client went away or stalled
         except sessions.StoreError as exc:
-            # An outage, not a bug: one line for the operator, and the pages work again once the store is back.
-            log.error("session store failure on %s %s: %r", self.command, self.path.split("?", 1)[0], exc.__cause__)
-            self._store_failed = True
-            self.fail(500, f"The session store ({self.store_label}) is not answering, so your session cannot be "
-                           "read or saved right now. Reload in a moment: the site recovers by itself.")
+            self.fail(500, self.store_failure(exc))
         except Exception:
             # Logged for the operator; the client gets a plain 500 page, never a traceback.
             log.exception("error while handling %s %s", self.command, self.path.split("?", 1)[0])
@@ -266,21 +262,33 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
                 self.linger()
 
     def fail(self, status: int, message: str, headers: Iterable[Tuple[str, str]] = ()) -> None:
-        if self._response_started and not self._session_headers_sent:
-            # Committing the session failed in end_headers: nothing was sent yet, so answer with the error
-            # page instead, without the session.
-            self._headers_buffer = []
-            self._session = None
-        elif self._response_started:  # too late for an error page: cut the response short so the client notices
+        if self._session_headers_sent:  # too late for an error page: cut the response short so the client notices
             self.close_connection = True
             return
+        if self._response_started:  # the session's commit in end_headers failed, before any byte was sent
+            self.without_session()
         try:
-            self.send_error_page(status, message, headers)
-        except sessions.SessionError:
-            # The session could not be committed: the mixin has replaced the response with a bare 500.
-            self.close_connection = True
+            try:
+                self.send_error_page(status, message, headers)
+            except sessions.StoreError as exc:  # committing the session failed on the error page itself
+                self.without_session()
+                self.send_error_page(500, self.store_failure(exc))
         except (ConnectionError, socket.timeout):
             self.close_connection = True
+
+    def store_failure(self, exc: sessions.StoreError) -> str:
+        """An outage, not a bug: one log line for the operator (no traceback), and the page's message. The
+        site recovers by itself: the next request asks the store again."""
+        log.error("session store failure on %s %s: %r", self.command, self.path.split("?", 1)[0], exc.__cause__)
+        self._store_failed = True
+        return (f"The session store ({self.store_label}) is not answering, so your session cannot be read or "
+                "saved right now. Reload in a moment: the site recovers by itself.")
+
+    def without_session(self) -> None:
+        """Drop the response being built, and the session with it: the error page goes out without them."""
+        self._headers_buffer = []
+        self._session = None
+        self._store_failed = True  # the nav then does not ask the store again
 
     @staticmethod
     def allowed(methods: Dict[str, str]) -> str:

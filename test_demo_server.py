@@ -434,6 +434,17 @@ def test_a_failed_save_shows_the_demo_500_page_without_a_cookie(demo, monkeypatc
     assert visits(client.get("/")) == 1
 
 
+def test_a_failed_save_on_an_error_page_is_the_store_500_page(demo, monkeypatch):
+    client = demo.client()
+    log_in(client)
+    with monkeypatch.context() as patch:
+        patch.setattr(demo.manager.store, "touch", lambda *args: 1 / 0)  # the 404 page's commit touches
+        response = client.get("/nope")
+    assert check_layout(response, 500) == "session unavailable"
+    assert "session store (MemoryStore) is not answering" in by_id(response.text, "error")
+    assert check_layout(client.get("/"), 200) == "logged in as alice"
+
+
 def test_a_first_visit_is_not_offered_to_end_a_session_that_did_not_exist(demo):
     client = demo.client()
     first = client.get("/")
