@@ -59,9 +59,10 @@ URL_FLASHES = {
     "logged-out": "You are logged out: the session was destroyed on the server and its cookie cleared.",
 }
 
-#: What the home page says about a new session, by ``session.new_reason``. A cookie that names no live
-#: session (idle too long, or the server forgot it) or that this server did not sign (it restarted with a
-#: new random secret) both mean, to the visitor: your session expired.
+#: What the home page says about a new session, by ``DemoHandler.new_reason``. A cookie that names no live
+#: session (idle too long, or the server forgot it), one that this server did not sign (it restarted with
+#: a new random secret) and one the browser dropped when it ran out all mean, to the visitor: your session
+#: expired.
 NEW_STATES = {
     "no-cookie": "new: a first visit (no session cookie came with this request), so this visit started a session",
     "cookie-ran-out": "new: your session expired. Your browser dropped its session cookie when the cookie ran "
@@ -71,7 +72,7 @@ NEW_STATES = {
     "bad-signature": "new: your session expired. Your browser's cookie was not signed with this server's "
                      "secret (did the server restart with a random one?), so this visit started a new one",
 }
-EXPIRED = ("not-found", "bad-signature")
+EXPIRED = ("cookie-ran-out", "not-found", "bad-signature")
 #: A browser drops the session cookie when it runs out, and then a returning visitor sends no cookie at all,
 #: like a first visit. To tell the two apart, the home page also sets this day-long marker cookie (logout
 #: clears it). It carries nothing but "1".
@@ -422,7 +423,7 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
         # compare_digest on bytes: on str it raises TypeError for non-ASCII input.
         if not (isinstance(expected, str) and given
                 and hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))):
-            if self.session.new_reason in EXPIRED:
+            if self.new_reason() in EXPIRED:
                 raise HTTPProblem(403, "Your session expired, so the form's CSRF token no longer matches. "
                                        "Reload the page and submit the form again.")
             raise HTTPProblem(403, "The form's CSRF token is missing or wrong. "
@@ -431,6 +432,14 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
     def user(self) -> Optional[str]:
         user = self.session.get("user")
         return user if isinstance(user, str) else None
+
+    def seen_before(self) -> bool:
+        return bool(sessions.parse_cookie_header(self.headers.get_all("Cookie"), SEEN_COOKIE))
+
+    def new_reason(self) -> Optional[str]:
+        """``session.new_reason``, with "cookie-ran-out" for a returning visitor who sent no session cookie."""
+        reason = self.session.new_reason
+        return "cookie-ran-out" if reason == "no-cookie" and self.seen_before() else reason
 
     def who(self) -> str:
         """The nav's account status, on every page (error pages too), as HTML."""
@@ -446,10 +455,7 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
 
     def page_home(self) -> None:
         session = self.session
-        reason = session.new_reason
-        seen = bool(sessions.parse_cookie_header(self.headers.get_all("Cookie"), SEEN_COOKIE))
-        if reason == "no-cookie" and seen:
-            reason = "cookie-ran-out"
+        reason = self.new_reason()
         left = None if reason else session.cookie.max_age  # before this visit restarts the idle timeout
         visits = session.get("visits", 0)
         visits = (visits if isinstance(visits, int) else 0) + 1
@@ -465,7 +471,7 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
         state = "loaded: your browser's cookie named a live session in the store" if reason is None else \
             NEW_STATES.get(reason, "new")
         notice = ('<p class="notice" id="expired" role="status">Your session expired, so this visit started a '
-                  "new one: the visit count starts again at 1.</p>" if reason in EXPIRED + ("cookie-ran-out",) else "")
+                  "new one: the visit count starts again at 1.</p>" if reason in EXPIRED else "")
         if lifetime is None:
             expiry_rows = "<tr><th>Expires</th><td>when the browser closes</td></tr>"
             wait = "Close the browser"
@@ -513,7 +519,7 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
 <li><a href="/session.json">/session.json</a>: the session data, for scripts.</li>
 </ul>
 """
-        marker = [] if seen else [("Set-Cookie", f"{SEEN_COOKIE}=1; Max-Age=86400; Path=/; HttpOnly; SameSite=Lax")]
+        marker = [] if self.seen_before() else [("Set-Cookie", f"{SEEN_COOKIE}=1; Max-Age=86400; Path=/; HttpOnly; SameSite=Lax")]
         self.send_page(200, layout("Home", body, self.who()).encode("utf-8"), headers=marker)
 
     def page_login(self) -> None:

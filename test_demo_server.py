@@ -488,6 +488,14 @@ def test_a_form_posted_after_the_session_expired_says_so(demo):
     response = client.post("/login", {"csrf_token": token, "username": "alice", "password": "wonderland"})
     assert response.status == 403
     assert by_id(response.text, "error").startswith("Your session expired")
+    # The same when the browser dropped the cookie (no session cookie, but the demo's marker).
+    client.get("/")
+    token = client.csrf()
+    client.jar.clear(domain="127.0.0.1", path="/", name="sid")
+    response = client.post("/login", {"csrf_token": token, "username": "alice", "password": "wonderland"})
+    assert response.status == 403 and by_id(response.text, "error").startswith("Your session expired")
+    stranger = demo.client().post("/login", {"csrf_token": token, "username": "alice", "password": "wonderland"})
+    assert by_id(stranger.text, "error").startswith("The form's CSRF token is missing or wrong")
 
 
 def test_expiry_rows_without_rolling_the_cookie_can_run_out_first(demo):
