@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """demo_server.py: a small site that shows what sessions.py does, usable in a real browser.
 
-    python demo_server.py            # http://127.0.0.1:8000, Ctrl+C to stop
-    python demo_server.py --help     # --host, --port, --max-age, --rolling, --secret
+    python3 demo_server.py            # http://127.0.0.1:8000/, Ctrl+C to stop
+    python3 demo_server.py --help     # --port, --store, --max-age, --rolling, --secret
 
-Standard library only: http.server + sessions.SessionHandlerMixin + the default MemoryStore.
+Standard library only: http.server + sessions.SessionHandlerMixin + a MemoryStore (``--store`` picks
+SQLiteStore or RedisStore instead; the redis package is imported only then). It listens on 127.0.0.1 only.
 
 Pages: ``/`` (visit counter and the session's state), ``/login`` (regenerates the session id on success),
 ``/logout`` (POST; destroys the session and clears the cookie), ``/pitfall`` (a write after the response
@@ -12,7 +13,7 @@ started raises instead of being lost), ``/session.json`` (the session data, for 
 
 For tests and embedding, the site is built around an injected manager::
 
-    server = build_server("127.0.0.1", 0, sessions.SessionManager(secret, clock=fake_clock, ...))
+    server = build_server(0, sessions.SessionManager(secret, clock=fake_clock, ...))
     threading.Thread(target=server.serve_forever).start()
 """
 
@@ -58,6 +59,25 @@ URL_FLASHES = {
     "logged-out": "You are logged out: the session was destroyed on the server and its cookie cleared.",
 }
 
+#: What the home page says about a new session, by ``DemoHandler.new_reason``. A cookie that names no live
+#: session (idle too long, or the server forgot it), one that this server did not sign (it restarted with
+#: a new random secret) and one the browser dropped when it ran out all mean, to the visitor: your session
+#: expired.
+NEW_STATES = {
+    "no-cookie": "new: a first visit (no session cookie came with this request), so this visit started a session",
+    "cookie-ran-out": "new: your session expired. Your browser dropped its session cookie when the cookie ran "
+                      "out, so this visit started a new one",
+    "not-found": "new: your session expired. Your browser's cookie named a session the store no longer has, "
+                 "so this visit started a new one",
+    "bad-signature": "new: your session expired. Your browser's cookie was not signed with this server's "
+                     "secret (did the server restart with a random one?), so this visit started a new one",
+}
+EXPIRED = ("cookie-ran-out", "not-found", "bad-signature")
+#: A browser drops the session cookie when it runs out, and then a returning visitor sends no cookie at all,
+#: like a first visit. To tell the two apart, the home page also sets this day-long marker cookie (logout
+#: clears it). It carries nothing but "1".
+SEEN_COOKIE = "demo_seen"
+
 ESCAPE = html.escape
 
 
@@ -78,33 +98,43 @@ class HTTPProblem(Exception):
 
 # HTML #####################################################################################################
 
+# The code samples are short-lined and wrap (pre-wrap) rather than scroll, so they read whole from phone
+# width up; at phone width the table's cells stack.
 STYLE = """
-body { font: 16px/1.5 system-ui, sans-serif; max-width: 52rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
-nav a { margin-right: 1rem; }
+body { font: 16px/1.5 system-ui, sans-serif; max-width: 52rem; margin: 1.5rem auto; padding: 0 1rem; color: #222; }
+nav { display: flex; flex-wrap: wrap; gap: .2rem 1.2rem; padding-bottom: .4rem; border-bottom: 1px solid #ddd; }
+nav a, nav span { white-space: nowrap; }
+nav .who { margin-left: auto; }
 h1 { font-size: 1.6rem; margin-top: 1rem; }
 table { border-collapse: collapse; margin: 1rem 0; }
 th, td { text-align: left; padding: .3rem .8rem .3rem 0; vertical-align: top; }
 code, pre { font: 14px/1.4 ui-monospace, monospace; background: #f3f3f3; }
-pre { padding: .8rem; overflow-x: auto; }
+pre { padding: .6rem .8rem; white-space: pre-wrap; overflow-wrap: anywhere; }
 .flash { background: #e7f6e7; border: 1px solid #9c9; padding: .5rem 1rem; }
+.notice { background: #fff6dd; border: 1px solid #dc9; padding: .5rem 1rem; }
 .error { background: #fbeaea; border: 1px solid #d99; padding: .5rem 1rem; }
-pre.error { white-space: pre-wrap; overflow-wrap: anywhere; }
-.columns { display: flex; gap: 1.5rem; flex-wrap: wrap; }
-.columns > section { flex: 1 1 22rem; min-width: 0; }
 form.inline { display: inline; }
 label { display: block; margin: .5rem 0; }
 .muted { color: #666; }
+@media (max-width: 30rem) {
+  body { padding: 0 .7rem; margin-top: .8rem; }
+  code, pre { font-size: 12.5px; }
+  pre { padding: .5rem; }
+  nav .who { margin-left: 0; }
+  th, td { display: block; padding: 0; }
+  th { padding-top: .6rem; }
+}
 """
 
 
-def layout(title: str, body: str, user: Optional[str] = None) -> str:
-    who = f"logged in as <strong>{ESCAPE(user)}</strong>" if user else "not logged in"
+def layout(title: str, body: str, who: str) -> str:
+    """A page: ``who`` is the nav's account status as HTML (see DemoHandler.who)."""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{ESCAPE(title)} · sessions.py demo</title><style>{STYLE}</style></head><body>"
         "<nav><a href=\"/\">Home</a><a href=\"/login\">Log in</a><a href=\"/pitfall\">The pitfall</a>"
-        f"<a href=\"/session.json\">/session.json</a><span class=\"muted\">{who}</span></nav>"
+        f"<a href=\"/session.json\">/session.json</a><span class=\"who muted\" id=\"who\">{who}</span></nav>"
         f"{body}</body></html>\n"
     )
 
@@ -122,23 +152,34 @@ def logout_form(token: str, label: str) -> str:
             f'<button type="submit">{ESCAPE(label)}</button></form>')
 
 
+# What page_pitfall does, as the page shows it. Lines of at most 45 characters, comments on lines of their
+# own, so that both samples read whole, unwrapped, at 1200 px and at phone width (390 px).
 PITFALL_WRONG = '''\
 self.send_response(200)
-self.send_header("Content-Type", "text/html; charset=utf-8")
-self.end_headers()            # the response starts: the session is committed here
+self.send_header("Content-Type", "text/html")
+self.end_headers()
+# The response has started:
+# the session was saved just now.
 
-def on_rendered():            # a callback that runs after rendering,
-    self.session["last_page"] = "/pitfall (late write)"   # like res.render(view, callback) in Express
+def on_rendered():
+    # runs after rendering, like the
+    # callback of res.render() in Express
+    self.session["last_page"] = "late write"
 
-on_rendered()                 # express-session: silently lost. sessions.py: raises'''
+on_rendered()
+# express-session: lost, silently.
+# sessions.py: raises SessionClosedError.'''
 
 PITFALL_RIGHT = '''\
-self.session["pitfall_views"] = self.session.get("pitfall_views", 0) + 1
-self.session["last_page"] = "/pitfall"    # every change before the response starts
+views = self.session.get("pitfall_views", 0)
+self.session["pitfall_views"] = views + 1
+self.session["last_page"] = "/pitfall"
+# Every change before the response starts.
 
 self.send_response(200)
-self.send_header("Content-Type", "text/html; charset=utf-8")
-self.end_headers()            # saved here, before any byte is sent'''
+self.send_header("Content-Type", "text/html")
+self.end_headers()
+# Saved here, before any byte is sent.'''
 
 
 # The handler ##############################################################################################
@@ -148,6 +189,7 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
     """The site. Use ``make_handler(manager)`` for a subclass bound to a manager."""
 
     session_manager: sessions.SessionManager
+    store_label = "MemoryStore"  # how the home page names the store (make_handler sets it)
     server_version = "sessions-demo/1"
     # Keep-alive, so a browser reuses its connection. http.server then writes the headers and the body in
     # separate send() calls; with Nagle's algorithm on, the body waits for the client's delayed ACK of the
@@ -192,6 +234,7 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
         self._response_started = False
         self._body_read = False
         self._linger = False
+        self._store_failed = False
         try:
             path = urlsplit(self.path).path
             methods = self.routes.get(path)
@@ -209,6 +252,8 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
             self.fail(problem.status, problem.message, problem.headers)
         except (ConnectionError, socket.timeout):
             self.close_connection = True  # the client went away or stalled
+        except sessions.StoreError as exc:
+            self.fail(500, self.store_failure(exc))
         except Exception:
             # Logged for the operator; the client gets a plain 500 page, never a traceback.
             log.exception("error while handling %s %s", self.command, self.path.split("?", 1)[0])
@@ -218,16 +263,33 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
                 self.linger()
 
     def fail(self, status: int, message: str, headers: Iterable[Tuple[str, str]] = ()) -> None:
-        if self._response_started:  # too late for an error page: cut the response short so the client notices
+        if self._session_headers_sent:  # too late for an error page: cut the response short so the client notices
             self.close_connection = True
             return
+        if self._response_started:  # the session's commit in end_headers failed, before any byte was sent
+            self.without_session()
         try:
-            self.send_error_page(status, message, headers)
-        except sessions.SessionError:
-            # The session could not be committed: the mixin has replaced the response with a bare 500.
-            self.close_connection = True
+            try:
+                self.send_error_page(status, message, headers)
+            except sessions.StoreError as exc:  # committing the session failed on the error page itself
+                self.without_session()
+                self.send_error_page(500, self.store_failure(exc))
         except (ConnectionError, socket.timeout):
             self.close_connection = True
+
+    def store_failure(self, exc: sessions.StoreError) -> str:
+        """An outage, not a bug: one log line for the operator (no traceback), and the page's message. The
+        site recovers by itself: the next request asks the store again."""
+        log.error("session store failure on %s %s: %r", self.command, self.path.split("?", 1)[0], exc.__cause__)
+        self._store_failed = True
+        return (f"The session store ({self.store_label}) is not answering, so your session cannot be read or "
+                "saved right now. Reload in a moment: the site recovers by itself.")
+
+    def without_session(self) -> None:
+        """Drop the response being built, and the session with it: the error page goes out without them."""
+        self._headers_buffer = []
+        self._session = None
+        self._store_failed = True  # the nav then does not ask the store again
 
     @staticmethod
     def allowed(methods: Dict[str, str]) -> str:
@@ -268,12 +330,13 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
     def send_error_page(self, status: int, message: str, headers: Iterable[Tuple[str, str]] = ()) -> None:
         reason = self.responses.get(status, ("Error",))[0]
         body = layout(f"{status} {reason}", f"<h1>{status} {ESCAPE(reason)}</h1>"
-                      f'<p class="error" id="error">{ESCAPE(message)}</p><p><a href="/">Back to the home page</a></p>')
+                      f'<p class="error" id="error">{ESCAPE(message)}</p><p><a href="/">Back to the home page</a></p>',
+                      self.who())
         self.send_page(status, body.encode("utf-8"), headers=headers)
 
-    def redirect(self, location: str) -> None:
+    def redirect(self, location: str, headers: Iterable[Tuple[str, str]] = ()) -> None:
         body = f'<p>See <a href="{ESCAPE(location)}">{ESCAPE(location)}</a>.</p>'.encode("utf-8")
-        self.send_page(303, body, headers=[("Location", location)])
+        self.send_page(303, body, headers=[("Location", location), *headers])
 
     def skip_request_body(self) -> None:
         """Answering without reading the body: discard a small one so the connection stays usable. Otherwise
@@ -360,52 +423,81 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
         # compare_digest on bytes: on str it raises TypeError for non-ASCII input.
         if not (isinstance(expected, str) and given
                 and hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))):
-            raise HTTPProblem(403, "The form's CSRF token is missing or wrong (or your session expired). "
+            if self.new_reason() in EXPIRED:
+                raise HTTPProblem(403, "Your session expired, so the form's CSRF token no longer matches. "
+                                       "Reload the page and submit the form again.")
+            raise HTTPProblem(403, "The form's CSRF token is missing or wrong. "
                                    "Reload the page and submit the form again.")
 
     def user(self) -> Optional[str]:
         user = self.session.get("user")
         return user if isinstance(user, str) else None
 
+    def seen_before(self) -> bool:
+        return bool(sessions.parse_cookie_header(self.headers.get_all("Cookie"), SEEN_COOKIE))
+
+    def new_reason(self) -> Optional[str]:
+        """``session.new_reason``, with "cookie-ran-out" for a returning visitor who sent no session cookie."""
+        reason = self.session.new_reason
+        return "cookie-ran-out" if reason == "no-cookie" and self.seen_before() else reason
+
+    def who(self) -> str:
+        """The nav's account status, on every page (error pages too), as HTML."""
+        if self._store_failed:  # asking the store again would only wait for it to fail again
+            return "session unavailable"
+        try:
+            user = self.user()
+        except sessions.SessionError:
+            return "session unavailable"
+        return f"logged in as <strong>{ESCAPE(user)}</strong>" if user else "not logged in"
+
     # Pages ------------------------------------------------------------------------------------------------
 
     def page_home(self) -> None:
         session = self.session
-        is_new = session.is_new
-        left = None if is_new else session.cookie.max_age  # before this visit restarts the idle timeout
+        reason = self.new_reason()
+        left = None if reason else session.cookie.max_age  # before this visit restarts the idle timeout
         visits = session.get("visits", 0)
         visits = (visits if isinstance(visits, int) else 0) + 1
-        session["visits"] = visits
+        session["visits"] = visits  # so this response always carries the cookie (it is modified)
         flash = session.pop("flash", None)  # one-time: shown once, then gone
         query = dict(parse_qsl(urlsplit(self.path).query))
         flash = flash if isinstance(flash, str) else URL_FLASHES.get(query.get("flash", ""))
         token = self.csrf_token()
         user = self.user()
         lifetime = session.cookie.original_max_age
-        manager = self.session_manager
+        rolling = self.session_manager.rolling
 
-        if is_new:
-            state = "new: no valid session cookie came with this request, so this visit started a session"
-        else:
-            state = "loaded: your browser's cookie named a live session in the store"
+        state = "loaded: your browser's cookie named a live session in the store" if reason is None else \
+            NEW_STATES.get(reason, "new")
+        notice = ('<p class="notice" id="expired" role="status">Your session expired, so this visit started a '
+                  "new one: the visit count starts again at 1.</p>" if reason in EXPIRED else "")
         if lifetime is None:
-            expiry = "when the browser closes"
+            expiry_rows = "<tr><th>Expires</th><td>when the browser closes</td></tr>"
+            wait = "Close the browser"
         else:
-            expiry = (f'in <span id="expires-in">{lifetime:.0f}</span> s without a visit '
-                      "(idle timeout; every request restarts it")
-            expiry += ")" if left is None else f"; {max(left, 0):.0f} s were left before this one)"
-        wait = "Close the browser" if lifetime is None else f"Wait {lifetime:.0f} s"
-        if manager.rolling:
-            rolling = "on: the cookie is re-sent on every response, so the browser's expiry slides too"
-        else:
-            rolling = ("off: the cookie is re-sent only when the session changes; the server-side expiry "
-                       "slides on every request")
+            server = (f'in <span id="expires-in">{lifetime:.0f}</span> s without a request: every request '
+                      "restarts it")
+            server += "" if left is None else f" ({max(left, 0):.0f} s were left before this one)"
+            if rolling:
+                browser = (f"in {lifetime:.0f} s too: with rolling on, every response re-sends the cookie, so "
+                           "it restarts with the store's")
+            else:
+                browser = (f"in {lifetime:.0f} s: this page changed the session (the visit count), so its "
+                           "response sent the cookie. With rolling off, a request that changes nothing "
+                           '(the login form, <a href="/session.json">/session.json</a>) restarts only the '
+                           "store's clock: the cookie can run out first, and the next visit starts afresh")
+            expiry_rows = (f'<tr><th>Expires in the store</th><td id="expires-store">{server}</td></tr>'
+                           f'<tr><th>Your cookie expires</th><td id="expires-cookie">{browser}</td></tr>')
+            wait = f"Wait {lifetime:.0f} s"
         if user:
             account = f"<strong>{ESCAPE(user)}</strong> {logout_form(token, 'Log out')}"
-        else:
+        elif reason is None:  # a session that existed before this request: it can be ended
             account = f'nobody: <a href="/login">log in</a> or {logout_form(token, "End this session")}'
+        else:
+            account = 'nobody: <a href="/login">log in</a>'
 
-        body = f"""{flash_html(flash)}
+        body = f"""{flash_html(flash)}{notice}
 <h1>sessions.py demo</h1>
 <p>Visits in this session: <strong id="visits">{visits}</strong>.
 <a href="/">Reload</a> to count another one.</p>
@@ -413,24 +505,29 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
 <tr><th>State</th><td id="state">{ESCAPE(state)}</td></tr>
 <tr><th>Session</th><td><code id="sid-hash">{short_hash(session.id)}</code>
  <span class="muted">(first 8 hex digits of the SHA-256 of its id; the id itself is a secret and never shown)</span></td></tr>
-<tr><th>Expires</th><td>{expiry}</td></tr>
+<tr><th>Store</th><td id="store">{ESCAPE(self.store_label)}</td></tr>
+{expiry_rows}
+<tr><th>Rolling</th><td id="rolling">{"on" if rolling else "off"}</td></tr>
 <tr><th>User</th><td id="user">{account}</td></tr>
-<tr><th>Rolling</th><td>{ESCAPE(rolling)}</td></tr>
 </table>
 <h2>Try it</h2>
 <ul>
 <li><a href="/login">Log in</a>: the session id changes (see the hash above) and the visit count stays.</li>
 <li>Log out: the session is destroyed and the browser's cookie cleared; the next visit starts afresh.</li>
-<li>{wait}, then reload: a new session.</li>
+<li>{wait}, then reload: your session expired, and a new one starts.</li>
 <li><a href="/pitfall">The pitfall</a>: a session write after the response started raises instead of vanishing.</li>
 <li><a href="/session.json">/session.json</a>: the session data, for scripts.</li>
 </ul>
 """
-        self.send_html(layout("Home", body, user))
+        marker = [] if self.seen_before() else [("Set-Cookie", f"{SEEN_COOKIE}=1; Max-Age=86400; Path=/; HttpOnly; SameSite=Lax")]
+        self.send_page(200, layout("Home", body, self.who()).encode("utf-8"), headers=marker)
 
-    def login_page(self, error: Optional[str] = None, username: str = "") -> str:
+    def page_login(self) -> None:
         user = self.user()
         token = self.csrf_token()
+        failed = self.session.pop("login_failed", None)  # set by a failed POST, shown once
+        error = "Wrong user name or password." if isinstance(failed, str) else None
+        username = failed if isinstance(failed, str) else ""
         users = "".join(f"<li><code>{ESCAPE(name)}</code> / <code>{ESCAPE(password)}</code></li>"
                         for name, password in USERS.items())
         visits = self.session.get("visits", 0)
@@ -450,10 +547,7 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
 id (so an id planted before the login is worthless after it: session fixation), your {ESCAPE(str(visits))}
 visit(s) are kept, and a new CSRF token is issued. A wrong password changes nothing.</p>
 """
-        return layout("Log in", body, user)
-
-    def page_login(self) -> None:
-        self.send_html(self.login_page())
+        self.send_html(layout("Log in", body, self.who()))
 
     def post_login(self) -> None:
         form = self.read_form()
@@ -462,10 +556,12 @@ visit(s) are kept, and a new CSRF token is issued. A wrong password changes noth
         expected = USERS.get(username)
         # Compare in constant time, and do the same work for unknown users.
         ok = hmac.compare_digest(password.encode("utf-8"), (expected or "\0" * 16).encode("utf-8"))
-        if not (ok and expected is not None):
-            self.send_html(self.login_page("Wrong user name or password.", username))
-            return
         session = self.session
+        if not (ok and expected is not None):
+            # Post/Redirect/Get: the form is shown again by a GET, so reloading it does not re-post the password.
+            session["login_failed"] = username
+            self.redirect("/login")
+            return
         session.regenerate(keep_data=True)  # new id, same data: defeats session fixation
         session["user"] = username
         session[CSRF_KEY] = secrets.token_urlsafe(32)  # new privileges, new token
@@ -476,7 +572,8 @@ visit(s) are kept, and a new CSRF token is issued. A wrong password changes noth
         form = self.read_form()
         self.check_csrf(form)
         self.session.destroy()  # deletes the record now; the response expires the cookie
-        self.redirect("/?flash=logged-out")
+        # Logged out is not expired: the next visit is a first visit again.
+        self.redirect("/?flash=logged-out", [("Set-Cookie", f"{SEEN_COOKIE}=; Max-Age=0; Path=/")])
 
     def page_pitfall(self) -> None:
         session = self.session
@@ -484,7 +581,7 @@ visit(s) are kept, and a new CSRF token is issued. A wrong password changes noth
         views = session.get("pitfall_views", 0)
         session["pitfall_views"] = views = (views if isinstance(views, int) else 0) + 1
         session["last_page"] = "/pitfall"
-        before = dict(session)
+        last_page = session["last_page"]
 
         chunked = self.request_version == "HTTP/1.1"
         self.send_response(200)
@@ -498,7 +595,7 @@ visit(s) are kept, and a new CSRF token is issued. A wrong password changes noth
         self.end_headers()  # the response starts: the session is committed (saved) here
 
         def on_rendered() -> None:  # the pitfall: a callback that runs after rendering
-            session["last_page"] = "/pitfall (late write)"
+            session["last_page"] = "late write"
 
         try:
             on_rendered()
@@ -513,7 +610,6 @@ visit(s) are kept, and a new CSRF token is issued. A wrong password changes noth
 The response has started by then, so express-session never saves that change and says nothing.
 sessions.py commits the session when the response starts (here, in <code>end_headers</code>) and raises on any
 later change, so the bug shows up at once instead of as missing data.</p>
-<div class="columns">
 <section><h2>Wrong: write after the response started</h2>
 <pre>{ESCAPE(PITFALL_WRONG)}</pre>
 <p>On this request the library raised:</p>
@@ -521,11 +617,10 @@ later change, so the bug shows up at once instead of as missing data.</p>
 <section><h2>Right: write before the response starts</h2>
 <pre>{ESCAPE(PITFALL_RIGHT)}</pre>
 <p>Saved: you have seen this page <strong id="pitfall-views">{views}</strong> time(s), and
-<code>last_page</code> is <code id="last-page">{ESCAPE(str(before.get("last_page")))}</code>, not the late value.
+<code>last_page</code> is <code id="last-page">{ESCAPE(last_page)}</code>, not the late value.
 <a href="/pitfall">Reload</a> to count again; <a href="/session.json">/session.json</a> shows what was stored.</p></section>
-</div>
 """
-        page = layout("The pitfall", body, before.get("user") if isinstance(before.get("user"), str) else None)
+        page = layout("The pitfall", body, self.who())  # reading a closed session is fine
         if self.command == "HEAD":
             return
         data = page.encode("utf-8")
@@ -539,18 +634,16 @@ later change, so the bug shows up at once instead of as missing data.</p>
         self.send_page(200, data.encode("utf-8"), "application/json; charset=utf-8")
 
 
-def make_handler(manager: sessions.SessionManager, *, log_requests: bool = True) -> type:
+def make_handler(manager: sessions.SessionManager, *, store_label: Optional[str] = None,
+                 log_requests: bool = True) -> type:
     """A DemoHandler subclass bound to ``manager`` (inject a fake clock or another store through it)."""
-    return type("BoundDemoHandler", (DemoHandler,), {"session_manager": manager, "log_requests": log_requests})
+    label = store_label or type(manager.store).__name__
+    return type("BoundDemoHandler", (DemoHandler,),
+                {"session_manager": manager, "store_label": label, "log_requests": log_requests})
 
 
 class DemoServer(ThreadingHTTPServer):
     daemon_threads = True  # Ctrl+C must not wait for a browser's idle keep-alive connection
-
-    def __init__(self, address: Tuple[str, int], handler: type) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind also calls socket.getfqdn(), a reverse DNS lookup that can take seconds.
@@ -558,19 +651,67 @@ class DemoServer(ThreadingHTTPServer):
         self.server_name, self.server_port = self.server_address[0], self.server_address[1]
 
 
-def build_server(host: str, port: int, manager: sessions.SessionManager, *, log_requests: bool = True) -> DemoServer:
-    """A ready (bound, listening) server; call ``serve_forever()``, then ``shutdown()`` and ``server_close()``."""
-    return DemoServer((host, port), make_handler(manager, log_requests=log_requests))
+def build_server(port: int, manager: sessions.SessionManager, *, store_label: Optional[str] = None,
+                 log_requests: bool = True) -> DemoServer:
+    """A ready server on 127.0.0.1 (only: it is a demo); call ``serve_forever()``, then ``shutdown()`` and
+    ``server_close()``. ``port`` 0 picks a free one; the URL is ``server_url(server)``."""
+    return DemoServer(("127.0.0.1", port), make_handler(manager, store_label=store_label, log_requests=log_requests))
 
 
 def server_url(server: DemoServer) -> str:
-    host, port = server.server_address[0], server.server_address[1]
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+    return f"http://127.0.0.1:{server.server_address[1]}/"
 
 
 # Command line #############################################################################################
+
+
+class StartupError(Exception):
+    """The demo cannot start: main() prints the message as one line."""
+
+
+#: ``redis://HOST[:PORT][/DB]``
+REDIS_URL = re.compile(r"redis://([A-Za-z0-9.-]+)(?::([0-9]{1,5}))?(?:/([0-9]{1,2}))?")
+
+
+def store_option(text: str) -> str:
+    """``--store``: checks the form only; ``make_store`` builds the store once the arguments are all valid."""
+    if text == "memory" or (text.startswith("sqlite:") and len(text) > len("sqlite:")):
+        return text
+    match = REDIS_URL.fullmatch(text)
+    if match and 0 < int(match.group(2) or 6379) < 65536:
+        return text
+    raise argparse.ArgumentTypeError(f"expected memory, sqlite:PATH or redis://HOST:PORT/DB, not {text!r}")
+
+
+def make_store(spec: str) -> Tuple[sessions.Store, str]:
+    """The store a ``--store`` value names, and how the home page names it. The stores other than
+    MemoryStore need the library's SQLiteStore / RedisStore, and RedisStore the redis package."""
+    if spec == "memory":
+        return sessions.MemoryStore(), "MemoryStore (in this server's memory: sessions end when it stops)"
+    if spec.startswith("sqlite:"):
+        path = spec[len("sqlite:"):]
+        return library_store("SQLiteStore")(path), f"SQLiteStore ({path})"
+    host, port, db = REDIS_URL.fullmatch(spec).groups()
+    port, db = int(port or 6379), int(db or 0)
+    try:
+        import redis  # only when asked for: the demo itself needs nothing outside the standard library
+    except ImportError:
+        raise StartupError("it needs the redis package (python3 -m pip install redis)") from None
+    # Short timeouts: while Redis is down, a page says so in 2 s instead of hanging.
+    client = redis.Redis(host=host, port=port, db=db, socket_timeout=2, socket_connect_timeout=2)
+    return library_store("RedisStore")(client), f"RedisStore (redis://{host}:{port}/{db})"
+
+
+def library_store(name: str) -> type:
+    store = getattr(sessions, name, None)
+    if store is None:
+        raise StartupError(f"this sessions.py has no {name} (--store memory works everywhere)")
+    return store
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print the whole usage first
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def positive_seconds(text: str) -> float:
@@ -584,9 +725,10 @@ def positive_seconds(text: str) -> float:
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="A small site that shows what sessions.py does.")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser = OneLineParser(description="A small site on 127.0.0.1 that shows what sessions.py does.")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--store", type=store_option, default="memory",
+                        help="where sessions live: memory (default), sqlite:PATH or redis://HOST:PORT/DB")
     parser.add_argument("--max-age", type=positive_seconds, default=60,
                         help="session idle timeout in seconds (default 60)")
     parser.add_argument("--rolling", action="store_true", help="re-send the cookie on every response")
@@ -603,18 +745,23 @@ def _stop(signum: int, frame: object) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        store, label = make_store(args.store)
+    except (StartupError, sessions.SessionError) as exc:
+        print(f"Cannot use --store {args.store}: {exc}", file=sys.stderr)
+        return 1
     secret = args.secret or os.environ.get("SESSION_SECRET")
     if not secret:
         secret = secrets.token_urlsafe(32)
         print("No --secret or SESSION_SECRET given: using a random secret, so sessions end when the server stops.")
-    manager = sessions.SessionManager(secret, cookie={"max_age": args.max_age}, rolling=args.rolling)
+    manager = sessions.SessionManager(secret, store=store, cookie={"max_age": args.max_age}, rolling=args.rolling)
     try:
-        server = build_server(args.host, args.port, manager)
+        server = build_server(args.port, manager, store_label=label)
     except OSError as exc:
-        print(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}. Try another --port.", file=sys.stderr)
+        print(f"Cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}. Try another --port.", file=sys.stderr)
         return 1
     print(f"Serving the sessions.py demo on {server_url(server)}  "
-          f"(max-age {args.max_age} s, rolling {'on' if args.rolling else 'off'})")
+          f"(store {args.store}, max-age {args.max_age} s, rolling {'on' if args.rolling else 'off'})")
     print("Ctrl+C to stop", flush=True)
     signal.signal(signal.SIGTERM, _stop)  # `kill` stops as cleanly as Ctrl+C
     try:

@@ -13,12 +13,14 @@ import http.cookiejar
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -100,13 +102,15 @@ def visits(response: Response) -> int:
 
 
 @pytest.fixture
-def demo():
+def demo(request):
+    """The site on a free port; parametrize it indirectly with a dict of SessionManager options."""
     threads_before = set(threading.enumerate())
     clock = Clock(time.time())  # the real time: the cookie jar judges Max-Age by it
     manager = sessions.SessionManager(
-        "test secret", store=sessions.MemoryStore(clock=clock), cookie={"max_age": MAX_AGE}, clock=clock
+        "test secret", store=sessions.MemoryStore(clock=clock), cookie={"max_age": MAX_AGE}, clock=clock,
+        **getattr(request, "param", {}),
     )
-    server = demo_server.build_server("127.0.0.1", 0, manager, log_requests=False)
+    server = demo_server.build_server(0, manager, log_requests=False)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     port = server.server_address[1]
@@ -199,19 +203,23 @@ def test_login_regenerates_the_id_and_keeps_the_count(demo):
     assert len(demo.manager.store) == 1
 
 
-def test_wrong_password_reshows_the_form_and_changes_nothing(demo):
+def test_wrong_password_redirects_to_the_form_once_and_changes_nothing(demo):
     client = demo.client()
     client.get("/")
     token = client.csrf()
     cookie, data = client.cookie(), client.get("/session.json").text
     response = client.post("/login", {"csrf_token": token, "username": "alice", "password": "nope"}, follow=False)
-    assert response.status == 200
-    assert "Wrong user name or password" in by_id(response.text, "error")
-    assert field(response.text, "csrf_token") == token
+    # Post/Redirect/Get: reloading the page that follows re-posts nothing.
+    assert response.status == 303 and response.headers["Location"] == "/login"
+    form = client.get("/login")
+    assert "Wrong user name or password" in by_id(form.text, "error")
+    assert field(form.text, "csrf_token") == token
+    assert 'value="alice"' in form.text  # the user name is kept, the password not
+    assert 'id="error"' not in client.get("/login").text  # shown once
     assert client.cookie() == cookie
     assert client.get("/session.json").text == data
-    unknown = client.post("/login", {"csrf_token": token, "username": "mallory", "password": "x"}, follow=False)
-    assert "Wrong user name or password" in unknown.text
+    unknown = client.post("/login", {"csrf_token": token, "username": "mallory", "password": "x"})
+    assert unknown.status == 200 and "Wrong user name or password" in by_id(unknown.text, "error")
     assert client.get("/session.json").text == data
 
 
@@ -327,6 +335,173 @@ def test_session_json_returns_the_session_data(demo):
     data = json.loads(client.get("/session.json").text)
     assert data["visits"] == 2
     assert set(data) == {"visits", "csrf_token"}
+
+
+# What a newcomer sees ######################################################################################
+
+PAGES = [  # path, method, form, status
+    ("/", "GET", None, 200),
+    ("/login", "GET", None, 200),
+    ("/pitfall", "GET", None, 200),
+    ("/nope", "GET", None, 404),
+    ("/logout", "GET", None, 405),
+    ("/login", "POST", {"csrf_token": "forged", "username": "alice", "password": "wonderland"}, 403),
+]
+
+
+def check_layout(response: Response, status: int) -> str:
+    """The structure every HTML page shares; returns the nav's account status."""
+    assert response.status == status, response.text
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    page = response.text
+    assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>\n")
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    nav = re.search(r"<nav>(.*?)</nav>", page, re.S).group(1)
+    assert re.findall(r'href="([^"]+)"', nav) == ["/", "/login", "/pitfall", "/session.json"]
+    assert page.count("<h1>") == 1
+    match = re.search(r'<span class="who muted" id="who">(.*?)</span></nav>', page)
+    assert match, "the nav ends with the account status"
+    return re.sub(r"<[^>]+>", "", match.group(1))
+
+
+def log_in(client: Client, user: str = "alice", password: str = "wonderland") -> Response:
+    response = client.post("/login", {"csrf_token": client.csrf(), "username": user, "password": password})
+    assert "logged in as" in response.text
+    return response
+
+
+def test_every_page_has_the_layout_and_the_nav_knows_the_user(demo):
+    """Each page fetched over a real socket, error pages included, anonymous and then logged in."""
+    client = demo.client()
+    for expected in ("not logged in", "logged in as alice"):
+        for path, method, form, status in PAGES:
+            response = client.request(path, method=method, form=form)
+            assert check_layout(response, status) == expected, (path, method)
+        if expected == "not logged in":
+            log_in(client)
+
+
+def test_store_outage_shows_the_demo_500_page_and_the_site_recovers(demo, monkeypatch, caplog):
+    client = demo.client()
+    log_in(client)
+
+    def down(*args):
+        raise ConnectionRefusedError("store is down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(demo.manager.store, "get", down)
+        for path in ("/", "/pitfall"):
+            response = client.get(path)
+            assert check_layout(response, 500) == "session unavailable", path
+            assert "session store (MemoryStore) is not answering" in by_id(response.text, "error")
+            assert "Traceback" not in response.text
+        assert check_layout(client.get("/nope"), 404) == "session unavailable"  # the error page still shows
+    assert "session store failure" in caplog.text and "ConnectionRefusedError" in caplog.text
+    page = client.get("/")  # the store is back: so is the session
+    assert check_layout(page, 200) == "logged in as alice"
+    assert by_id(page.text, "state").startswith("loaded")
+
+
+def test_a_failed_save_shows_the_demo_500_page_without_a_cookie(demo, monkeypatch):
+    def full(*args):
+        raise OSError("disk full")
+
+    client = demo.client()
+    with monkeypatch.context() as patch:
+        patch.setattr(demo.manager.store, "set", full)  # a new session's first save, in end_headers
+        response = client.get("/", follow=False)
+        assert check_layout(response, 500) == "session unavailable"
+        assert "Set-Cookie" not in response.headers
+        assert client.cookie() is None
+    assert visits(client.get("/")) == 1
+
+
+def test_a_failed_save_on_an_error_page_is_the_store_500_page(demo, monkeypatch):
+    client = demo.client()
+    log_in(client)
+    with monkeypatch.context() as patch:
+        patch.setattr(demo.manager.store, "touch", lambda *args: 1 / 0)  # the 404 page's commit touches
+        response = client.get("/nope")
+    assert check_layout(response, 500) == "session unavailable"
+    assert "session store (MemoryStore) is not answering" in by_id(response.text, "error")
+    assert check_layout(client.get("/"), 200) == "logged in as alice"
+
+
+def test_a_first_visit_is_not_offered_to_end_a_session_that_did_not_exist(demo):
+    client = demo.client()
+    first = client.get("/")
+    assert by_id(first.text, "state").startswith("new: a first visit")
+    assert "End this session" not in first.text and 'id="expired"' not in first.text
+    assert "End this session" in client.get("/").text  # now there is one to end
+
+
+def test_an_expired_session_is_told_so_not_taken_for_a_first_visit(demo):
+    client = demo.client()
+    client.get("/")
+    demo.clock.advance(MAX_AGE + 1)  # the store forgot it; this jar still sends the cookie
+    page = client.get("/")
+    assert visits(page) == 1
+    assert "your session expired" in by_id(page.text, "state")
+    assert "Your session expired" in by_id(page.text, "expired")
+    # A real browser drops the cookie when it runs out and sends none: the marker cookie tells.
+    client.jar.clear(domain="127.0.0.1", path="/", name="sid")
+    page = client.get("/")
+    assert "cookie ran out" in by_id(page.text, "state") and 'id="expired"' in page.text
+    # A cookie this server did not sign (say it restarted with a new random secret).
+    stranger = demo.client()
+    request = urllib.request.Request(demo.base + "/", headers={"Cookie": "sid=s%3Aabc.def"})
+    with stranger.opener.open(request, timeout=5) as reply:
+        text = reply.read().decode()
+    assert "not signed with this server's secret" in by_id(text, "state") and 'id="expired"' in text
+
+
+def test_after_logout_the_next_visit_is_a_first_visit_again(demo):
+    client = demo.client()
+    log_in(client)
+    client.post("/logout", {"csrf_token": field(client.get("/").text, "csrf_token")})
+    assert 'id="expired"' not in client.get("/").text
+
+
+def test_a_form_posted_after_the_session_expired_says_so(demo):
+    client = demo.client()
+    client.get("/")
+    token = client.csrf()
+    demo.clock.advance(MAX_AGE + 1)
+    response = client.post("/login", {"csrf_token": token, "username": "alice", "password": "wonderland"})
+    assert response.status == 403
+    assert by_id(response.text, "error").startswith("Your session expired")
+    # The same when the browser dropped the cookie (no session cookie, but the demo's marker).
+    client.get("/")
+    token = client.csrf()
+    client.jar.clear(domain="127.0.0.1", path="/", name="sid")
+    response = client.post("/login", {"csrf_token": token, "username": "alice", "password": "wonderland"})
+    assert response.status == 403 and by_id(response.text, "error").startswith("Your session expired")
+    stranger = demo.client().post("/login", {"csrf_token": token, "username": "alice", "password": "wonderland"})
+    assert by_id(stranger.text, "error").startswith("The form's CSRF token is missing or wrong")
+
+
+def test_expiry_rows_without_rolling_the_cookie_can_run_out_first(demo):
+    page = demo.client().get("/").text
+    assert by_id(page, "rolling") == "off"
+    assert by_id(page, "expires-in") == str(MAX_AGE)
+    assert "every request restarts it" in page
+    cookie = re.search(r'id="expires-cookie">(.*?)</td>', page).group(1)
+    assert "sent the cookie" in cookie and "restarts only the store's clock" in cookie
+
+
+@pytest.mark.parametrize("demo", [{"rolling": True}], indirect=True)
+def test_expiry_rows_with_rolling_the_cookie_slides_too(demo):
+    client = demo.client()
+    client.get("/")
+    page = client.get("/").text
+    assert by_id(page, "rolling") == "on"
+    assert "every response re-sends the cookie" in by_id(page, "expires-cookie")
+
+
+def test_pitfall_samples_read_whole_at_phone_width():
+    """45 monospace characters fit a 390 px wide phone screen (12.5 px font); the page shows the samples."""
+    for sample in (demo_server.PITFALL_WRONG, demo_server.PITFALL_RIGHT):
+        assert max(map(len, sample.splitlines())) <= 45
 
 
 # Bad input ################################################################################################
@@ -498,6 +673,7 @@ def test_smoke_python_demo_server_serves_the_home_page():
             process.kill()
             process.communicate()
     assert f"http://127.0.0.1:{port}/" in out
+    assert by_id(page, "store").startswith("MemoryStore")  # --store memory is the default
     assert "Ctrl+C to stop" in out
     assert "random secret" in out  # no secret given: the notice
     assert "Traceback" not in err
@@ -510,7 +686,7 @@ def test_ctrl_c_stops_cleanly_and_flags_are_honoured():
     try:
         page = wait_for_home(process, port)
         assert 'id="expires-in">5<' in page
-        assert "Rolling</th><td>on" in page
+        assert by_id(page, "rolling") == "on"
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=5)
     finally:
@@ -534,3 +710,116 @@ def test_port_in_use_is_a_clear_message():
         )
     assert result.returncode == 1
     assert "Cannot listen" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--store", "bogus"], "--store: expected memory, sqlite:PATH or redis://HOST:PORT/DB, not 'bogus'"),
+    (["--store", "sqlite:"], "--store: expected memory"),
+    (["--store", "redis://127.0.0.1:99999/0"], "--store: expected memory"),
+    (["--port", "eighty"], "--port: invalid int value"),
+    (["--host", "0.0.0.0"], "unrecognized arguments: --host"),  # the demo listens on 127.0.0.1 only
+])
+def test_a_bad_option_is_a_one_line_usage_error(args, message):
+    result = subprocess.run([sys.executable, str(HERE / "demo_server.py"), *args, "--secret", "s"],
+                            cwd=HERE, capture_output=True, text=True, timeout=10)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("demo_server.py: error: ") and message in result.stderr
+    assert result.stdout == ""
+
+
+def test_redis_store_without_the_redis_package_is_one_clear_line(tmp_path):
+    (tmp_path / "redis.py").write_text('raise ImportError("No module named \'redis\'")\n')  # as if not installed
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, str(HERE / "demo_server.py"), "--store", "redis://127.0.0.1:6379/0", "--secret", "s"],
+        cwd=HERE, env=env, capture_output=True, text=True, timeout=10,
+    )
+    assert result.returncode == 1
+    assert result.stderr == ("Cannot use --store redis://127.0.0.1:6379/0: it needs the redis package "
+                             "(python3 -m pip install redis)\n")
+
+
+# --store sqlite / redis: these run once sessions.py has SQLiteStore / RedisStore (branch stores).
+
+def home_store_and_visits(port: int, jar: http.cookiejar.CookieJar) -> tuple:
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    try:
+        with opener.open(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            page = response.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, by_id(error.read().decode(), "error")
+    return by_id(page, "store"), int(by_id(page, "visits"))
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    process.communicate()
+
+
+@pytest.mark.skipif(not hasattr(sessions, "SQLiteStore"), reason="sessions.SQLiteStore is on branch stores")
+def test_sqlite_store_keeps_sessions_across_a_restart(tmp_path):
+    jar = http.cookiejar.CookieJar()
+    path = tmp_path / "sessions.db"
+    for expected in (1, 2):
+        process, port = start_demo("--store", f"sqlite:{path}", env_secret="kept across restarts")
+        try:
+            wait_for_home(process, port)  # a visit without the jar
+            assert home_store_and_visits(port, jar) == (f"SQLiteStore ({path})", expected)
+        finally:
+            stop_process(process)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A redis-server on a free loopback port, started and stopped by its PID (fails without one under CI)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return process
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    server = types.SimpleNamespace(port=port, start=start, process=start())
+    try:
+        yield server
+    finally:
+        stop_process(server.process)
+
+
+@pytest.mark.skipif(not hasattr(sessions, "RedisStore"), reason="sessions.RedisStore is on branch stores")
+def test_redis_store_outage_is_the_500_page_and_the_site_recovers(redis_server):
+    jar = http.cookiejar.CookieJar()
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    process, port = start_demo("--store", url)
+    try:
+        wait_for_home(process, port)
+        assert home_store_and_visits(port, jar) == (f"RedisStore ({url})", 1)
+        assert home_store_and_visits(port, jar) == (f"RedisStore ({url})", 2)
+        stop_process(redis_server.process)
+        status, message = home_store_and_visits(port, jar)
+        assert status == 500 and "session store (RedisStore" in message
+        redis_server.process = redis_server.start()  # an empty Redis: the session is gone, the site is back
+        assert home_store_and_visits(port, jar) == (f"RedisStore ({url})", 1)
+    finally:
+        stop_process(process)
