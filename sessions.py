@@ -916,6 +916,8 @@ class Session(MutableMapping):
     _cookie_unsaved = False  # cookie.max_age was set and not yet written to the store...
     _cookie_unsent = False  # ...or not yet sent to the browser
     _set_cookies: Optional[List[str]] = None  # the result of commit
+    _force_save = False  # ``modified = True`` was set: write at commit even if the data looks unchanged
+    _flushed = False  # flush() ran: if nothing is stored after it, the browser's cookie is expired
 
     def __init__(
         self, manager: "SessionManager", request: Optional[Callable[[], Tuple[Any, bool, str]]] = None
@@ -991,9 +993,16 @@ class Session(MutableMapping):
 
     @property
     def modified(self) -> bool:
-        """Whether the data (compared as JSON, key order included) or the id changed since it was loaded."""
+        """Whether the data (compared as JSON, key order included) or the id changed since it was loaded,
+        or ``modified = True`` was set. Setting True forces a save at commit; False only clears that force
+        (data changes still count)."""
         data = self._loaded()
-        return self._id != self._original_id or _data_json(data) != self._original_json
+        return self._force_save or self._id != self._original_id or _data_json(data) != self._original_json
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._writable()
+        self._force_save = bool(value)
 
     @property
     def cookie(self) -> SessionCookie:
@@ -1027,6 +1036,13 @@ class Session(MutableMapping):
         session is committed, and the new one is written once."""
         self._writable(allow_destroyed=True)
         self._manager._regenerate(self, keep_data)
+
+    def flush(self) -> None:
+        """Delete the stored record now and continue with a fresh, empty, new session under a new id (log
+        out). It is saved at commit by the rules for a new session; if nothing is stored, the response
+        expires the browser's cookie. The old id never comes back."""
+        self._writable(allow_destroyed=True)
+        self._manager._flush(self)
 
     def touch(self) -> None:
         """Restart the expiry now (every committed request does this anyway)."""
@@ -1317,6 +1333,13 @@ class SessionManager:
         session._destroyed = False
         session._cookie_unsaved = session._cookie_unsent = False
 
+    def _flush(self, session: Session) -> None:
+        if not session._destroyed:
+            self._destroy(session)  # marks it destroyed, so regenerate leaves no stale id behind
+        self._regenerate(session, keep_data=False)
+        session._original_id = session._id  # a fresh empty session: stored only if something is written
+        session._flushed = True
+
     @staticmethod
     def _may_be_stored(session: Session) -> bool:
         return session._cookie_id == session._id or session._saved_id == session._id
@@ -1372,7 +1395,7 @@ class SessionManager:
         now_ms = self._now_ms()
         self._slide_expiry(session, now_ms)
         data_json = _data_json(session._data)
-        modified = session._id != session._original_id or data_json != session._original_json
+        modified = session._force_save or session._id != session._original_id or data_json != session._original_json
         # A new session whose cookie cannot reach the browser could never be found again: store nothing.
         if (sendable or not is_new) and self._should_save(session, is_new, modified, data_json):
             self._write(session, data_json)
@@ -1381,6 +1404,8 @@ class SessionManager:
         self._destroy_stale(session)
         if sendable and self._should_set_cookie(session, is_new, modified):
             return [self._session_cookie(session, now_ms)]
+        if session._flushed and session._cookie_id is not None and session._saved_id != session._id:
+            return [self._clearing_cookie(session)]  # flushed and nothing stored: the old cookie must go
         return []
 
     # The save rules of express-session (SPEC section 5), plus "a changed cookie is saved and sent".
@@ -1388,7 +1413,7 @@ class SessionManager:
         if is_new and not self.save_uninitialized and session._saved_id is None:
             return modified
         already_saved = session._saved_id == session._id and session._saved_json == data_json
-        return not already_saved or session._cookie_unsaved
+        return not already_saved or session._cookie_unsaved or session._force_save
 
     def _should_set_cookie(self, session: Session, is_new: bool, modified: bool) -> bool:
         if is_new:
@@ -1411,7 +1436,7 @@ class SessionManager:
     def _write(self, session: Session, data_json: str) -> None:
         self._store_call("set", session._id, self._record(session, data_json), self._store_expiry(session))
         session._saved_id, session._saved_json = session._id, data_json
-        session._cookie_unsaved = False
+        session._cookie_unsaved = session._force_save = False
 
     def _store_call(self, method: str, *args: Any) -> None:
         try:
