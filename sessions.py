@@ -30,11 +30,13 @@ from __future__ import annotations
 import hashlib
 import heapq
 import hmac
+import importlib
 import json
 import logging
 import math
 import re
 import secrets as _secrets
+import sys
 import threading
 import time
 import weakref
@@ -63,6 +65,9 @@ __all__ = [
     "SessionManager",
     "SessionHandlerMixin",
     "SessionMiddleware",
+    "FlaskSessionInterface",
+    "ASGISessionMiddleware",
+    "DjangoSessionMiddleware",
 ]
 
 log = logging.getLogger("sessions")
@@ -1677,3 +1682,238 @@ class _WSGISession(Session):
             code = 500
         extra = self._manager.response_headers(self, code)  # a repeated call repeats the first's cookies
         return self._server_start_response(status, list(headers) + extra, exc_info)
+
+
+# Framework adapters #######################################################################################
+#
+# Each framework already has a session API its users and extensions rely on; these adapters make our
+# Session fill it. Duck typing only: nothing here imports a framework. Each adapter translates the
+# framework's request into open (or open_lazy) and its response into response_headers, and nothing more.
+
+
+class _FlaskSession(_WSGISession):
+    """``flask.session``: our session plus the names Flask and its extensions use (``new``, ``accessed``,
+    ``permanent``; ``modified`` is the core's). It reads its request from the WSGI environ, like the WSGI
+    adapter's session, and opens on first use."""
+
+    #: Set by Flask itself whenever ``flask.session`` is used (Flask 3.1+); nothing here depends on it.
+    accessed = False
+
+    def __init__(self, manager: SessionManager, environ: Dict[str, Any], lifetime: Seconds) -> None:
+        super().__init__(manager, environ, None)
+        self._lifetime = lifetime
+
+    @property
+    def new(self) -> bool:
+        """Flask's name for ``is_new``."""
+        return self.is_new
+
+    @property
+    def permanent(self) -> bool:
+        """Whether the cookie outlives the browser session. Mapped to the cookie's lifetime (never stored as
+        a data key, which would store a session for every visitor): setting True gives a browser-session
+        cookie ``app.permanent_session_lifetime`` and keeps a lifetime the cookie already has; False makes
+        it a browser-session cookie."""
+        return self.cookie.original_max_age is not None
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        if bool(value) != self.permanent:
+            self.cookie.max_age = self._lifetime if value else None
+
+
+class FlaskSessionInterface:
+    """Sessions for Flask: ``app.session_interface = sessions.FlaskSessionInterface(manager)``.
+
+    ``flask.session`` is then a ``Session`` (opened on first use: a view that never touches it costs no
+    store call and sends no header), so ``flash``/``get_flashed_messages`` work and
+    ``flask.session.regenerate(keep_data=True)`` is there for logins. Flask calls ``save_session`` when the
+    response object is complete, before the server sends anything: the commit happens there with the
+    response's status, so a 500 (an exception in the view) saves nothing new. A store failure there raises,
+    and Flask answers 500 without the cookie. Flask's own ``SESSION_COOKIE_*`` settings are not used: the
+    manager's options decide; ``PERMANENT_SESSION_LIFETIME`` is the lifetime ``session.permanent = True``
+    gives a browser-session cookie.
+    """
+
+    def __init__(self, manager: SessionManager) -> None:
+        self.manager = manager
+
+    def open_session(self, app: Any, request: Any) -> Session:
+        """Flask calls this when a request starts; nothing is read until the session is used."""
+        return _FlaskSession(self.manager, request.environ, app.permanent_session_lifetime)
+
+    def is_null_session(self, obj: object) -> bool:
+        """Never: every request has a real session (Flask asks before ``save_session``)."""
+        return False
+
+    def save_session(self, app: Any, session: Session, response: Any) -> None:
+        """Commit and add the Set-Cookie / Vary / Cache-Control headers to the response."""
+        for name, value in self.manager.response_headers(session, response.status_code):
+            response.headers.add(name, value)
+
+
+class ASGISessionMiddleware:
+    """Sessions for any ASGI app (Starlette, FastAPI, ...): ``app.add_middleware(sessions.ASGISessionMiddleware,
+    manager=manager)``, or ``ASGISessionMiddleware(app, manager)``. Pure ASGI.
+
+    The session is ``scope["session"]``, so Starlette's and FastAPI's ``request.session`` work. It is
+    committed when the response starts (``http.response.start``, or ``websocket.accept`` for a websocket,
+    which reads the session of its handshake), and its headers are added to that message; an app that
+    fails before starting its response commits nothing (the server or Starlette answers 500).
+
+    The event loop never waits on store I/O: for a store whose ``blocking`` attribute is true (the default
+    of ``Store``) the session is loaded before the app runs, and committed, in a worker thread
+    (``asyncio.to_thread``). A non-blocking store (``MemoryStore``) is used inline, and the session then
+    opens on first use. HTTPS is ``scope["scheme"]`` or, with ``trust_proxy``, ``X-Forwarded-Proto``.
+    Other scopes (``lifespan``) pass through untouched.
+    """
+
+    def __init__(self, app: Callable[..., Any], manager: SessionManager) -> None:
+        self.app = app
+        self.manager = manager
+        self._blocking = bool(getattr(manager.store, "blocking", True))
+        import asyncio  # here, not at the top: it would double the import time of sessions.py for everyone
+
+        self._to_thread = asyncio.to_thread
+
+    async def __call__(self, scope: Dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if self._blocking:
+            session = await self._to_thread(self.manager.open, *_asgi_request(self.manager, scope))
+        else:
+            session = self.manager.open_lazy(lambda: _asgi_request(self.manager, scope))
+        scope["session"] = session
+
+        async def send_with_session(message: Dict[str, Any]) -> None:
+            kind = message["type"]
+            if kind == "http.response.start" or kind == "websocket.accept":
+                status = message.get("status", 101)  # websocket.accept: the handshake's 101 response
+                if self._blocking:
+                    headers = await self._to_thread(self.manager.response_headers, session, status)
+                else:
+                    headers = self.manager.response_headers(session, status)
+                if headers:
+                    message = dict(message)
+                    message["headers"] = list(message.get("headers") or ()) + [
+                        (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers
+                    ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_session)
+
+
+def _asgi_request(manager: SessionManager, scope: Dict[str, Any]) -> Tuple[List[str], bool, str]:
+    """``(cookie headers, secure, path)`` of an ASGI http or websocket scope."""
+    cookies: List[str] = []
+    forwarded = None
+    for name, value in scope.get("headers") or ():
+        name = name.lower()
+        if name == b"cookie":
+            cookies.append(value.decode("latin-1"))
+        elif name == b"x-forwarded-proto" and forwarded is None:
+            forwarded = value.decode("latin-1")
+    secure = manager.is_secure(scope.get("scheme") in ("https", "wss"), forwarded)
+    raw = scope.get("raw_path")  # as sent, without the query string: what browsers path-match
+    path = raw.decode("latin-1") if raw else (scope.get("root_path") or "") + (scope.get("path") or "")
+    return cookies, secure, path or "/"
+
+
+#: The Django setting that names the manager: a ``SessionManager``, or the dotted path of one.
+DJANGO_SETTING = "SESSIONS_PY_MANAGER"
+
+
+class _DjangoSession(_WSGISession):
+    """``request.session`` for Django: our session plus the part of Django's ``SessionBase`` API that
+    ``django.contrib.auth`` (``cycle_key``, ``flush``), messages, CSRF (``CSRF_USE_SESSIONS``) and views
+    (``set_expiry`` and friends) call. ``request.META`` is the WSGI environ; HTTPS is also what
+    ``request.is_secure()`` says (Django's ``SECURE_PROXY_SSL_HEADER``). Opens on first use."""
+
+    def __init__(self, manager: SessionManager, request: Any) -> None:
+        super().__init__(manager, request.META, None)
+        self._is_secure = request.is_secure
+
+    def _request(self) -> Tuple[Optional[str], bool, str]:
+        cookie, secure, path = super()._request()
+        return cookie, secure or self._is_secure(), path
+
+    @property
+    def accessed(self) -> bool:
+        """Whether the session was read (Django's name for ``opened``)."""
+        return self.opened
+
+    @property
+    def session_key(self) -> Optional[str]:
+        """The id, or None while the session is new (Django's convention: no key until stored)."""
+        return None if self.is_new else self.id
+
+    def cycle_key(self) -> None:
+        """A new id, keeping the data (``auth.login`` calls it against session fixation)."""
+        self.regenerate(keep_data=True)
+
+    def set_expiry(self, value: Union[int, float, timedelta, datetime, None]) -> None:
+        """Django's ``set_expiry``: seconds (0 = until the browser closes), a timedelta, an aware datetime,
+        or None for the manager's cookie ``max_age``."""
+        if isinstance(value, datetime):
+            value = max(0.0, value.timestamp() - self._manager.clock())
+        elif value == 0:
+            value = None
+        elif value is None:
+            value = self._manager.cookie_options.max_age
+        self.cookie.max_age = value
+
+    def get_expiry_age(self) -> Optional[int]:
+        """Seconds until the session expires, or None for a browser-session cookie."""
+        max_age = self.cookie.max_age
+        return None if max_age is None else max(0, int(max_age))
+
+    def get_expiry_date(self) -> Optional[datetime]:
+        """When the session expires (aware UTC), or None for a browser-session cookie."""
+        return self.cookie.expires
+
+    def get_expire_at_browser_close(self) -> bool:
+        return self.cookie.original_max_age is None
+
+
+class DjangoSessionMiddleware:
+    """Sessions for Django, replacing ``django.contrib.sessions.middleware.SessionMiddleware`` in
+    ``MIDDLEWARE`` (same place: before auth and messages). The manager is the setting named by
+    ``DJANGO_SETTING`` (``SESSIONS_PY_MANAGER``): a ``SessionManager`` or its dotted path
+    (``"mysite.sessions.manager"``). Django's ``SESSION_*`` settings are not used.
+
+    ``request.session`` opens on first use. The commit happens when the response comes back through this
+    middleware, before Django's handler sends anything; an exception in the view has become a 500 response
+    by then, which saves nothing new. The admin's check for Django's own middleware must be silenced:
+    ``SILENCED_SYSTEM_CHECKS = ["admin.E410"]``.
+    """
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+        self.manager = _django_manager()
+
+    def __call__(self, request: Any) -> Any:
+        session = request.session = _DjangoSession(self.manager, request)
+        response = self.get_response(request)
+        headers = response.headers  # one value per name (Django sends its own cookies apart, from .cookies)
+        for name, value in self.manager.response_headers(session, response.status_code):
+            present = headers.get(name) if name != "Set-Cookie" else None  # commit sends one cookie at most
+            headers[name] = f"{present}, {value}" if present else value  # Vary, Cache-Control: lists
+        return response
+
+
+def _django_manager() -> SessionManager:
+    """The manager named by Django's ``SESSIONS_PY_MANAGER`` setting. Django has loaded its settings
+    module before it builds middleware, so it is read from ``sys.modules``: nothing is imported here but
+    the module a dotted path names."""
+    settings = sys.modules["django.conf"].settings
+    value = getattr(settings, DJANGO_SETTING, None)
+    if isinstance(value, str) and "." in value:
+        module, _, attribute = value.rpartition(".")
+        value = getattr(importlib.import_module(module), attribute, None)
+    if not callable(getattr(value, "response_headers", None)):
+        raise ConfigurationError(
+            f"settings.{DJANGO_SETTING} must be a sessions.SessionManager or the dotted path of one, "
+            f"e.g. 'mysite.sessions.manager'; got {value!r}"
+        )
+    return value

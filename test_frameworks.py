@@ -1,11 +1,289 @@
 """Framework adapters (Flask, ASGI: Starlette and FastAPI, Django) under real servers, the README's
-framework recipes run as written, and the core additions the adapters rely on."""
+framework recipes run as written, and the core additions the adapters rely on.
+
+Each framework serves the same small site (fixtures/framework_sites.py) on a free 127.0.0.1 port: Flask under
+werkzeug's server, Starlette and FastAPI under uvicorn (in a thread), Django under wsgiref in its own
+process (Django's settings are process-wide). Clients are urllib with a cookie jar.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+import contextlib
+import http.cookiejar
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import pytest
 
 import sessions
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "fixtures"))
+import framework_sites as sites  # noqa: E402
+
+SERVER_START_TIMEOUT = 30.0
+
+
+# Servers ##################################################################################################
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = SERVER_START_TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def serve_wsgi(app: Any) -> Iterator[str]:
+    """A werkzeug server in a thread; yields the base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="werkzeug", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+
+
+#: The name of the thread uvicorn's event loop runs in (store calls made inline run there).
+LOOP_THREAD = "uvicorn-loop"
+
+
+@contextlib.contextmanager
+def serve_asgi(app: Any) -> Iterator[str]:
+    """A uvicorn server (event loop in a thread), with the lifespan protocol on; yields the base URL."""
+    import uvicorn
+
+    port = free_port()
+    ws = "websockets-sansio" if "websockets-sansio" in uvicorn.config.WS_PROTOCOLS else "websockets"
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", ws=ws,
+                            log_level="critical", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=LOOP_THREAD, daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: server.started or not thread.is_alive()), "uvicorn did not start"
+        assert server.started, "uvicorn stopped while starting"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        assert not thread.is_alive(), "uvicorn did not stop"
+
+
+@contextlib.contextmanager
+def serve_django() -> Iterator[str]:
+    """The Django site in its own process (wsgiref); stopped by its PID."""
+    port = free_port()
+    env = dict(os.environ, PORT=str(port), PYTHONPATH=HERE)
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "fixtures", "framework_sites.py"), "django"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        started = wait_for(lambda: process.poll() is not None or accepts_connections(port))
+        if not started or process.poll() is not None:
+            process.kill()
+            out, err = process.communicate(timeout=10)
+            pytest.fail(f"the Django site did not start:\n{out}\n{err}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    for stream in (process.stdout, process.stderr):
+        if stream:
+            stream.close()
+
+
+# Clients ##################################################################################################
+
+
+class Reply:
+    def __init__(self, status: int, body: str, headers: Any) -> None:
+        self.status, self.body, self.headers = status, body, headers
+
+    @property
+    def set_cookies(self) -> List[str]:
+        return self.headers.get_all("Set-Cookie") or []
+
+
+class Browser:
+    """urllib with a cookie jar; follows redirects (cookies set on the way are kept)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def open(self, path: str, data: Optional[Dict[str, str]] = None, headers: Optional[Dict[str, str]] = None) -> Reply:
+        body = None if data is None else urllib.parse.urlencode(data).encode()
+        request = urllib.request.Request(self.base + path, data=body, headers=headers or {})
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                return Reply(response.status, response.read().decode(), response.headers)
+        except urllib.error.HTTPError as error:
+            with error:
+                return Reply(error.code, error.read().decode(), error.headers)
+
+    @property
+    def cookie(self) -> Optional[str]:
+        """The session cookie's value as the browser holds it, or None."""
+        values = [c.value for c in self.jar if c.name == "sid"]
+        return values[0] if values else None
+
+    @property
+    def sid(self) -> Optional[str]:
+        """The session id the browser's cookie names (unsigned), or None."""
+        cookie = self.cookie
+        if cookie is None:
+            return None
+        signed = urllib.parse.unquote(cookie)
+        assert signed.startswith("s:")
+        return signed[2:].rsplit(".", 1)[0]
+
+    def stats(self) -> Dict[str, Any]:
+        """The site's store (calls, records) via /stats, which never touches the session."""
+        with urllib.request.urlopen(self.base + "/stats", timeout=30) as response:
+            return json.loads(response.read())
+
+    def reset(self, records: bool = True) -> None:
+        """Forget the store's calls, and its records unless told otherwise."""
+        urllib.request.urlopen(self.base + "/reset" + ("" if records else "?records=0"), timeout=30).close()
+
+
+FRAMEWORKS = ["flask", "starlette", "fastapi", "django"]
+ASGI = ["starlette", "fastapi"]
+
+
+@contextlib.contextmanager
+def serve_site(framework: str, manager: Optional[sessions.SessionManager] = None) -> Iterator[str]:
+    if framework == "django":
+        with serve_django() as base:
+            yield base
+        return
+    manager = manager or sites.make_manager(sites.SpyStore())
+    if framework == "flask":
+        with serve_wsgi(sites.flask_app(manager)) as base:
+            yield base
+    else:
+        with serve_asgi(getattr(sites, f"{framework}_app")(manager)) as base:
+            yield base
+
+
+@pytest.fixture(scope="module", params=FRAMEWORKS)
+def site(request) -> Iterator[Tuple[str, str]]:
+    """(framework, base URL): one server per framework for the module."""
+    with serve_site(request.param) as base:
+        yield request.param, base
+
+
+@pytest.fixture
+def browser(site) -> Browser:
+    browser = Browser(site[1])
+    browser.reset()
+    return browser
+
+
+# Every framework ##########################################################################################
+
+
+def test_counter_counts_and_sends_the_cookie_once(browser):
+    replies = [browser.open("/count") for _ in range(3)]
+    assert [r.body for r in replies] == ["1", "2", "3"]
+    assert [len(r.set_cookies) for r in replies] == [1, 0, 0]  # no rolling: loaded sessions send none
+    assert browser.stats()["records"][browser.sid]["n"] == 3
+
+
+def test_an_unused_session_sends_no_cookie_and_stores_nothing(browser):
+    reply = browser.open("/plain")
+    assert reply.body == "plain" and reply.set_cookies == []
+    stats = browser.stats()
+    assert stats["calls"] == [] and stats["records"] == {}
+
+
+def test_a_flash_message_survives_one_redirect(browser):
+    reply = browser.open("/flash")
+    assert reply.body == "hello,again"  # written, then redirected: the redirect saw the saved session
+    assert browser.open("/show").body == "none"  # consumed
+
+
+def test_login_regenerates_the_id_and_keeps_the_data(browser):
+    browser.open("/count")
+    before = browser.sid
+    assert browser.open("/login").body == "alice"
+    after = browser.sid
+    assert after != before
+    records = browser.stats()["records"]
+    assert before not in records  # the planted id is worthless after login
+    assert records[after]["n"] == 1
+    assert browser.open("/whoami").body == "alice"
+
+
+def test_logout_deletes_the_stored_session_and_the_cookie(browser):
+    browser.open("/login")
+    sid = browser.sid
+    browser.reset(records=False)
+    assert browser.open("/logout").body == "bye"
+    stats = browser.stats()
+    assert "destroy" in stats["calls"] and sid not in stats["records"]
+    assert browser.cookie is None  # nothing written after the flush: the response expired the cookie
+    assert browser.open("/whoami").body == "anonymous"
+
+
+def test_an_exception_gives_a_500_and_saves_nothing(browser):
+    browser.open("/count")
+    sid = browser.sid
+    browser.reset(records=False)
+    reply = browser.open("/boom")
+    assert reply.status == 500 and reply.set_cookies == []
+    stats = browser.stats()
+    assert not {"set", "touch"} & set(stats["calls"])
+    assert stats["records"][sid].get("boom") is None and stats["records"][sid]["n"] == 1
+
+
+def test_an_exception_in_a_new_session_stores_nothing(browser):
+    reply = browser.open("/boom")
+    assert reply.status == 500 and reply.set_cookies == []
+    assert browser.stats()["records"] == {}
 
 
 # Core additions the adapters rely on (CONTRACT decision 3) ################################################
