@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
@@ -86,7 +87,9 @@ def serve_asgi(app: Any) -> Iterator[str]:
 
     port = free_port()
     ws = "websockets-sansio" if "websockets-sansio" in uvicorn.config.WS_PROTOCOLS else "websockets"
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", ws=ws,
+    # proxy_headers=False: uvicorn would otherwise apply X-Forwarded-Proto from 127.0.0.1 to scope["scheme"]
+    # itself, and the tests check the adapter's own trust_proxy handling.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", ws=ws, proxy_headers=False,
                             log_level="critical", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=LOOP_THREAD, daemon=True)
@@ -284,6 +287,176 @@ def test_an_exception_in_a_new_session_stores_nothing(browser):
     reply = browser.open("/boom")
     assert reply.status == 500 and reply.set_cookies == []
     assert browser.stats()["records"] == {}
+
+
+
+# Flask ####################################################################################################
+
+
+@pytest.fixture(scope="module")
+def flask_site() -> Iterator[str]:
+    with serve_site("flask") as base:
+        yield base
+
+
+@pytest.fixture
+def flask_browser(flask_site) -> Browser:
+    browser = Browser(flask_site)
+    browser.reset()
+    return browser
+
+
+def test_flask_view_that_never_reads_the_session_makes_no_store_call_even_with_a_cookie(flask_browser):
+    flask_browser.open("/count")
+    flask_browser.reset(records=False)
+    reply = flask_browser.open("/plain")
+    assert reply.set_cookies == [] and reply.headers.get("Vary") is None
+    assert flask_browser.stats()["calls"] == []
+
+
+def test_flask_permanent_alone_stores_nothing(flask_browser):
+    reply = flask_browser.open("/permanent?on=1")
+    assert reply.body == "True" and reply.set_cookies == []  # a lifetime is no reason to store a visitor
+    assert flask_browser.stats()["records"] == {}
+
+
+def test_flask_permanent_is_the_cookie_lifetime_not_a_data_key(flask_browser):
+    lifetime = 31 * 86400  # Flask's default PERMANENT_SESSION_LIFETIME
+    (cookie,) = flask_browser.open("/permanent?on=1&write=1").set_cookies
+    assert f"Max-Age={lifetime}" in cookie
+    record = flask_browser.stats()["records"][flask_browser.sid]
+    assert "_permanent" not in record and record["cookie"]["originalMaxAge"] == lifetime * 1000
+    assert flask_browser.open("/permanent?on=1").set_cookies == []  # unchanged: nothing to send
+    (cookie,) = flask_browser.open("/permanent?on=0").set_cookies
+    assert "Max-Age" not in cookie and "Expires" not in cookie  # a browser-session cookie again
+    assert flask_browser.stats()["records"][flask_browser.sid]["cookie"]["originalMaxAge"] is None
+
+
+def test_flask_session_new_and_modified(flask_browser):
+    assert json.loads(flask_browser.open("/state").body) == {"new": True, "permanent": False, "modified": False}
+    flask_browser.open("/count")
+    assert json.loads(flask_browser.open("/state").body)["new"] is False
+
+
+# ASGI: Starlette and FastAPI ##############################################################################
+
+
+@pytest.fixture(params=ASGI)
+def asgi_framework(request) -> str:
+    return request.param
+
+
+def test_asgi_websocket_reads_the_session_of_its_handshake(asgi_framework):
+    from websockets.sync.client import connect
+
+    with serve_site(asgi_framework) as base:
+        browser = Browser(base)
+        browser.open("/count")
+        browser.open("/count")
+        url = base.replace("http://", "ws://") + "/ws"
+        with connect(url, additional_headers={"Cookie": f"sid={browser.cookie}"}, open_timeout=10) as ws:
+            assert ws.recv(timeout=10) == "2"
+        with connect(url, open_timeout=10) as ws:  # no cookie: a new, empty session
+            assert ws.recv(timeout=10) == "None"
+
+
+def test_asgi_lifespan_passes_through_the_middleware(asgi_framework):
+    with serve_site(asgi_framework) as base:
+        assert Browser(base).open("/lifespan").body == "True"
+
+
+def test_asgi_non_blocking_store_runs_inline_on_the_event_loop(asgi_framework):
+    store = sites.SpyStore(blocking=False)
+    with serve_site(asgi_framework, sites.make_manager(store)) as base:
+        browser = Browser(base)
+        browser.open("/count")
+        browser.open("/count")
+    assert store.calls == ["set", "get", "set"] and store.threads == {LOOP_THREAD}
+
+
+def test_asgi_blocking_store_calls_run_in_worker_threads_and_overlap(asgi_framework):
+    """10 concurrent requests on a store that takes 0.2 s per call: loads and commits run in worker
+    threads, several at once, never on the event loop's thread."""
+    store = sites.SpyStore(delay=0.2, blocking=True)
+    with serve_site(asgi_framework, sites.make_manager(store)) as base:
+        browsers = [Browser(base) for _ in range(10)]
+
+        def all_count() -> List[str]:
+            with ThreadPoolExecutor(len(browsers)) as pool:
+                return [reply.body for reply in pool.map(lambda b: b.open("/count"), browsers)]
+
+        assert all_count() == ["1"] * 10  # commits (set) only: no cookie yet, nothing to load
+        assert all_count() == ["2"] * 10  # loads (get) and commits (set)
+    assert store.calls.count("get") == 10 and store.calls.count("set") == 20
+    assert store.max_in_flight > 1
+    assert LOOP_THREAD not in store.threads
+
+
+def test_asgi_https_from_the_scheme_or_a_trusted_forwarded_proto(asgi_framework):
+    manager = sites.make_manager(sites.SpyStore(), cookie={"secure": "auto"}, trust_proxy=True)
+    with serve_site(asgi_framework, manager) as base:
+        (plain,) = Browser(base).open("/count").set_cookies
+        (forwarded,) = Browser(base).open("/count", headers={"X-Forwarded-Proto": "https"}).set_cookies
+    assert "Secure" not in plain and forwarded.endswith("; Secure; SameSite=Lax")
+
+
+def test_asgi_forwarded_proto_is_ignored_without_trust_proxy(asgi_framework):
+    manager = sites.make_manager(sites.SpyStore(), cookie={"secure": "auto"})
+    with serve_site(asgi_framework, manager) as base:
+        (cookie,) = Browser(base).open("/count", headers={"X-Forwarded-Proto": "https"}).set_cookies
+    assert "Secure" not in cookie
+
+
+# Django ###################################################################################################
+
+
+@pytest.fixture(scope="module")
+def django_site() -> Iterator[str]:
+    with serve_site("django") as base:
+        yield base
+
+
+@pytest.fixture
+def django_browser(django_site) -> Browser:
+    browser = Browser(django_site)
+    browser.reset()
+    return browser
+
+
+def test_django_set_expiry(django_browser):
+    reply = django_browser.open("/expiry?seconds=60")
+    assert json.loads(reply.body) == {"age": 60, "at_browser_close": False}
+    (cookie,) = reply.set_cookies
+    assert "Max-Age=60;" in cookie
+    reply = django_browser.open("/expiry?seconds=0")  # 0: until the browser closes
+    assert json.loads(reply.body) == {"age": None, "at_browser_close": True}
+    (cookie,) = reply.set_cookies
+    assert "Max-Age" not in cookie
+
+
+def test_django_csrf_token_kept_in_the_session(django_browser):
+    token = django_browser.open("/form").body
+    record = django_browser.stats()["records"][django_browser.sid]
+    assert record.get("_csrftoken")  # CSRF_USE_SESSIONS: the secret is a session key, not a cookie
+    assert [c.name for c in django_browser.jar] == ["sid"]
+    assert django_browser.open("/form", {"csrfmiddlewaretoken": token}).body == "accepted"
+    assert django_browser.open("/form", {"csrfmiddlewaretoken": "x" * 64}).status == 403
+
+
+def test_django_messages_are_stored_in_the_session(django_browser):
+    django_browser.reset()
+    reply = django_browser.open("/flash")
+    assert reply.body == "hello,again"
+    assert all("_messages" not in r for r in django_browser.stats()["records"].values())  # consumed
+
+
+def test_django_login_stores_the_user_under_a_new_id(django_browser):
+    django_browser.open("/count")
+    before = django_browser.sid
+    django_browser.open("/login")
+    record = django_browser.stats()["records"][django_browser.sid]
+    assert django_browser.sid != before
+    assert record["_auth_user_id"] and record["_auth_user_hash"] and record["n"] == 1
 
 
 # Core additions the adapters rely on (CONTRACT decision 3) ################################################
