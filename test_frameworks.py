@@ -12,6 +12,7 @@ import contextlib
 import http.cookiejar
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def serve_wsgi(app: Any) -> Iterator[str]:
     """A werkzeug server in a thread; yields the base URL."""
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="werkzeug", daemon=True)
     thread.start()
     try:
@@ -85,14 +86,16 @@ def serve_asgi(app: Any) -> Iterator[str]:
     """A uvicorn server (event loop in a thread), with the lifespan protocol on; yields the base URL."""
     import uvicorn
 
-    port = free_port()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # bound here, so no other process can take the port before uvicorn
+    port = sock.getsockname()[1]
     ws = "websockets-sansio" if "websockets-sansio" in uvicorn.config.WS_PROTOCOLS else "websockets"
     # proxy_headers=False: uvicorn would otherwise apply X-Forwarded-Proto from 127.0.0.1 to scope["scheme"]
     # itself, and the tests check the adapter's own trust_proxy handling.
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", ws=ws, proxy_headers=False,
-                            log_level="critical", access_log=False)
+    config = uvicorn.Config(app, lifespan="on", ws=ws, proxy_headers=False, log_level="critical",
+                            access_log=False)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=LOOP_THREAD, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=LOOP_THREAD, daemon=True)
     thread.start()
     try:
         assert wait_for(lambda: server.started or not thread.is_alive()), "uvicorn did not start"
@@ -101,27 +104,43 @@ def serve_asgi(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+        sock.close()
         assert not thread.is_alive(), "uvicorn did not stop"
 
 
 @contextlib.contextmanager
 def serve_django() -> Iterator[str]:
-    """The Django site in its own process (wsgiref); stopped by its PID."""
-    port = free_port()
-    env = dict(os.environ, PORT=str(port), PYTHONPATH=HERE)
+    """The Django site in its own process (wsgiref on a port the OS picks, which it prints); stopped by its
+    PID."""
+    env = dict(os.environ, PORT="0", PYTHONPATH=HERE)
     process = subprocess.Popen(
         [sys.executable, os.path.join(HERE, "fixtures", "framework_sites.py"), "django"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        started = wait_for(lambda: process.poll() is not None or accepts_connections(port))
-        if not started or process.poll() is not None:
+        port = ready_port(process)
+        if port is None:
             process.kill()
             out, err = process.communicate(timeout=10)
             pytest.fail(f"the Django site did not start:\n{out}\n{err}")
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(process)
+
+
+def ready_port(process: subprocess.Popen, timeout: float = SERVER_START_TIMEOUT) -> Optional[int]:
+    """The port of a ``ready <port>`` line on the process's stdout, waiting at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not readable:
+            break
+        line = process.stdout.readline()
+        if not line:  # the process exited
+            return None
+        if line.startswith("ready "):
+            return int(line.split()[1])
+    return None
 
 
 def stop(process: subprocess.Popen) -> None:
