@@ -12,6 +12,7 @@ import contextlib
 import http.cookiejar
 import json
 import os
+import re
 import select
 import socket
 import subprocess
@@ -120,9 +121,7 @@ def serve_django() -> Iterator[str]:
     try:
         port = ready_port(process)
         if port is None:
-            process.kill()
-            out, err = process.communicate(timeout=10)
-            pytest.fail(f"the Django site did not start:\n{out}\n{err}")
+            fail_to_start(process, "the Django site")
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(process)
@@ -141,6 +140,12 @@ def ready_port(process: subprocess.Popen, timeout: float = SERVER_START_TIMEOUT)
         if line.startswith("ready "):
             return int(line.split()[1])
     return None
+
+
+def fail_to_start(process: subprocess.Popen, what: str) -> None:
+    process.kill()
+    out, err = process.communicate(timeout=10)
+    pytest.fail(f"{what} did not start:\n{out}\n{err}")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -476,6 +481,44 @@ def test_django_login_stores_the_user_under_a_new_id(django_browser):
     record = django_browser.stats()["records"][django_browser.sid]
     assert django_browser.sid != before
     assert record["_auth_user_id"] and record["_auth_user_hash"] and record["n"] == 1
+
+
+
+# README recipes ###########################################################################################
+
+RECIPE = re.compile(r"<!-- recipe: ([\w.]+) -->\n```python\n(.*?)```", re.S)
+RECIPE_NAMES = ["http.server", "wsgiref", "bottle", "flask", "fastapi", "starlette", "django"]
+
+
+def readme_recipes() -> Dict[str, str]:
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+        return dict(RECIPE.findall(f.read()))
+
+
+def test_readme_has_every_recipe():
+    assert sorted(readme_recipes()) == sorted(RECIPE_NAMES)
+
+
+@pytest.mark.parametrize("name", RECIPE_NAMES)
+def test_readme_recipe_runs_as_written(name, tmp_path):
+    """The recipe, saved as app.py beside sessions.py and run with PORT set, counts with a cookie jar."""
+    (tmp_path / "app.py").write_text(readme_recipes()[name], encoding="utf-8")
+    (tmp_path / "sessions.py").write_bytes(open(os.path.join(HERE, "sessions.py"), "rb").read())
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PORT"] = str(port)
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = wait_for(lambda: process.poll() is not None or accepts_connections(port))
+        if not started or process.poll() is not None:
+            fail_to_start(process, f"the {name} recipe")
+        browser = Browser(f"http://127.0.0.1:{port}")
+        first, second = browser.open("/"), browser.open("/")
+        assert (first.status, first.body, second.body) == (200, "views: 1\n", "views: 2\n")
+        assert len(first.set_cookies) == 1 and second.set_cookies == []
+    finally:
+        stop(process)
 
 
 # Core additions the adapters rely on (CONTRACT decision 3) ################################################
