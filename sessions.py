@@ -1797,7 +1797,7 @@ class ASGISessionMiddleware:
                 if headers:
                     message = dict(message)
                     message["headers"] = list(message.get("headers") or ()) + [
-                        (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers
+                        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
                     ]
             await send(message)
 
@@ -1818,10 +1818,6 @@ def _asgi_request(manager: SessionManager, scope: Dict[str, Any]) -> Tuple[List[
     raw = scope.get("raw_path")  # as sent, without the query string: what browsers path-match
     path = raw.decode("latin-1") if raw else (scope.get("root_path") or "") + (scope.get("path") or "")
     return cookies, secure, path or "/"
-
-
-#: The Django setting that names the manager: a ``SessionManager``, or the dotted path of one.
-DJANGO_SETTING = "SESSIONS_PY_MANAGER"
 
 
 class _DjangoSession(_WSGISession):
@@ -1879,7 +1875,7 @@ class _DjangoSession(_WSGISession):
 class DjangoSessionMiddleware:
     """Sessions for Django, replacing ``django.contrib.sessions.middleware.SessionMiddleware`` in
     ``MIDDLEWARE`` (same place: before auth and messages). The manager is the setting named by
-    ``DJANGO_SETTING`` (``SESSIONS_PY_MANAGER``): a ``SessionManager`` or its dotted path
+    ``setting``, ``SESSIONS_PY_MANAGER``: a ``SessionManager`` or its dotted path
     (``"mysite.sessions.manager"``). Django's ``SESSION_*`` settings are not used.
 
     ``request.session`` opens on first use. The commit happens when the response comes back through this
@@ -1888,9 +1884,12 @@ class DjangoSessionMiddleware:
     ``SILENCED_SYSTEM_CHECKS = ["admin.E410"]``.
     """
 
+    #: The Django setting that names the manager.
+    setting = "SESSIONS_PY_MANAGER"
+
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         self.get_response = get_response
-        self.manager = _django_manager()
+        self.manager = _django_manager(self.setting)
 
     def __call__(self, request: Any) -> Any:
         session = request.session = _DjangoSession(self.manager, request)
@@ -1902,18 +1901,18 @@ class DjangoSessionMiddleware:
         return response
 
 
-def _django_manager() -> SessionManager:
-    """The manager named by Django's ``SESSIONS_PY_MANAGER`` setting. Django has loaded its settings
+def _django_manager(setting: str) -> SessionManager:
+    """The manager named by a Django setting. Django has loaded its settings
     module before it builds middleware, so it is read from ``sys.modules``: nothing is imported here but
     the module a dotted path names."""
     settings = sys.modules["django.conf"].settings
-    value = getattr(settings, DJANGO_SETTING, None)
+    value = getattr(settings, setting, None)
     if isinstance(value, str) and "." in value:
         module, _, attribute = value.rpartition(".")
         value = getattr(importlib.import_module(module), attribute, None)
     if not callable(getattr(value, "response_headers", None)):
         raise ConfigurationError(
-            f"settings.{DJANGO_SETTING} must be a sessions.SessionManager or the dotted path of one, "
+            f"settings.{setting} must be a sessions.SessionManager or the dotted path of one, "
             f"e.g. 'mysite.sessions.manager'; got {value!r}"
         )
     return value

@@ -8,6 +8,7 @@ process (Django's settings are process-wide). Clients are urllib with a cookie j
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.cookiejar
 import json
@@ -213,8 +214,14 @@ class Browser:
             return json.loads(response.read())
 
     def reset(self, records: bool = True) -> None:
-        """Forget the store's calls, and its records unless told otherwise."""
+        """Forget the store's calls, and its records unless told otherwise; heal the store."""
         urllib.request.urlopen(self.base + "/reset" + ("" if records else "?records=0"), timeout=30).close()
+        self.fail_store()
+
+    def fail_store(self, *methods: str) -> None:
+        """Make these store methods raise from now on (none: the store works again)."""
+        query = urllib.parse.urlencode([("method", m) for m in methods])
+        urllib.request.urlopen(self.base + "/fail?" + query, timeout=30).close()
 
 
 FRAMEWORKS = ["flask", "starlette", "fastapi", "django"]
@@ -305,6 +312,18 @@ def test_an_exception_gives_a_500_and_saves_nothing(browser):
     stats = browser.stats()
     assert not {"set", "touch"} & set(stats["calls"])
     assert stats["records"][sid].get("boom") is None and stats["records"][sid]["n"] == 1
+
+
+@pytest.mark.parametrize("method", ["get", "set"])
+def test_a_store_failure_gives_a_500_without_the_cookie(browser, method):
+    browser.open("/count")  # a stored session: the next request loads it (get), changes it (set)
+    browser.fail_store(method)
+    try:
+        reply = browser.open("/count")
+    finally:
+        browser.fail_store()
+    assert reply.status == 500 and reply.set_cookies == []
+    assert browser.stats()["records"][browser.sid]["n"] == 1
 
 
 def test_an_exception_in_a_new_session_stores_nothing(browser):
@@ -429,6 +448,91 @@ def test_asgi_forwarded_proto_is_ignored_without_trust_proxy(asgi_framework):
     with serve_site(asgi_framework, manager) as base:
         (cookie,) = Browser(base).open("/count", headers={"X-Forwarded-Proto": "https"}).set_cookies
     assert "Secure" not in cookie
+
+
+
+# ASGI at the protocol level: what a server sends and receives, without a framework (also runs on 3.9)
+
+
+def asgi_exchange(app: Any, scope: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Run one ASGI call of ``ASGISessionMiddleware(app)`` and return the messages it sent."""
+    sent: List[Dict[str, Any]] = []
+
+    async def receive() -> Dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def http_scope(scheme: str = "http", headers: Tuple[Tuple[bytes, bytes], ...] = ()) -> Dict[str, Any]:
+    return {"type": "http", "scheme": scheme, "method": "GET", "path": "/", "raw_path": b"/",
+            "root_path": "", "query_string": b"", "headers": list(headers)}
+
+
+async def counting_app(scope: Dict[str, Any], receive: Any, send: Any) -> None:
+    scope["session"]["n"] = scope["session"].get("n", 0) + 1
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_asgi_https_scheme_allows_the_secure_cookie():
+    manager = sessions.SessionManager("secret", cookie={"secure": True})
+    app = sessions.ASGISessionMiddleware(counting_app, manager)
+    start = asgi_exchange(app, http_scope("https"))[0]
+    assert [name for name, _ in start["headers"]] == [b"content-type", b"set-cookie", b"cache-control", b"vary"]
+    assert start["headers"][1][1].endswith(b"; Secure; SameSite=Lax")
+    plain = asgi_exchange(app, http_scope("http"))[0]  # a Secure cookie never goes over plain HTTP
+    assert [name for name, _ in plain["headers"]] == [b"content-type", b"vary"]
+
+
+def test_asgi_lifespan_scope_reaches_the_app_untouched():
+    seen: List[Any] = []
+
+    async def app(scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append((scope, receive, send))
+
+    scope = {"type": "lifespan"}
+    middleware = sessions.ASGISessionMiddleware(app, sessions.SessionManager("secret"))
+
+    async def receive() -> Dict[str, Any]:
+        return {}
+
+    async def send(message: Dict[str, Any]) -> None:
+        pass
+
+    asyncio.run(middleware(scope, receive, send))
+    assert seen == [(scope, receive, send)] and "session" not in scope
+
+
+def test_asgi_websocket_session_is_committed_at_accept():
+    async def app(scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        scope["session"]["user"] = "alice"
+        await send({"type": "websocket.accept"})
+        with pytest.raises(sessions.SessionClosedError):
+            scope["session"]["late"] = True
+
+    store = sessions.MemoryStore()
+    sent = asgi_exchange(sessions.ASGISessionMiddleware(app, sessions.SessionManager("secret", store=store)),
+                         dict(http_scope("ws"), type="websocket"))
+    (accept,) = sent
+    assert [name for name, _ in accept["headers"]] == [b"set-cookie", b"cache-control", b"vary"]
+    assert len(store) == 1
+
+
+def test_asgi_app_failing_before_its_response_stores_nothing():
+    async def app(scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        scope["session"]["n"] = 1
+        raise RuntimeError("the endpoint failed")
+
+    store = sessions.MemoryStore()
+    with pytest.raises(RuntimeError):
+        asgi_exchange(sessions.ASGISessionMiddleware(app, sessions.SessionManager("secret", store=store)),
+                      http_scope())
+    assert len(store) == 0
 
 
 # Django ###################################################################################################
