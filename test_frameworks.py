@@ -243,11 +243,24 @@ def serve_site(framework: str, manager: Optional[sessions.SessionManager] = None
             yield base
 
 
-@pytest.fixture(scope="module", params=FRAMEWORKS)
-def site(request) -> Iterator[Tuple[str, str]]:
-    """(framework, base URL): one server per framework for the module."""
-    with serve_site(request.param) as base:
-        yield request.param, base
+@pytest.fixture(scope="module")
+def servers() -> Iterator[Callable[[str], str]]:
+    """framework -> base URL of its site, started on first use, one per framework for the module."""
+    with contextlib.ExitStack() as stack:
+        started: Dict[str, str] = {}
+
+        def base(framework: str) -> str:
+            if framework not in started:
+                started[framework] = stack.enter_context(serve_site(framework))
+            return started[framework]
+
+        yield base
+
+
+@pytest.fixture(params=FRAMEWORKS)
+def site(request, servers) -> Tuple[str, str]:
+    """(framework, base URL)."""
+    return request.param, servers(request.param)
 
 
 @pytest.fixture
@@ -336,15 +349,9 @@ def test_an_exception_in_a_new_session_stores_nothing(browser):
 # Flask ####################################################################################################
 
 
-@pytest.fixture(scope="module")
-def flask_site() -> Iterator[str]:
-    with serve_site("flask") as base:
-        yield base
-
-
 @pytest.fixture
-def flask_browser(flask_site) -> Browser:
-    browser = Browser(flask_site)
+def flask_browser(servers) -> Browser:
+    browser = Browser(servers("flask"))
     browser.reset()
     return browser
 
@@ -538,15 +545,9 @@ def test_asgi_app_failing_before_its_response_stores_nothing():
 # Django ###################################################################################################
 
 
-@pytest.fixture(scope="module")
-def django_site() -> Iterator[str]:
-    with serve_site("django") as base:
-        yield base
-
-
 @pytest.fixture
-def django_browser(django_site) -> Browser:
-    browser = Browser(django_site)
+def django_browser(servers) -> Browser:
+    browser = Browser(servers("django"))
     browser.reset()
     return browser
 
