@@ -1761,11 +1761,14 @@ class ASGISessionMiddleware:
     which reads the session of its handshake), and its headers are added to that message; an app that
     fails before starting its response commits nothing (the server or Starlette answers 500).
 
-    The event loop never waits on store I/O: for a store whose ``blocking`` attribute is true (the default
-    of ``Store``) the session is loaded before the app runs, and committed, in a worker thread
-    (``asyncio.to_thread``). A non-blocking store (``MemoryStore``) is used inline, and the session then
-    opens on first use. HTTPS is ``scope["scheme"]`` or, with ``trust_proxy``, ``X-Forwarded-Proto``.
-    Other scopes (``lifespan``) pass through untouched.
+    The event loop never waits on store I/O at open or commit: for a store whose ``blocking`` attribute is
+    true (the default of ``Store``) a request with a Cookie header has its session loaded before the app
+    runs, and the session is committed, in a worker thread (``asyncio.to_thread``). A non-blocking store
+    (``MemoryStore``) is used inline, and the session then opens on first use. The session methods that
+    call the store at once (``save``, ``reload``, ``destroy``, ``flush``) run where they are called: with a
+    blocking store, an async endpoint calls them through ``asyncio.to_thread``. HTTPS is
+    ``scope["scheme"]`` or, with ``trust_proxy``, ``X-Forwarded-Proto``. Other scopes (``lifespan``) pass
+    through untouched.
     """
 
     def __init__(self, app: Callable[..., Any], manager: SessionManager) -> None:
@@ -1780,17 +1783,18 @@ class ASGISessionMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        if self._blocking:
-            session = await self._to_thread(self.manager.open, *_asgi_request(self.manager, scope))
-        else:
-            session = self.manager.open_lazy(lambda: _asgi_request(self.manager, scope))
+        request = _asgi_request(self.manager, scope)
+        if self._blocking and request[0]:  # a Cookie header: opening may load from the store
+            session = await self._to_thread(self.manager.open, *request)
+        else:  # the lambda holds the request, not the scope, which will hold the session
+            session = self.manager.open_lazy(lambda: request)
         scope["session"] = session
 
         async def send_with_session(message: Dict[str, Any]) -> None:
             kind = message["type"]
             if kind == "http.response.start" or kind == "websocket.accept":
                 status = message.get("status", 101)  # websocket.accept: the handshake's 101 response
-                if self._blocking:
+                if self._blocking and session.opened:  # an unopened session commits without the store
                     headers = await self._to_thread(self.manager.response_headers, session, status)
                 else:
                     headers = self.manager.response_headers(session, status)
@@ -1828,11 +1832,11 @@ class _DjangoSession(_WSGISession):
 
     def __init__(self, manager: SessionManager, request: Any) -> None:
         super().__init__(manager, request.META, None)
-        self._is_secure = request.is_secure
+        self._tls = request.is_secure()  # read now: holding the request would make a reference cycle
 
     def _request(self) -> Tuple[Optional[str], bool, str]:
         cookie, secure, path = super()._request()
-        return cookie, secure or self._is_secure(), path
+        return cookie, secure or self._tls, path
 
     @property
     def accessed(self) -> bool:

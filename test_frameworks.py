@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -382,6 +383,16 @@ def test_flask_permanent_is_the_cookie_lifetime_not_a_data_key(flask_browser):
     assert flask_browser.stats()["records"][flask_browser.sid]["cookie"]["originalMaxAge"] is None
 
 
+def test_flask_test_client_session_transaction():
+    """Flask's test client opens and saves the session through the interface too."""
+    store = sites.SpyStore()
+    client = sites.flask_app(sites.make_manager(store)).test_client()
+    with client.session_transaction() as session:
+        session["n"] = 41
+    assert client.get("/count").text == "42"
+    assert [record["n"] for record in store.stats()["records"].values()] == [42]
+
+
 def test_flask_session_new_and_modified(flask_browser):
     assert json.loads(flask_browser.open("/state").body) == {"new": True, "permanent": False, "modified": False}
     flask_browser.open("/count")
@@ -587,6 +598,22 @@ def test_django_login_stores_the_user_under_a_new_id(django_browser):
     assert django_browser.sid != before
     assert record["_auth_user_id"] and record["_auth_user_hash"] and record["n"] == 1
 
+
+
+
+def test_django_manager_setting_is_a_manager_or_its_dotted_path(monkeypatch):
+    """Read from the settings Django has loaded (a stand-in here: Django's settings are process-wide)."""
+    manager = sessions.SessionManager("secret")
+    settings = types.SimpleNamespace(SESSIONS_PY_MANAGER=manager)
+    monkeypatch.setitem(sys.modules, "django.conf", types.SimpleNamespace(settings=settings))
+    assert sessions.DjangoSessionMiddleware(lambda request: None).manager is manager
+    monkeypatch.setattr(sites, "a_manager", manager, raising=False)
+    settings.SESSIONS_PY_MANAGER = "framework_sites.a_manager"
+    assert sessions.DjangoSessionMiddleware(lambda request: None).manager is manager
+    for wrong in (None, "framework_sites.missing", "just-a-string"):
+        settings.SESSIONS_PY_MANAGER = wrong
+        with pytest.raises(sessions.ConfigurationError, match="SESSIONS_PY_MANAGER must be a sessions.SessionManager"):
+            sessions.DjangoSessionMiddleware(lambda request: None)
 
 
 # README recipes ###########################################################################################
