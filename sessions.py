@@ -1906,17 +1906,19 @@ class DjangoSessionMiddleware:
 
 
 def _django_manager(setting: str) -> SessionManager:
-    """The manager named by a Django setting. Django has loaded its settings
-    module before it builds middleware, so it is read from ``sys.modules``: nothing is imported here but
-    the module a dotted path names."""
-    settings = sys.modules["django.conf"].settings
-    value = getattr(settings, setting, None)
+    """The manager named by a Django setting. Django has loaded its settings before it builds middleware,
+    so they are read from ``sys.modules``: nothing is imported here but the module a dotted path names."""
+    value = getattr(sys.modules["django.conf"].settings, setting, None)
+    problem = (
+        f"settings.{setting} must be a sessions.SessionManager or the dotted path of one, "
+        "e.g. 'mysite.sessions.manager'"
+    )
     if isinstance(value, str) and "." in value:
         module, _, attribute = value.rpartition(".")
-        value = getattr(importlib.import_module(module), attribute, None)
+        try:
+            value = getattr(importlib.import_module(module), attribute, None)
+        except ImportError as exc:
+            raise ConfigurationError(f"{problem}; cannot import {module!r} ({exc})") from exc
     if not callable(getattr(value, "response_headers", None)):
-        raise ConfigurationError(
-            f"settings.{setting} must be a sessions.SessionManager or the dotted path of one, "
-            f"e.g. 'mysite.sessions.manager'; got {value!r}"
-        )
+        raise ConfigurationError(f"{problem}; got {value!r}")
     return value

@@ -610,7 +610,7 @@ def test_django_manager_setting_is_a_manager_or_its_dotted_path(monkeypatch):
     monkeypatch.setattr(sites, "a_manager", manager, raising=False)
     settings.SESSIONS_PY_MANAGER = "framework_sites.a_manager"
     assert sessions.DjangoSessionMiddleware(lambda request: None).manager is manager
-    for wrong in (None, "framework_sites.missing", "just-a-string"):
+    for wrong in (None, "framework_sites.missing", "just-a-string", "no_such_module_here.manager"):
         settings.SESSIONS_PY_MANAGER = wrong
         with pytest.raises(sessions.ConfigurationError, match="SESSIONS_PY_MANAGER must be a sessions.SessionManager"):
             sessions.DjangoSessionMiddleware(lambda request: None)
