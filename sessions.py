@@ -1919,6 +1919,6 @@ def _django_manager(setting: str) -> SessionManager:
             value = getattr(importlib.import_module(module), attribute, None)
         except ImportError as exc:
             raise ConfigurationError(f"{problem}; cannot import {module!r} ({exc})") from exc
-    if not callable(getattr(value, "response_headers", None)):
-        raise ConfigurationError(f"{problem}; got {value!r}")
+    if not callable(getattr(value, "response_headers", None)):  # the type only: it might be a secret
+        raise ConfigurationError(f"{problem}; got a {type(value).__name__}")
     return value

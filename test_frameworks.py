@@ -653,22 +653,35 @@ def test_readme_recipe_runs_as_written(name, tmp_path):
     """The recipe, saved as app.py beside sessions.py and run with PORT set, counts with a cookie jar."""
     (tmp_path / "app.py").write_text(readme_recipes()[name], encoding="utf-8")
     (tmp_path / "sessions.py").write_bytes(open(os.path.join(HERE, "sessions.py"), "rb").read())
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PORT"] = str(port)
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        started = wait_for(lambda: process.poll() is not None or accepts_connections(port))
-        if not started or process.poll() is not None:
-            fail_to_start(process, f"the {name} recipe")
-        browser = Browser(f"http://127.0.0.1:{port}")
+    with run_recipe(tmp_path, name) as base:
+        browser = Browser(base)
         first, second = browser.open("/"), browser.open("/")
-        assert (first.status, first.body, second.body) == (200, "views: 1\n", "views: 2\n")
-        assert len(first.set_cookies) == 1 and second.set_cookies == []
-    finally:
-        stop(process)
+    assert (first.status, first.body, second.body) == (200, "views: 1\n", "views: 2\n")
+    assert len(first.set_cookies) == 1 and second.set_cookies == []
 
+
+@contextlib.contextmanager
+def run_recipe(folder: Any, name: str) -> Iterator[str]:
+    """``python3 app.py`` in ``folder`` with PORT set to a free port, stopped by its PID. The recipe binds the
+    port itself, so another process may take it first: then it is tried again on another (three tries)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for _ in range(3):
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=folder, env=dict(env, PORT=str(port)),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            started = wait_for(lambda: process.poll() is not None or accepts_connections(port))
+            if started and process.poll() is None:
+                yield f"http://127.0.0.1:{port}"
+                return
+            if process.poll() is None:
+                fail_to_start(process, f"the {name} recipe")
+            errors = process.stderr.read()
+            if "Address already in use" not in errors:
+                pytest.fail(f"the {name} recipe exited:\n{errors}")
+        finally:
+            stop(process)
+    pytest.fail(f"the {name} recipe found no free port in three tries")
 
 # Core additions the adapters rely on (CONTRACT decision 3) ################################################
 
