@@ -1864,9 +1864,10 @@ class _DjangoSession(_WSGISession):
         self.cookie.max_age = value
 
     def get_expiry_age(self) -> Optional[int]:
-        """Seconds until the session expires, or None for a browser-session cookie."""
+        """Whole seconds until the session expires (rounded up, so ``set_expiry(60)`` reads back 60), or None
+        for a browser-session cookie."""
         max_age = self.cookie.max_age
-        return None if max_age is None else max(0, int(max_age))
+        return None if max_age is None else max(0, math.ceil(max_age))
 
     def get_expiry_date(self) -> Optional[datetime]:
         """When the session expires (aware UTC), or None for a browser-session cookie."""
