@@ -34,6 +34,7 @@ import contextlib
 import hashlib
 import heapq
 import hmac
+import importlib
 import json
 import logging
 import math
@@ -41,6 +42,7 @@ import os
 import re
 import secrets as _secrets
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -71,6 +73,9 @@ __all__ = [
     "SessionManager",
     "SessionHandlerMixin",
     "SessionMiddleware",
+    "FlaskSessionInterface",
+    "ASGISessionMiddleware",
+    "DjangoSessionMiddleware",
 ]
 
 log = logging.getLogger("sessions")
@@ -2120,15 +2125,7 @@ class _WSGIRequest:
 
     def __call__(self) -> Tuple[Optional[str], bool, str]:
         """What the session opens from: (Cookie header, HTTPS?, request path)."""
-        environ = self.environ
-        tls = environ.get("wsgi.url_scheme") == "https"
-        secure = self.session._manager.is_secure(tls, environ.get("HTTP_X_FORWARDED_PROTO"))
-        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")  # as sent: what browsers path-match
-        if raw:
-            path = _request_path(raw)
-        else:  # PEP 3333 only has the decoded path
-            path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "")
-        return environ.get("HTTP_COOKIE"), secure, path or "/"
+        return _wsgi_request(self.session._manager, self.environ)
 
     def start_response(self, status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
         session = self.session
@@ -2141,3 +2138,257 @@ class _WSGIRequest:
             code = 500
         extra = session._manager.response_headers(session, code)  # a repeated call repeats the cookies
         return self.server_start_response(status, list(headers) + extra, exc_info)
+
+
+def _wsgi_request(manager: SessionManager, environ: Dict[str, Any]) -> Tuple[Optional[str], bool, str]:
+    """What a WSGI request's session opens from: (Cookie header, HTTPS?, request path)."""
+    tls = environ.get("wsgi.url_scheme") == "https"
+    secure = manager.is_secure(tls, environ.get("HTTP_X_FORWARDED_PROTO"))
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")  # as sent: what browsers path-match
+    if raw:
+        path = _request_path(raw)
+    else:  # PEP 3333 only has the decoded path
+        path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "")
+    return environ.get("HTTP_COOKIE"), secure, path or "/"
+
+
+# Framework adapters #######################################################################################
+#
+# Each framework already has a session API its users and extensions rely on; these adapters make our
+# Session fill it. Duck typing only: nothing here imports a framework. Each adapter translates the
+# framework's request into open (or open_lazy) and its response into response_headers, and nothing more.
+
+
+class _FlaskSession(Session):
+    """``flask.session``: our session plus the names Flask and its extensions use (``new``, ``accessed``,
+    ``permanent``; ``modified`` is the core's). It reads its request from the WSGI environ, like the WSGI
+    adapter's session, and opens on first use."""
+
+    #: Set by Flask itself whenever ``flask.session`` is used (Flask 3.1+); nothing here depends on it.
+    accessed = False
+
+    def __init__(self, manager: SessionManager, environ: Dict[str, Any], lifetime: Seconds) -> None:
+        super().__init__(manager, lambda: _wsgi_request(manager, environ))
+        self._lifetime = lifetime
+
+    @property
+    def new(self) -> bool:
+        """Flask's name for ``is_new``."""
+        return self.is_new
+
+    @property
+    def permanent(self) -> bool:
+        """Whether the cookie outlives the browser session. Mapped to the cookie's lifetime (never stored as
+        a data key, which would store a session for every visitor): setting True gives a browser-session
+        cookie ``app.permanent_session_lifetime`` and keeps a lifetime the cookie already has; False makes
+        it a browser-session cookie."""
+        return self.cookie.original_max_age is not None
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        if bool(value) != self.permanent:
+            self.cookie.max_age = self._lifetime if value else None
+
+
+class FlaskSessionInterface:
+    """Sessions for Flask: ``app.session_interface = sessions.FlaskSessionInterface(manager)``.
+
+    ``flask.session`` is then a ``Session`` (opened on first use: a view that never touches it costs no
+    store call and sends no header), so ``flash``/``get_flashed_messages`` work and
+    ``flask.session.regenerate(keep_data=True)`` is there for logins. Flask calls ``save_session`` when the
+    response object is complete, before the server sends anything: the commit happens there with the
+    response's status, so a 500 (an exception in the view) saves nothing new. A store failure there raises,
+    and Flask answers 500 without the cookie. Flask's own ``SESSION_COOKIE_*`` settings are not used: the
+    manager's options decide; ``PERMANENT_SESSION_LIFETIME`` is the lifetime ``session.permanent = True``
+    gives a browser-session cookie.
+    """
+
+    def __init__(self, manager: SessionManager) -> None:
+        self.manager = manager
+
+    def open_session(self, app: Any, request: Any) -> Session:
+        """Flask calls this when a request starts; nothing is read until the session is used."""
+        return _FlaskSession(self.manager, request.environ, app.permanent_session_lifetime)
+
+    def is_null_session(self, obj: object) -> bool:
+        """Never: every request has a real session (Flask asks before ``save_session``)."""
+        return False
+
+    def save_session(self, app: Any, session: Session, response: Any) -> None:
+        """Commit and add the Set-Cookie / Vary / Cache-Control headers to the response."""
+        for name, value in self.manager.response_headers(session, response.status_code):
+            response.headers.add(name, value)
+
+
+class ASGISessionMiddleware:
+    """Sessions for any ASGI app (Starlette, FastAPI, ...): ``app.add_middleware(sessions.ASGISessionMiddleware,
+    manager=manager)``, or ``ASGISessionMiddleware(app, manager)``. Pure ASGI.
+
+    The session is ``scope["session"]``, so Starlette's and FastAPI's ``request.session`` work. It is
+    committed when the response starts (``http.response.start``, or ``websocket.accept`` for a websocket,
+    which reads the session of its handshake), and its headers are added to that message; an app that
+    fails before starting its response commits nothing (the server or Starlette answers 500).
+
+    The event loop never waits on store I/O at open or commit: for a store whose ``blocking`` attribute is
+    true (the default of ``Store``) a request with a Cookie header has its session loaded before the app
+    runs, and the session is committed, in a worker thread (``asyncio.to_thread``). A non-blocking store
+    (``MemoryStore``) is used inline, and the session then opens on first use. The session methods that
+    call the store at once (``save``, ``reload``, ``destroy``, ``flush``) run where they are called: with a
+    blocking store, an async endpoint calls them through ``asyncio.to_thread``. HTTPS is
+    ``scope["scheme"]`` or, with ``trust_proxy``, ``X-Forwarded-Proto``. Other scopes (``lifespan``) pass
+    through untouched.
+    """
+
+    def __init__(self, app: Callable[..., Any], manager: SessionManager) -> None:
+        self.app = app
+        self.manager = manager
+        self._blocking = bool(getattr(manager.store, "blocking", True))
+        import asyncio  # here, not at the top: it would double the import time of sessions.py for everyone
+
+        self._to_thread = asyncio.to_thread
+
+    async def __call__(self, scope: Dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request = _asgi_request(self.manager, scope)
+        if self._blocking and request[0]:  # a Cookie header: opening may load from the store
+            session = await self._to_thread(self.manager.open, *request)
+        else:  # the lambda holds the request, not the scope, which will hold the session
+            session = self.manager.open_lazy(lambda: request)
+        scope["session"] = session
+
+        async def send_with_session(message: Dict[str, Any]) -> None:
+            kind = message["type"]
+            if kind == "http.response.start" or kind == "websocket.accept":
+                status = message.get("status", 101)  # websocket.accept: the handshake's 101 response
+                if self._blocking and session.opened:  # an unopened session commits without the store
+                    headers = await self._to_thread(self.manager.response_headers, session, status)
+                else:
+                    headers = self.manager.response_headers(session, status)
+                if headers:
+                    message = dict(message)
+                    message["headers"] = list(message.get("headers") or ()) + [
+                        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
+                    ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_session)
+
+
+def _asgi_request(manager: SessionManager, scope: Dict[str, Any]) -> Tuple[List[str], bool, str]:
+    """``(cookie headers, secure, path)`` of an ASGI http or websocket scope."""
+    cookies: List[str] = []
+    forwarded = None
+    for name, value in scope.get("headers") or ():
+        name = name.lower()
+        if name == b"cookie":
+            cookies.append(value.decode("latin-1"))
+        elif name == b"x-forwarded-proto" and forwarded is None:
+            forwarded = value.decode("latin-1")
+    secure = manager.is_secure(scope.get("scheme") in ("https", "wss"), forwarded)
+    raw = scope.get("raw_path")  # as sent, without the query string: what browsers path-match
+    path = raw.decode("latin-1") if raw else (scope.get("root_path") or "") + (scope.get("path") or "")
+    return cookies, secure, path or "/"
+
+
+class _DjangoSession(Session):
+    """``request.session`` for Django: our session plus the part of Django's ``SessionBase`` API that
+    ``django.contrib.auth`` (``cycle_key``, ``flush``), messages, CSRF (``CSRF_USE_SESSIONS``) and views
+    (``set_expiry`` and friends) call. ``request.META`` is the WSGI environ; HTTPS is also what
+    ``request.is_secure()`` says (Django's ``SECURE_PROXY_SSL_HEADER``). Opens on first use."""
+
+    def __init__(self, manager: SessionManager, request: Any) -> None:
+        environ, tls = request.META, request.is_secure()  # not the request: it will hold the session
+
+        def opening() -> Tuple[Optional[str], bool, str]:
+            cookie, secure, path = _wsgi_request(manager, environ)
+            return cookie, secure or tls, path
+
+        super().__init__(manager, opening)
+
+    @property
+    def accessed(self) -> bool:
+        """Whether the session was read (Django's name for ``opened``)."""
+        return self.opened
+
+    @property
+    def session_key(self) -> Optional[str]:
+        """The id, or None while the session is new (Django's convention: no key until stored)."""
+        return None if self.is_new else self.id
+
+    def cycle_key(self) -> None:
+        """A new id, keeping the data (``auth.login`` calls it against session fixation)."""
+        self.regenerate(keep_data=True)
+
+    def set_expiry(self, value: Union[int, float, timedelta, datetime, None]) -> None:
+        """Django's ``set_expiry``: seconds (0 = until the browser closes), a timedelta, an aware datetime,
+        or None for the manager's cookie ``max_age``."""
+        if isinstance(value, datetime):
+            value = max(0.0, value.timestamp() - self._manager.clock())
+        elif value == 0:
+            value = None
+        elif value is None:
+            value = self._manager.cookie_options.max_age
+        self.cookie.max_age = value
+
+    def get_expiry_age(self) -> Optional[int]:
+        """Whole seconds until the session expires (rounded up, so ``set_expiry(60)`` reads back 60), or None
+        for a browser-session cookie."""
+        max_age = self.cookie.max_age
+        return None if max_age is None else max(0, math.ceil(max_age))
+
+    def get_expiry_date(self) -> Optional[datetime]:
+        """When the session expires (aware UTC), or None for a browser-session cookie."""
+        return self.cookie.expires
+
+    def get_expire_at_browser_close(self) -> bool:
+        return self.cookie.original_max_age is None
+
+
+class DjangoSessionMiddleware:
+    """Sessions for Django, replacing ``django.contrib.sessions.middleware.SessionMiddleware`` in
+    ``MIDDLEWARE`` (same place: before auth and messages). The manager is the setting named by
+    ``setting``, ``SESSIONS_PY_MANAGER``: a ``SessionManager`` or its dotted path
+    (``"mysite.sessions.manager"``). Django's ``SESSION_*`` settings are not used.
+
+    ``request.session`` opens on first use. The commit happens when the response comes back through this
+    middleware, before Django's handler sends anything; an exception in the view has become a 500 response
+    by then, which saves nothing new. The admin's check for Django's own middleware must be silenced:
+    ``SILENCED_SYSTEM_CHECKS = ["admin.E410"]``.
+    """
+
+    #: The Django setting that names the manager.
+    setting = "SESSIONS_PY_MANAGER"
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+        self.manager = _django_manager(self.setting)
+
+    def __call__(self, request: Any) -> Any:
+        session = request.session = _DjangoSession(self.manager, request)
+        response = self.get_response(request)
+        headers = response.headers  # one value per name (Django sends its own cookies apart, from .cookies)
+        for name, value in self.manager.response_headers(session, response.status_code):
+            present = headers.get(name) if name != "Set-Cookie" else None  # commit sends one cookie at most
+            headers[name] = f"{present}, {value}" if present else value  # Vary, Cache-Control: lists
+        return response
+
+
+def _django_manager(setting: str) -> SessionManager:
+    """The manager named by a Django setting. Django has loaded its settings before it builds middleware,
+    so they are read from ``sys.modules``: nothing is imported here but the module a dotted path names."""
+    value = getattr(sys.modules["django.conf"].settings, setting, None)
+    problem = (
+        f"settings.{setting} must be a sessions.SessionManager or the dotted path of one, "
+        "e.g. 'mysite.sessions.manager'"
+    )
+    if isinstance(value, str) and "." in value:
+        module, _, attribute = value.rpartition(".")
+        try:
+            value = getattr(importlib.import_module(module), attribute, None)
+        except ImportError as exc:
+            raise ConfigurationError(f"{problem}; cannot import {module!r} ({exc})") from exc
+    if not callable(getattr(value, "response_headers", None)):  # the type only: it might be a secret
+        raise ConfigurationError(f"{problem}; got a {type(value).__name__}")
+    return value
