@@ -27,6 +27,7 @@ EXPECTED_CHECKS = {
     "path_modified", "path_unmodified_touch", "path_new", "path_untouched_http", "path_untouched_wsgi",
     # in-process full request over loopback sockets
     "inprocess_all_served", "inprocess_session_saved", "inprocess_set_cookies",
+    "inprocess_all_served_cold", "inprocess_session_saved_cold", "inprocess_set_cookies_cold",
     # end to end, a process per server
     "e2e_session_cookie_sent", "e2e_session_saved_every_request", "e2e_set_cookie_every_response",
     "e2e_same_session", "e2e_fair_same_headers", "e2e_keep_alive", "e2e_all_200", "e2e_served_counted",
@@ -119,8 +120,9 @@ def test_every_figure_is_reported(quick_run):
     for key in ("floor", "sessions_modified", "sessions_unmodified", "sessions_new", "flask",
                 "http_plain", "http_sessions", "wsgi_plain", "wsgi_sessions", "sign", "unsign"):
         assert us[key] > 0, key
-    for key in ("plain", "fair", "sessions", "floor"):
-        assert results["inprocess"]["us"][key] > 0, key
+    for run in ("inprocess", "inprocess_cold"):
+        for key in ("plain", "fair", "sessions", "floor"):
+            assert results[run]["us"][key] > 0, (run, key)
     for run in ("pingpong", "pipelined"):
         variants = results["e2e"][run]["variants"]
         for key in ("plain", "fair", "sessions", "floor"):

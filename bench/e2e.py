@@ -3,8 +3,8 @@
 The servers are bench/servers.py's variants (plain, fair limit, sessions, floor inline) and, when Node and
 ``bench/express/node_modules`` are there, express-session's reference app (bench/express/app.js: plain,
 fair limit, express-session). The client (``python bench/e2e.py --client``, standard library, raw sockets)
-keeps one keep-alive connection per server and sends each request to the next server in turn (the starting
-server rotates every round), so whatever else the machine does hits every variant alike. It times each
+keeps one keep-alive connection per server and sends one request to each server per round, in an order
+shuffled every round, so whatever else the machine does hits every variant alike. It times each
 request from the first byte sent to the last byte received and sums per variant and per block of rounds.
 
 Two clients, one after the other, each against every server:
@@ -26,13 +26,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXPRESS_DIR = os.path.join(HERE, "express")
@@ -274,6 +275,16 @@ def run(blocks: int, rounds: int, pipeline_blocks: int, pipeline_rounds: int, de
 # Client side (another process) ###############################################################################
 
 
+def round_orders(n: int, seed: int = 12) -> Iterator[List[int]]:
+    """The order of the n variants in each round: a fresh shuffle every round, so that no variant always
+    follows the same neighbour (with a fixed cyclic order, plain came right after sessions every time)."""
+    rng = random.Random(seed)
+    order = list(range(n))
+    while True:
+        rng.shuffle(order)
+        yield order
+
+
 class Conn:
     """One keep-alive connection to one server, with its request bytes and response tallies."""
 
@@ -342,13 +353,11 @@ def _client_main() -> None:
         conns = [Conn(t["name"], t["port"], t["cookie"], command["depth"]) for t in command["targets"]]
         n = len(conns)
         seconds = {c.name: [] for c in conns}
-        counter = 0
+        orders = round_orders(n)
         for _ in range(command["blocks"]):
             spent = [0.0] * n
             for _ in range(command["rounds"]):
-                shift = counter % n
-                counter += 1
-                for i in list(range(shift, n)) + list(range(shift)):
+                for i in next(orders):
                     conn = conns[i]
                     start = perf()
                     conn.exchange()

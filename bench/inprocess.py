@@ -8,9 +8,11 @@ socket. All in one thread, so a request's time is all CPU work plus the socket s
 turns request by request, as in bench/e2e.py, with the same Cookie headers.
 
 Inside a running server the session work costs about 3x its tight-loop time (cache and branch-predictor
-state between requests; see /work/shared/PERF.md). This reproduces that without a second process: the
-"session work" is sessions minus fair per request, set beside the same difference for the floor and beside
-the tight-loop figures of bench/cycle.py.
+state between requests; see /work/shared/PERF.md). The "session work" here is sessions minus fair per
+request, set beside the same difference for the floor and beside the tight-loop figures of bench/cycle.py.
+Two runs: warm (requests back to back, the four handlers sharing one process's caches) and cold (before
+each request, untimed, ``cache_scrubber`` does roughly what the other processes of a loaded server machine
+do between two requests of one server), which is the one to set beside the end-to-end CPU delta.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import json
 import socket
 import statistics
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bench import servers
-from bench.e2e import Conn, cookie_header, quartiles, session_response_headers
+from bench.e2e import Conn, cookie_header, quartiles, round_orders, session_response_headers
 
 VARIANTS = ("plain", "fair", "sessions", "floor")
 
@@ -66,7 +68,24 @@ class Pair:
         self.client.sock.close()
 
 
-def run(blocks: int, rounds: int) -> Dict[str, Any]:
+def cache_scrubber(megabytes: int = 1) -> Callable[[], None]:
+    """What the other processes of a real server machine do between two requests of one server, roughly:
+    overwrite a megabyte of memory (the L2 cache's worth of data and code lines) and run unrelated
+    interpreter code (branch predictors, instruction cache)."""
+    buffer, source = bytearray(megabytes << 20), bytes(megabytes << 20)
+    junk = {f"k{i}": [i, str(i), {"x": i / 3}] for i in range(300)}
+    dumps = json.dumps
+
+    def scrub() -> None:
+        buffer[:] = source
+        dumps(junk)
+
+    return scrub
+
+
+def run(blocks: int, rounds: int, cold: bool = False) -> Dict[str, Any]:
+    """``cold``: run ``cache_scrubber()`` before each request, outside its timing."""
+    scrub: Optional[Callable[[], None]] = cache_scrubber() if cold else None
     manager = servers.new_manager()
     sid, pair = servers.seed_session(manager)
     session_cookie, plain_cookie = cookie_header(pair), cookie_header(None)
@@ -90,13 +109,13 @@ def run(blocks: int, rounds: int) -> Dict[str, Any]:
         samples: Dict[str, List[float]] = {n: [] for n in VARIANTS}
         perf = time.perf_counter
         n_var = len(order)
-        counter = 0
+        orders = round_orders(n_var)
         for _ in range(blocks):
             spent = [0.0] * n_var
             for _ in range(rounds):
-                shift = counter % n_var
-                counter += 1
-                for i in list(range(shift, n_var)) + list(range(shift)):
+                for i in next(orders):
+                    if scrub is not None:
+                        scrub()
                     start = perf()
                     order[i].request()
                     spent[i] += perf() - start
@@ -124,8 +143,8 @@ def run(blocks: int, rounds: int) -> Dict[str, Any]:
         "protocol_bytes_us": statistics.median(diff("fair", "plain")),
         "ratio": statistics.median(ratios) if ratios else float("inf"),
         "ratio_quartiles": quartiles(ratios) if ratios else [0.0, 0.0],
-        "blocks": blocks, "rounds": rounds,
-        "checks": {
+        "blocks": blocks, "rounds": rounds, "cold": cold,
+        "checks": {f"{name}{'_cold' if cold else ''}": ok for name, ok in {
             # every measured request went through the real handler and came back whole, with a 200
             "inprocess_all_served": all(t["served"] == measured and t["ok"] for t in tallies.values()),
             # the session variant saved every request (the stored counter counts priming + warm-up + measured)
@@ -133,5 +152,5 @@ def run(blocks: int, rounds: int) -> Dict[str, Any]:
             # session-like variants sent a Set-Cookie with the unchanged id on each response; plain none
             "inprocess_set_cookies": all(tallies[n]["set_cookies"] == measured and tallies[n]["changed"] == 0
                                          for n in ("fair", "sessions", "floor")) and tallies["plain"]["set_cookies"] == 0,
-        },
+        }.items()},
     }
