@@ -5,7 +5,8 @@ and one handler object set up as ``socketserver`` would (``setup()``: socket fil
 send the request bytes on the client socket, ``handler.handle_one_request()`` (parse the request line and
 headers, run ``do_GET``, write the response to the socket), receive and parse the response on the client
 socket. All in one thread, so a request's time is all CPU work plus the socket system calls; variants take
-turns request by request, as in bench/e2e.py, with the same Cookie headers.
+turns request by request, as in bench/e2e.py, with the same Cookie headers, and the figures are the same
+trimmed means per block.
 
 Inside a running server the session work costs about 3x its tight-loop time (cache and branch-predictor
 state between requests; see /work/shared/PERF.md). The "session work" here is sessions minus fair per
@@ -24,7 +25,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bench import servers
-from bench.e2e import Conn, cookie_header, quartiles, round_orders, session_response_headers
+from bench.e2e import Conn, cookie_header, quartiles, round_orders, session_response_headers, trimmed_mean
 
 VARIANTS = ("plain", "fair", "sessions", "floor")
 
@@ -111,16 +112,16 @@ def run(blocks: int, rounds: int, cold: bool = False) -> Dict[str, Any]:
         n_var = len(order)
         orders = round_orders(n_var)
         for _ in range(blocks):
-            spent = [0.0] * n_var
+            spent: List[List[float]] = [[] for _ in order]
             for _ in range(rounds):
                 for i in next(orders):
                     if scrub is not None:
                         scrub()
                     start = perf()
                     order[i].request()
-                    spent[i] += perf() - start
-            for name, s in zip(VARIANTS, spent):
-                samples[name].append(s / rounds * 1e6)
+                    spent[i].append(perf() - start)
+            for name, times in zip(VARIANTS, spent):
+                samples[name].append(trimmed_mean(times) * 1e6)
         stored_views = json.loads(servers.record_text(manager.store.get(sid)))["views"]
         tallies = {n: {"set_cookies": pairs[n].client.set_cookies - warm[n][0],
                        "served": pairs[n].server.requests - warm[n][1], "ok": pairs[n].client.ok,

@@ -32,12 +32,12 @@ from bench import cycle, e2e, inprocess, store, stores  # noqa: E402
 FULL = {"cycle_reps": 9, "cycle_seconds": 0.08, "inproc_blocks": 20, "inproc_rounds": 1000,
         "cold_blocks": 20, "cold_rounds": 150,
         "pp_blocks": 20, "pp_rounds": 350, "pl_blocks": 20, "pl_rounds": 35, "depth": 16,
-        "stores_reps": 7, "stores_seconds": 0.08, "trips_n": 50, "mp_seconds": 3.0, "mp_sessions": 200,
+        "stores_blocks": 15, "stores_rounds": 150, "trips_n": 50, "mp_seconds": 3.0, "mp_sessions": 200,
         "sizes": (10_000, 100_000, 1_000_000), "sample": 50_000, "prune_reps": 7}
 QUICK = {"cycle_reps": 3, "cycle_seconds": 0.004, "inproc_blocks": 4, "inproc_rounds": 60,
          "cold_blocks": 4, "cold_rounds": 10,
          "pp_blocks": 4, "pp_rounds": 25, "pl_blocks": 4, "pl_rounds": 3, "depth": 8,
-         "stores_reps": 2, "stores_seconds": 0.004, "trips_n": 5, "mp_seconds": 0.3, "mp_sessions": 20,
+         "stores_blocks": 2, "stores_rounds": 6, "trips_n": 5, "mp_seconds": 0.3, "mp_sessions": 20,
          "sizes": (2_000, 4_000, 8_000), "sample": 2_000, "prune_reps": 2}
 
 
@@ -288,7 +288,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "inprocess": lambda: inprocess.run(p["inproc_blocks"], p["inproc_rounds"]),
         "inprocess_cold": lambda: inprocess.run(p["cold_blocks"], p["cold_rounds"], cold=True),
         "e2e": lambda: e2e.run(p["pp_blocks"], p["pp_rounds"], p["pl_blocks"], p["pl_rounds"], p["depth"]),
-        "stores": lambda: stores.run(p["stores_reps"], p["stores_seconds"], p["trips_n"], p["mp_seconds"],
+        "stores": lambda: stores.run(p["stores_blocks"], p["stores_rounds"], p["trips_n"], p["mp_seconds"],
                                      p["mp_sessions"]),
         "store": lambda: store.run(p["sizes"], p["sample"], p["prune_reps"]),
     }

@@ -14,6 +14,9 @@ stopped by its PID; both libraries get a ``redis.Redis`` client to it. Flask-Ses
 sessions refreshed on every request); its ``open_session`` + ``save_session`` are timed with request and
 response objects built outside the timed region, as for Flask's cookie session in bench/cycle.py.
 
+The twelve variants (3 stores x 4 kinds) take turns request by request, in an order shuffled every round,
+and each figure is the median over blocks of the block's trimmed mean (the fastest 90%), as end to end.
+
 Store round trips per request kind are counted untimed: for Redis, the client's connection counts each
 ``send_packed_command`` (one per command, one per pipeline) and the server's ``INFO commandstats`` names the
 commands executed; for SQLite, a trace callback on the store's connections counts the statements executed
@@ -43,6 +46,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import sessions
 
 from bench import child_env, record_text, timing
+from bench.e2e import round_orders, trimmed_mean
 from bench.cycle import DATA, MAX_AGE, SECRET, cookie_header, set_cookie_value
 
 KINDS = ("untouched", "read_only", "modified", "new")
@@ -78,15 +82,11 @@ class Ours:
                 session["views"]
         return manager.commit(session)
 
-    def loop(self, kind: str) -> Callable[[int], None]:
-        request = self.request
+    def prepare(self, kind: str, n: int) -> None:
+        """Nothing to build ahead: the request is the Cookie header."""
 
-        def run(n: int) -> None:
-            for _ in range(n):
-                cookies = request(kind)
-            self.cookies[kind] = cookies
-
-        return run
+    def one(self, kind: str) -> None:
+        self.cookies[kind] = self.request(kind)
 
     def views(self) -> int:
         return json.loads(record_text(self.manager.store.get(self.sid)))["views"]
@@ -117,6 +117,7 @@ class FlaskSessionRedis:
         value = set_cookie_value(response.headers.getlist("Set-Cookie")[0])
         self.environ = EnvironBuilder(path="/", headers={"Cookie": cookie_header(self.name, value)}).get_environ()
         self.set_cookies: Dict[str, int] = {}
+        self.pending: Dict[str, List[Tuple[Any, Any]]] = {}
 
     def pairs(self, kind: str, n: int) -> List[Tuple[Any, Any]]:
         app, environ = self.app, self.blank if kind == "new" else self.environ
@@ -133,22 +134,41 @@ class FlaskSessionRedis:
             session["views"] = 1
         interface.save_session(app, session, response)
 
-    def loop(self, kind: str) -> Callable[[int], float]:
-        app, interface, request = self.app, self.interface, self.request
+    def prepare(self, kind: str, n: int) -> None:
+        """Build the next n requests' request and response objects (outside the timed region)."""
+        self.pending[kind] = self.pairs(kind, n)
 
-        def run(n: int) -> float:
-            pairs = self.pairs(kind, n)
-            start = time.perf_counter()
-            for req, resp in pairs:
-                request(app, interface, kind, req, resp)
-            elapsed = time.perf_counter() - start
-            self.set_cookies[kind] = len(pairs[-1][1].headers.getlist("Set-Cookie"))
-            return elapsed
-
-        return run
+    def one(self, kind: str) -> None:
+        request, response = self.pending[kind].pop()
+        self.request(self.app, self.interface, kind, request, response)
+        self.set_cookies[kind] = len(response.headers.getlist("Set-Cookie"))
 
     def views(self) -> int:
         return self.interface._retrieve_session_data(self.interface._get_store_id(self.sid))["views"]
+
+
+def interleaved_requests(variants: Dict[str, Tuple[Any, str]], blocks: int, rounds: int) -> Dict[str, List[float]]:
+    """Per variant (an object with ``prepare(kind, n)`` and ``one(kind)``, and its request kind): the trimmed
+    mean seconds per request of each block, the variants taking turns request by request in an order shuffled
+    every round (as end to end: a stall of the machine or of redis-server hits one request, not one variant)."""
+    names = list(variants)
+    calls = [variants[name] for name in names]
+    samples: Dict[str, List[float]] = {name: [] for name in names}
+    orders = round_orders(len(names))
+    perf = time.perf_counter
+    for _ in range(blocks):
+        for part, kind in calls:
+            part.prepare(kind, rounds)
+        spent: List[List[float]] = [[] for _ in names]
+        for _ in range(rounds):
+            for i in next(orders):
+                part, kind = calls[i]
+                start = perf()
+                part.one(kind)
+                spent[i].append(perf() - start)
+        for name, times in zip(names, spent):
+            samples[name].append(trimmed_mean(times))
+    return samples
 
 
 # Counting round trips ########################################################################################
@@ -318,20 +338,20 @@ def sqlite_processes(path: str, processes: int, kinds: List[str], seconds: float
 # The run ######################################################################################################
 
 
-def run(reps: int, target_seconds: float, trips_n: int, mp_seconds: float, mp_sessions: int) -> Dict[str, Any]:
+def run(blocks: int, rounds: int, trips_n: int, mp_seconds: float, mp_sessions: int) -> Dict[str, Any]:
     result: Dict[str, Any] = {"sqlite": None, "redis": None, "flask_session": None, "checks": {}}
     checks = result["checks"]
     missing = [name for name in ("SQLiteStore", "RedisStore") if not hasattr(sessions, name)]
     result["missing"] = {name: f"n/a (sessions.{name} missing)" for name in missing}
     tmp = tempfile.mkdtemp(prefix="bench-stores-")
     redis_server: Optional[RedisServer] = None
-    loops: Dict[str, Callable[[int], Any]] = {}
+    variants: Dict[str, Tuple[Any, str]] = {}
     parts: Dict[str, Any] = {}
     try:
         if "SQLiteStore" not in missing:
             parts["sqlite"] = Ours(sessions.SQLiteStore(os.path.join(tmp, "timed.db")))
             for kind in KINDS:
-                loops[f"sqlite_{kind}"] = parts["sqlite"].loop(kind)
+                variants[f"sqlite_{kind}"] = (parts["sqlite"], kind)
         if "RedisStore" not in missing or _flask_session_available():
             if shutil.which("redis-server") is None:
                 result["missing"]["redis"] = "n/a (redis-server not installed)"
@@ -343,15 +363,19 @@ def run(reps: int, target_seconds: float, trips_n: int, mp_seconds: float, mp_se
                 if "RedisStore" not in missing:
                     parts["redis"] = Ours(sessions.RedisStore(client, prefix="sess:"))
                     for kind in KINDS:
-                        loops[f"redis_{kind}"] = parts["redis"].loop(kind)
+                        variants[f"redis_{kind}"] = (parts["redis"], kind)
                 if _flask_session_available():
                     parts["flask_session"] = FlaskSessionRedis(client)
                     for kind in KINDS:
-                        loops[f"flask_session_{kind}"] = parts["flask_session"].loop(kind)
+                        variants[f"flask_session_{kind}"] = (parts["flask_session"], kind)
                 else:
                     result["missing"]["flask_session"] = "n/a (Flask-Session not installed: requirements-bench.txt)"
         before = {name: part.views() for name, part in parts.items()}
-        samples = timing.interleaved(loops, reps, target_seconds) if loops else {}
+        for part, kind in variants.values():  # warm up: connections, caches
+            part.prepare(kind, 5)
+            for _ in range(5):
+                part.one(kind)
+        samples = interleaved_requests(variants, blocks, rounds) if variants else {}
         us = {name: timing.median(values) * 1e6 for name, values in samples.items()}
         for name, part in parts.items():
             result[name] = {"us": {k: us[f"{name}_{k}"] for k in KINDS}}
