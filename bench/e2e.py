@@ -40,8 +40,6 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXPRESS_DIR = os.path.join(HERE, "express")
 NEIGHBOURS = ("theme=dark", "lang=en-GB", "_ga=GA1.2.1234567890.1700000000")
-PYTHON_VARIANTS = ("plain", "fair", "sessions", "floor")
-EXPRESS_VARIANTS = ("express_plain", "express_fair", "express_session")
 TRIM_KEEP = 0.9  # the share of each block's requests that the figures use (see trimmed_mean)
 
 

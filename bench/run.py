@@ -31,7 +31,7 @@ from bench import cycle, e2e, inprocess, store, stores  # noqa: E402
 
 FULL = {"cycle_reps": 9, "cycle_seconds": 0.08, "inproc_blocks": 20, "inproc_rounds": 1000,
         "cold_blocks": 20, "cold_rounds": 150,
-        "pp_blocks": 20, "pp_rounds": 350, "pl_blocks": 20, "pl_rounds": 35, "depth": 16,
+        "pp_blocks": 20, "pp_rounds": 500, "pl_blocks": 20, "pl_rounds": 40, "depth": 16,
         "stores_blocks": 15, "stores_rounds": 150, "trips_n": 50, "mp_seconds": 3.0, "mp_sessions": 200,
         "sizes": (10_000, 100_000, 1_000_000), "sample": 50_000, "prune_reps": 7}
 QUICK = {"cycle_reps": 3, "cycle_seconds": 0.004, "inproc_blocks": 4, "inproc_rounds": 60,
