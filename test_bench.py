@@ -30,9 +30,9 @@ EXPECTED_CHECKS = {
     "inprocess_all_served_cold", "inprocess_session_saved_cold", "inprocess_set_cookies_cold",
     # end to end, a process per server
     "e2e_session_cookie_sent", "e2e_session_saved_every_request", "e2e_set_cookie_every_response",
-    "e2e_same_session", "e2e_fair_same_headers", "e2e_keep_alive", "e2e_all_200", "e2e_served_counted",
+    "e2e_same_session", "e2e_fair_same_headers", "e2e_floor_same_headers", "e2e_keep_alive", "e2e_all_200", "e2e_served_counted",
 }
-EXPRESS_CHECKS = {"express_session_saved_every_request", "express_cookie_sent"}
+EXPRESS_CHECKS = {"express_session_saved_every_request", "express_cookie_sent", "express_fair_same_headers"}
 FLASK_SESSION_CHECKS = {"stores_flask_session_modified_saved", "stores_flask_session_cookies",
                         "stores_flask_session_writes_every_request"}
 REDIS_STORE_CHECKS = {"stores_redis_modified_saved", "stores_redis_cookies", "stores_redis_untouched_no_trips",

@@ -11,10 +11,10 @@ milliseconds for a core; the untrimmed figures are in the JSON too).
 
 Two clients, one after the other, each against every server:
 
-- ping-pong: one request in flight; a variant's req/s is its requests over its summed latency, which is
+- ping-pong: one request in flight; a variant's req/s is one over its (trimmed) mean latency, which is
   what a one-connection client would get from it alone.
 - pipelined (server-bound): a batch of ``depth`` requests is sent at once and all responses are read, so
-  the server always has work waiting; req/s is requests over summed batch time.
+  the server always has work waiting; req/s is requests over (trimmed) batch time.
 
 Ratios are taken per block (plain's time per request over the variant's, in the same block) and the report
 gives their median and middle half. "fair" receives the same Cookie header as the session server and sends
@@ -136,6 +136,9 @@ def start_servers(with_express: bool) -> Tuple[Dict[str, ServerProcess], Dict[st
         })
         cookies.update(plain=cookie_header(None), fair=cookie_header(pair), sessions=cookie_header(pair),
                        floor=cookie_header(pair))
+        prime["fair_headers"] = session_response_headers(servers["fair"].get(cookies["fair"])[1]) == sent
+        # the floor computes its own Set-Cookie: the same pair and attributes, then the same other headers
+        prime["floor_headers"] = session_response_headers(servers["floor"].get(cookies["floor"])[1]) == sent
         if with_express:
             express = servers["express_session"] = express_server("session")
             status, headers = express.get(cookie_header(None))  # creates the session, as a browser's first visit
@@ -147,6 +150,8 @@ def start_servers(with_express: bool) -> Tuple[Dict[str, ServerProcess], Dict[st
             servers["express_fair"] = express_server("fair", {"headers": sent})
             cookies.update(express_plain=cookie_header(None), express_fair=cookie_header(express_pair),
                            express_session=cookie_header(express_pair))
+            fair_sent = servers["express_fair"].get(cookies["express_fair"])[1]
+            prime["express_fair_headers"] = session_response_headers(fair_sent) == sent
     except BaseException:
         for server in servers.values():
             server.close()
@@ -259,8 +264,9 @@ def run(blocks: int, rounds: int, pipeline_blocks: int, pipeline_rounds: int, de
         "e2e_set_cookie_every_response": all_variants(
             lambda v, n: v["set_cookies"] == v["requests"] if n in session_like else v["set_cookies"] == 0),
         "e2e_same_session": all_variants(lambda v, n: v["cookie_changed"] == 0),
-        # the same response headers reached the fair limit as the session server sends
-        "e2e_fair_same_headers": bool(prime["sessions"]["headers"]),
+        # the fair limit and the floor send the session server's Set-Cookie, Cache-Control and Vary headers
+        "e2e_fair_same_headers": bool(prime["sessions"]["headers"]) and prime["fair_headers"],
+        "e2e_floor_same_headers": prime["floor_headers"],
         "e2e_keep_alive": all_variants(lambda v, n: v["connections"] == 1),
         "e2e_all_200": all_variants(lambda v, n: v["ok"]),
         # each server answered exactly the requests the client counted
@@ -272,6 +278,7 @@ def run(blocks: int, rounds: int, pipeline_blocks: int, pipeline_rounds: int, de
         express = pingpong["variants"]["express_session"]
         checks["express_session_saved_every_request"] = express["views_gained"] == express["requests"] > 0
         checks["express_cookie_sent"] = prime["express_session"]["same_pair"]
+        checks["express_fair_same_headers"] = prime["express_fair_headers"]
     return {"pingpong": pingpong, "pipelined": pipelined, "express": express_missing or "ran",
             "variants": list(servers), "checks": checks}
 

@@ -24,7 +24,7 @@ import statistics
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from bench import servers
+from bench import record_text, servers
 from bench.e2e import Conn, cookie_header, quartiles, round_orders, session_response_headers, trimmed_mean
 
 VARIANTS = ("plain", "fair", "sessions", "floor")
@@ -97,7 +97,7 @@ def run(blocks: int, rounds: int, cold: bool = False) -> Dict[str, Any]:
         sent = session_response_headers(pairs["sessions"].headers())
         set_cookie = next(v for n, v in sent if n.lower() == "set-cookie")
         others = [(n, v) for n, v in sent if n.lower() != "set-cookie"]
-        store = {sid: servers.record_text(manager.store.get(sid))}
+        store = {sid: record_text(manager.store.get(sid))}
         pairs["plain"] = Pair(listener, servers.CounterHandler, "plain", plain_cookie)
         pairs["fair"] = Pair(listener, servers.fair_handler_class(sent), "fair", session_cookie)
         pairs["floor"] = Pair(listener, servers.floor_handler_class(store, ";" + set_cookie.split(";", 1)[1], others),
@@ -122,7 +122,7 @@ def run(blocks: int, rounds: int, cold: bool = False) -> Dict[str, Any]:
                     spent[i].append(perf() - start)
             for name, times in zip(VARIANTS, spent):
                 samples[name].append(trimmed_mean(times) * 1e6)
-        stored_views = json.loads(servers.record_text(manager.store.get(sid)))["views"]
+        stored_views = json.loads(record_text(manager.store.get(sid)))["views"]
         tallies = {n: {"set_cookies": pairs[n].client.set_cookies - warm[n][0],
                        "served": pairs[n].server.requests - warm[n][1], "ok": pairs[n].client.ok,
                        "changed": pairs[n].client.cookie_changed} for n in VARIANTS}
