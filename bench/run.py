@@ -150,12 +150,13 @@ def e2e_table(run: Dict[str, Any], title: str) -> List[str]:
 
 def stores_table(st: Dict[str, Any]) -> List[str]:
     out = [f"   {'store: us/request (round trips)':<40}" + "".join(f"{k.replace('_', '-'):>20}" for k in stores.KINDS)]
-    for name, label in (("sqlite", "SQLiteStore (one file, WAL)"), ("redis", "RedisStore (redis-server, loopback)"),
-                        ("flask_session", "Flask-Session 0.8 Redis backend")):
+    rows = (("sqlite", "SQLiteStore (one file, WAL)", ("SQLiteStore",)),
+            ("redis", "RedisStore (redis-server, loopback)", ("RedisStore", "redis")),
+            ("flask_session", "Flask-Session 0.8 Redis backend", ("flask_session", "redis")))
+    for name, label, reasons in rows:
         part = st.get(name)
         if not part:
-            why = st["missing"].get({"sqlite": "SQLiteStore", "redis": "RedisStore"}.get(name, name)) \
-                or st["missing"].get("redis") or "n/a"
+            why = next((st["missing"][r] for r in reasons if r in st["missing"]), "n/a")
             out.append(f"   {label:<40}{why}")
             continue
         cells = []
