@@ -1,6 +1,6 @@
 """Benchmarks of sessions.py, with the targets of issues 4, 8 and 12. Run from the repository root:
 
-    python3 bench/run.py            # full run, about 3 minutes on 2 cores
+    python3 bench/run.py            # full run, 2 to 3 minutes on 2 cores
     python3 bench/run.py --quick    # seconds; used by test_bench.py to check the benchmark itself
 
 Prints readable tables, the targets (each MET or MISSED with its figure), then one JSON line with every
