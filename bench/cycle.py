@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import sessions
 
-from . import timing
+from . import record_text, timing
 
 SECRET = "bench secret: 32 random bytes would go here, e.g. secrets.token_hex(32)"
 MAX_AGE = 3600
@@ -297,7 +297,7 @@ def run(reps: int, target_seconds: float) -> Dict[str, Any]:
         last["new"] = cookies
         return elapsed
 
-    floor_store = {sid: manager.store.get(sid)[0]}  # MemoryStore.get: (record, deadline)
+    floor_store = {sid: record_text(manager.store.get(sid))}
     floor_start_views = json.loads(floor_store[sid])["views"]
 
     def floor(n: int) -> None:
@@ -382,7 +382,7 @@ def run(reps: int, target_seconds: float) -> Dict[str, Any]:
         "reps": reps,
     }
 
-    stored_views = json.loads(manager.store.get(sid)[0])["views"]
+    stored_views = json.loads(record_text(manager.store.get(sid)))["views"]
     floor_cookie = last.get("floor") or ""
     modified_cookies = last.get("modified") or []
     result["checks"] = {
