@@ -90,7 +90,11 @@ MAX_COOKIE_HEADER = 8192
 #: It lives among the data keys, not in the cookie object, because express-session rewrites the cookie
 #: object with a fixed set of keys and would drop it; data keys survive a round trip through Node.
 CREATED_KEY = "__createdAt"
-_RESERVED_KEYS = frozenset(("cookie", CREATED_KEY))
+#: Key of the expiry (ms since the epoch) of the cookie last sent to the browser, written only with
+#: ``cookie_refresh``: the server cannot otherwise know when the browser's copy expires. A data key for the
+#: same reason as ``CREATED_KEY``.
+SENT_EXPIRES_KEY = "__cookieSentExpires"
+_RESERVED_KEYS = frozenset(("cookie", CREATED_KEY, SENT_EXPIRES_KEY))
 
 
 # Errors ###################################################################################################
@@ -590,14 +594,16 @@ class _RecordFormat:
 
     def text(
         self, original_max_age_ms: Optional[float], expires_ms: Optional[int], secure: bool,
-        created_ms: Optional[int], data_json: str,
+        created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int] = None,
     ) -> str:
-        """The record; ``created_ms`` (None: left out) is written as ``CREATED_KEY`` among the data keys."""
+        """The record; ``created_ms`` and ``sent_expires_ms`` (None: left out) are written as ``CREATED_KEY``
+        and ``SENT_EXPIRES_KEY`` among the data keys."""
         created = "" if created_ms is None else f',"{CREATED_KEY}":{created_ms}'
+        sent = "" if sent_expires_ms is None else f',"{SENT_EXPIRES_KEY}":{sent_expires_ms}'
         return "".join((
             '{"cookie":{"originalMaxAge":', "null" if original_max_age_ms is None else str(original_max_age_ms),
             self._middle, "null" if expires_ms is None else f'"{_iso(expires_ms)}"',
-            self._tails[secure], created,
+            self._tails[secure], created, sent,
             "}" if data_json == "{}" else "," + data_json[1:],
         ))
 
@@ -630,9 +636,19 @@ def _data_text(record: str) -> Optional[str]:
     return "{" + record[end + 1 :] if record[end] == "," else None
 
 
-#: A parsed record: data, originalMaxAge (ms), expires (ms), created (ms), and the data's JSON text when it
-#: could be cut out of the record exactly (else None)
-_ParsedRecord = Tuple[Dict[str, Any], Any, Optional[int], Optional[int], Optional[str]]
+#: A parsed record: data, originalMaxAge (ms), expires (ms), created (ms), the data's JSON text when it
+#: could be cut out of the record exactly (else None), and the expiry of the cookie last sent (ms)
+_ParsedRecord = Tuple[Dict[str, Any], Any, Optional[int], Optional[int], Optional[str], Optional[int]]
+
+
+def _pop_ms(parsed: Dict[str, Any], key: str) -> Optional[int]:
+    """Take one of our data keys holding a time in ms (``CREATED_KEY``, ``SENT_EXPIRES_KEY``) out of a record."""
+    value = parsed.pop(key, None)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{key} is not a number")
+    return int(value)
 
 
 def _parse_record(record: str, store_deadline_ms: Optional[int] = None) -> _ParsedRecord:
@@ -658,12 +674,10 @@ def _parse_record(record: str, store_deadline_ms: Optional[int] = None) -> _Pars
         expires_ms = _parse_iso(expires)
         if expires_ms is None:
             raise ValueError("expires is not an ISO-8601 time")
-    created = parsed.pop(CREATED_KEY, None)
-    if created is not None and (isinstance(created, bool) or not isinstance(created, (int, float))):
-        raise ValueError(f"{CREATED_KEY} is not a number")
+    created, sent = _pop_ms(parsed, CREATED_KEY), _pop_ms(parsed, SENT_EXPIRES_KEY)
     del parsed["cookie"]
-    data_text = None if created is not None else _data_text(record)
-    return parsed, original, expires_ms, None if created is None else int(created), data_text
+    data_text = None if created is not None or sent is not None else _data_text(record)
+    return parsed, original, expires_ms, created, data_text, sent
 
 
 def _with_cookie_of(stored: str, fresh: str) -> str:
@@ -1344,7 +1358,7 @@ class Session(MutableMapping):
     the session is closed: any change raises ``SessionClosedError`` rather than being lost silently.
 
     All of a request's session state lives here; the manager changes it only through the transitions
-    below (``_start``, ``_verified_by``, ``_leave_scope``, ``_cookie_changed``, ``_mark_saved``,
+    below (``_start``, ``_verified_by``, ``_leave_scope``, ``_cookie_changed``, ``_cookie_sending``, ``_mark_saved``,
     ``_reloaded``, ``_restart``, ``_stale_deleted``, ``_mark_destroyed``, ``_close``) and reads it through the predicates
     (``is_new``, ``_saved``, ``_may_be_stored``, ``_modified``, ``_changed_since_saved``) and ``_status``.
     """
@@ -1370,6 +1384,8 @@ class Session(MutableMapping):
     _resign = False  # the request's cookie was signed with an older secret: send a fresh one
     _stale_ids: Tuple[str, ...] = ()  # ids that regenerate() left behind, deleted at commit
     _expire_browser_cookie = False  # flush(): unless a new cookie is sent, expire the browser's
+    _stored_expires_ms: Optional[int] = None  # the expiry the store holds (as loaded or last written): touch_after
+    _sent_expires_ms: Optional[int] = None  # when the browser's copy of the cookie expires, if known: cookie_refresh
     _set_cookies: List[str] = []  # what commit returned (never mutated: commit hands out copies)
 
     def __init__(
@@ -1538,11 +1554,13 @@ class Session(MutableMapping):
         created_ms: Optional[int],
         original_max_age_ms: Optional[float],
         expires_ms: Optional[int],
+        sent_expires_ms: Optional[int] = None,
     ) -> None:
         """Become session ``sid``: loaded (``new_reason`` None) or new. A session starts once per request
         (``_restart`` starts it again); the status is left as it is."""
         self._id, self._new_reason = sid, new_reason
         self._data, self._loaded_json, self._created_ms = data, loaded_json, created_ms
+        self._stored_expires_ms, self._sent_expires_ms = expires_ms, sent_expires_ms
         self._cookie = SessionCookie(self, self._manager.cookie_options, original_max_age_ms, expires_ms)
 
     def _verified_by(self, signed: str, current_secret: bool) -> None:
@@ -1557,17 +1575,23 @@ class Session(MutableMapping):
     def _cookie_changed(self) -> None:
         self._cookie_unsaved = self._cookie_unsent = True
 
+    def _cookie_sending(self) -> None:
+        """This response sends the cookie: the browser's copy will expire when the cookie does now."""
+        self._sent_expires_ms = self._cookie.expires_ms
+
     def _mark_saved(self, data_json: str) -> None:
         """The store now holds ``data_json`` and the current cookie under the current id."""
         self._synced_json = data_json
         self._cookie_unsaved = self._forced = False
+        self._stored_expires_ms = self._cookie.expires_ms
 
     def _reloaded(
         self, data: Dict[str, Any], stored_json: str, created_ms: Optional[int],
-        original_max_age_ms: Optional[float], expires_ms: Optional[int],
+        original_max_age_ms: Optional[float], expires_ms: Optional[int], sent_expires_ms: Optional[int],
     ) -> None:
         """Take what the store holds now; "modified" still compares with the data the request opened."""
         self._data, self._created_ms = data, created_ms
+        self._stored_expires_ms, self._sent_expires_ms = expires_ms, sent_expires_ms
         self._cookie = SessionCookie(self, self._manager.cookie_options, original_max_age_ms, expires_ms)
         self._synced_json = stored_json
 
@@ -1626,8 +1650,8 @@ def _data_json(data: Dict[str, Any]) -> str:
 
 
 #: What ``SessionManager._load`` gives ``Session._start``: data, its JSON, created (ms), originalMaxAge (ms),
-#: expires (ms)
-_LoadedRecord = Tuple[Dict[str, Any], str, Optional[int], Optional[float], Optional[int]]
+#: expires (ms), the expiry of the cookie last sent (ms)
+_LoadedRecord = Tuple[Dict[str, Any], str, Optional[int], Optional[float], Optional[int], Optional[int]]
 
 
 # Manager ##################################################################################################
@@ -1658,6 +1682,23 @@ class SessionManager:
     - ``absolute_timeout`` (None): seconds after creation (or regenerate) when a session ends however
       active it is (OWASP); the idle timeout is ``cookie max_age``.
     - ``clock`` (``time.time``): seconds since the epoch; inject one in tests.
+
+    Two opt-in throttles (off by default, so express-session's behaviour stays the default):
+
+    - ``touch_after`` (None): seconds. A loaded, unmodified session whose stored expiry was extended less
+      than ``touch_after`` ago is not touched, so a read-only request costs one store call (the read). When
+      it was last extended is the stored expiry minus the cookie's original max age (with a store that
+      returns its deadline, that deadline). The stored expiry then lags the sliding one by less than
+      ``touch_after``, never more: a session idle for ``max_age - touch_after`` may already be gone. It
+      applies only to sessions with a max age: a browser-session record lives by the store's default TTL,
+      restarted at a time the manager cannot know, so it is touched on every request as without the option.
+      ``session.touch()`` does not override it; ``session.modified = True`` forces a write.
+    - ``cookie_refresh`` (None): a share of ``max_age`` between 0 (excluded) and 1. A modified session
+      re-sends its cookie only when the browser's copy would expire within ``cookie_refresh * max_age``
+      (or when its expiry is unknown); the record keeps the expiry last sent as ``SENT_EXPIRES_KEY``. The
+      trade-off: the browser's copy may now expire before the record does, so an idle session ends between
+      ``cookie_refresh * max_age`` and ``max_age`` after the last request, instead of exactly ``max_age``.
+      With 1 every modified request re-sends the cookie, as without the option.
     """
 
     def __init__(
@@ -1673,6 +1714,8 @@ class SessionManager:
         trust_proxy: bool = False,
         absolute_timeout: Optional[Seconds] = None,
         clock: Callable[[], float] = time.time,
+        touch_after: Optional[Seconds] = None,
+        cookie_refresh: Optional[float] = None,
     ) -> None:
         self._keys = _keys(secret)
         self.store = MemoryStore() if store is None else store
@@ -1697,6 +1740,16 @@ class SessionManager:
         if not callable(clock):
             raise ConfigurationError("clock must be a callable returning seconds since the epoch")
         self.clock = clock
+        touch = _seconds(touch_after, "touch_after")
+        self._touch_after_ms = None if touch is None else _ms(touch)
+        if cookie_refresh is not None and (
+            isinstance(cookie_refresh, bool) or not isinstance(cookie_refresh, (int, float))
+            or not 0 < cookie_refresh <= 1
+        ):
+            raise ConfigurationError(
+                f"cookie_refresh must be a share of max_age, more than 0 and at most 1, not {cookie_refresh!r}"
+            )
+        self._cookie_refresh = cookie_refresh
         max_age = self.cookie_options.max_age
         self._max_age_ms = None if max_age is None else _ms(max_age)
         self._warned_insecure = False
@@ -1786,7 +1839,7 @@ class SessionManager:
             log.debug("session %s: no record in the store", _sid_hash(sid))
             return None
         try:
-            data, original_max_age_ms, expires_ms, created_ms, data_text = _parse_record(record, deadline_ms)
+            data, original_max_age_ms, expires_ms, created_ms, data_text, sent_ms = _parse_record(record, deadline_ms)
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             log.warning("session %s: corrupt record in the store treated as missing (%s)", _sid_hash(sid), exc)
             return None
@@ -1802,7 +1855,7 @@ class SessionManager:
                 log.debug("session %s: absolute timeout reached", _sid_hash(sid))
                 return None
         data_json = data_text if data_text is not None else _data_json(data)
-        return data, data_json, created_ms, original_max_age_ms, expires_ms
+        return data, data_json, created_ms, original_max_age_ms, expires_ms, sent_ms
 
     def _start_new(self, session: Session, reason: str, now_ms: int) -> None:
         session._start(self._new_id(), reason, {}, "{}", now_ms, self._max_age_ms, None)
@@ -1917,15 +1970,16 @@ class SessionManager:
         self._slide_expiry(session, now_ms)
         data_json = _data_json(session._data)
         is_new, modified = session._new_reason is not None, session._modified(data_json)
+        send = sendable and self._should_set_cookie(session, is_new, modified, now_ms)
+        if send:  # before the write, so that the record knows the expiry the browser will have
+            session._cookie_sending()
         # A new session whose cookie cannot reach the browser could never be found again: store nothing.
         if (sendable or not is_new) and self._should_save(session, is_new, modified, data_json):
             self._write(session, data_json)
-        elif not is_new:
+        elif not is_new and self._touch_due(session, now_ms):
             self._store_call("touch", session._id, self._record(session, data_json), self._store_expiry(session))
         self._destroy_stale(session)
-        if sendable and self._should_set_cookie(session, is_new, modified):
-            return [self._session_cookie(session, now_ms)]
-        return []
+        return [self._session_cookie(session, now_ms)] if send else []
 
     # The save rules: SPEC section 5's table, row by row, plus our additions (marked +).
     def _should_save(self, session: Session, is_new: bool, modified: bool, data_json: str) -> bool:
@@ -1935,16 +1989,32 @@ class SessionManager:
             return self.save_uninitialized or modified
         return self.resave or modified or session._cookie_unsaved  # + a new cookie.max_age is stored
 
-    def _should_set_cookie(self, session: Session, is_new: bool, modified: bool) -> bool:
+    def _should_set_cookie(self, session: Session, is_new: bool, modified: bool, now_ms: int) -> bool:
         if is_new:
             return self.save_uninitialized or modified or session._saved  # + what save() stored
         has_expiry = session._cookie.expires_ms is not None
         return (
             self.rolling
-            or (has_expiry and modified)
+            or (has_expiry and modified and self._cookie_due(session, now_ms))  # + cookie_refresh
             or session._cookie_unsent  # + a new cookie.max_age is sent
             or session._resign  # + re-signed with the current secret after a rotation
         )
+
+    def _cookie_due(self, session: Session, now_ms: int) -> bool:
+        """cookie_refresh: the browser's copy expires within its share of max_age, or when is unknown."""
+        if self._cookie_refresh is None:
+            return True
+        sent = session._sent_expires_ms
+        return sent is None or sent - now_ms <= self._cookie_refresh * session._cookie.original_max_age_ms
+
+    def _touch_due(self, session: Session, now_ms: int) -> bool:
+        """touch_after: the stored expiry was extended ``touch_after`` ago or more, or when is unknown (a
+        browser-session record). Extended at = stored expiry - original max age; an absolute timeout's cap
+        only makes that earlier, so a capped session is touched (uselessly, but never too late)."""
+        if self._touch_after_ms is None:
+            return True
+        stored, original = session._stored_expires_ms, session._cookie.original_max_age_ms
+        return stored is None or original is None or now_ms - (stored - original) >= self._touch_after_ms
 
     def _cookie_allowed(self, session: Session) -> bool:
         """A Secure cookie is never sent over plain HTTP (the browser would drop it anyway)."""
@@ -1977,8 +2047,9 @@ class SessionManager:
     def _record(self, session: Session, data_json: str) -> str:
         cookie = session._cookie
         created = None if self._absolute_ms is None else session._created_ms
+        sent = None if self._cookie_refresh is None else session._sent_expires_ms
         return self._record_format.text(
-            cookie.original_max_age_ms, cookie.expires_ms, self._secure_attribute(session), created, data_json
+            cookie.original_max_age_ms, cookie.expires_ms, self._secure_attribute(session), created, data_json, sent
         )
 
     def _secure_attribute(self, session: Session) -> bool:
