@@ -36,10 +36,11 @@ EXPRESS_CHECKS = {"express_session_saved_every_request", "express_cookie_sent", 
 FLASK_SESSION_CHECKS = {"stores_flask_session_modified_saved", "stores_flask_session_cookies",
                         "stores_flask_session_writes_every_request"}
 REDIS_STORE_CHECKS = {"stores_redis_modified_saved", "stores_redis_cookies", "stores_redis_untouched_no_trips",
-                      "stores_redis_read_only_touches", "stores_redis_modified_sets", "stores_redis_new_sets_only"}
+                      "stores_redis_read_only_touches", "stores_redis_modified_sets", "stores_redis_new_sets_only",
+                      "stores_redis_touch_after_reads"}
 SQLITE_STORE_CHECKS = {"stores_sqlite_modified_saved", "stores_sqlite_cookies", "stores_sqlite_untouched_no_statements",
                        "stores_sqlite_new_one_transaction", "stores_sqlite_read_only_updates",
-                       "stores_sqlite_4_processes"}
+                       "stores_sqlite_4_processes", "stores_sqlite_touch_after_reads"}
 
 
 def node_ready() -> bool:
@@ -134,7 +135,7 @@ def test_every_figure_is_reported(quick_run):
 
 def test_table_marks_each_target(quick_run):
     stdout, results = quick_run
-    assert len(results["targets"]) == 12
+    assert len(results["targets"]) == 14
     for target in results["targets"]:
         assert isinstance(target["met"], bool)
         mark = "MET   " if target["met"] else "MISSED"

@@ -95,6 +95,14 @@ def targets(results: Dict[str, Any]) -> List[Dict[str, Any]]:
     name = "RedisStore cycle <= 0.6x Flask-Session's (equal mix of the 4 kinds)"
     out.append(target(name, vs["mix"], 0.6, vs["mix"] <= 0.6, f"{vs['mix']:.2f}x") if vs else
                target(name, None, 0.6, False, "n/a"))
+    for key, label in (("redis", "RedisStore"), ("sqlite", "SQLiteStore")):
+        name = f"{label}, touch_after: a read-only request makes exactly 1 store round trip"
+        trips = ((st.get(key) or {}).get("trips_touch_after") or {}).get("read_only")
+        if trips:
+            n = trips["round_trips"] if "round_trips" in trips else trips["statements"]
+            out.append(target(name, n, 1.0, n == 1, f"{n:g}"))
+        else:
+            out.append(target(name, None, 1.0, False, "n/a"))
     processes = (st.get("sqlite") or {}).get("processes")
     name = "SQLiteStore, 4 processes on one file >= 5,000 cycles/s (equal mix)"
     if processes:
@@ -165,6 +173,12 @@ def stores_table(st: Dict[str, Any]) -> List[str]:
             n = trips["round_trips"] if "round_trips" in trips else trips["statements"]
             cells.append(f"{part['us'][kind]:>10.1f} ({n:g})")
         out.append(f"   {label:<40}" + "".join(f"{c:>20}" for c in cells))
+    for name, label in (("sqlite", "SQLiteStore"), ("redis", "RedisStore")):
+        trips = ((st.get(name) or {}).get("trips_touch_after") or {}).get("read_only")
+        if trips:
+            n = trips["round_trips"] if "round_trips" in trips else trips["statements"]
+            what = "+".join(sorted(trips["commands"] if "commands" in trips else trips["kinds"]))
+            out.append(f"   {label} with touch_after={stores.TOUCH_AFTER}: read-only {n:g} round trip(s) ({what})")
     out.append("   round trips: Redis = client sends (a pipeline is one); SQLite = statements executed (BEGIN, COMMIT "
                "and the write's prune batch included)")
     for name in ("redis", "flask_session"):

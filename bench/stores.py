@@ -17,7 +17,8 @@ response objects built outside the timed region, as for Flask's cookie session i
 The twelve variants (3 stores x 4 kinds) take turns request by request, in an order shuffled every round,
 and each figure is the median over blocks of the block's trimmed mean (the fastest 90%), as end to end.
 
-Store round trips per request kind are counted untimed: for Redis, the client's connection counts each
+Store round trips per request kind are counted untimed (and once more for read-only requests with
+``touch_after``, where the read should be the only one): for Redis, the client's connection counts each
 ``send_packed_command`` (one per command, one per pipeline) and the server's ``INFO commandstats`` names the
 commands executed; for SQLite, a trace callback on the store's connections counts the statements executed
 and the transactions (``BEGIN``).
@@ -50,6 +51,7 @@ from bench.e2e import round_orders, trimmed_mean
 from bench.cycle import DATA, MAX_AGE, SECRET, cookie_header, set_cookie_value
 
 KINDS = ("untouched", "read_only", "modified", "new")
+TOUCH_AFTER = 60  # seconds: the touch_after variant's throttle, longer than its counted requests take
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -59,8 +61,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 class Ours:
     """One manager over one store, with a seeded session; ``loops`` are the timed request kinds."""
 
-    def __init__(self, store: Any) -> None:
-        self.manager = sessions.SessionManager(SECRET, store=store, cookie={"max_age": MAX_AGE})
+    def __init__(self, store: Any, **options: Any) -> None:
+        self.manager = sessions.SessionManager(SECRET, store=store, cookie={"max_age": MAX_AGE}, **options)
         session = self.manager.open(None)
         session.update(DATA)
         self.sid = session.id
@@ -227,11 +229,12 @@ def command_stats(client: Any) -> Dict[str, int]:
     return {k[len("cmdstat_"):]: v["calls"] for k, v in client.info("commandstats").items()}
 
 
-def redis_trips(client: Any, counter: Dict[str, int], request: Callable[[str], Any], n: int) -> Dict[str, Any]:
+def redis_trips(client: Any, counter: Dict[str, int], request: Callable[[str], Any], n: int,
+                kinds: Tuple[str, ...] = KINDS) -> Dict[str, Any]:
     """Per request kind: round trips (the counting client's sends) and commands (the server's commandstats,
     read through ``client``, another connection) per request."""
     out = {}
-    for kind in KINDS:
+    for kind in kinds:
         request(kind)  # a first request connects (and says hello) outside the count
         before = command_stats(client)
         sends = counter["sends"]
@@ -262,12 +265,12 @@ def traced_sqlite(statements: List[str]) -> Iterator[None]:
         sqlite3.connect = connect  # type: ignore[assignment]
 
 
-def sqlite_trips(path: str, n: int) -> Dict[str, Any]:
+def sqlite_trips(path: str, n: int, kinds: Tuple[str, ...] = KINDS, **options: Any) -> Dict[str, Any]:
     out = {}
     statements: List[str] = []
     with traced_sqlite(statements):
-        ours = Ours(sessions.SQLiteStore(path))
-        for kind in KINDS:
+        ours = Ours(sessions.SQLiteStore(path), **options)
+        for kind in kinds:
             ours.request(kind)
             del statements[:]
             for _ in range(n):
@@ -404,6 +407,9 @@ def run(blocks: int, rounds: int, trips_n: int, mp_seconds: float, mp_sessions: 
             if "RedisStore" not in missing:
                 ours = Ours(sessions.RedisStore(counted, prefix="sess:"))
                 result["redis"]["trips"] = redis_trips(client, counter, ours.request, trips_n)
+                throttled = Ours(sessions.RedisStore(counted, prefix="sess:"), touch_after=TOUCH_AFTER)
+                result["redis"]["trips_touch_after"] = redis_trips(
+                    client, counter, throttled.request, trips_n, kinds=("read_only",))
             if "flask_session" in parts:
                 fs = FlaskSessionRedis(counted)
                 app, interface = fs.app, fs.interface
@@ -411,6 +417,8 @@ def run(blocks: int, rounds: int, trips_n: int, mp_seconds: float, mp_sessions: 
                     client, counter, lambda kind: fs.request(app, interface, kind, *fs.pairs(kind, 1)[0]), trips_n)
         if "sqlite" in parts:
             result["sqlite"]["trips"] = sqlite_trips(os.path.join(tmp, "traced.db"), trips_n)
+            result["sqlite"]["trips_touch_after"] = sqlite_trips(
+                os.path.join(tmp, "traced.db"), trips_n, kinds=("read_only",), touch_after=TOUCH_AFTER)
             path = os.path.join(tmp, "shared.db")
             sessions.SQLiteStore(path)  # the schema, before the workers race to create it
             result["sqlite"]["processes"] = {
@@ -433,6 +441,9 @@ def _trip_checks(result: Dict[str, Any], checks: Dict[str, bool]) -> None:
         checks["stores_redis_read_only_touches"] = redis["read_only"]["commands"].get("expire", 0) == 1 and "set" not in redis["read_only"]["commands"]
         checks["stores_redis_modified_sets"] = redis["modified"]["commands"].get("set", 0) == 1
         checks["stores_redis_new_sets_only"] = redis["new"]["commands"] == {"set": 1.0}
+        # the touch_after variant loaded the session (its round-trip count is a target, not a check)
+        throttled = result["redis"]["trips_touch_after"]["read_only"]["commands"]
+        checks["stores_redis_touch_after_reads"] = throttled.get("get", 0) == 1 and "set" not in throttled
     flask_session = (result.get("flask_session") or {}).get("trips")
     if flask_session:
         # it loads and rewrites the whole record on every request, read or not
@@ -443,6 +454,7 @@ def _trip_checks(result: Dict[str, Any], checks: Dict[str, bool]) -> None:
         checks["stores_sqlite_untouched_no_statements"] = sqlite["untouched"]["statements"] == 0
         checks["stores_sqlite_new_one_transaction"] = sqlite["new"]["transactions"] == 1
         checks["stores_sqlite_read_only_updates"] = "UPDATE" in sqlite["read_only"]["kinds"] and "INSERT" not in sqlite["read_only"]["kinds"]
+        checks["stores_sqlite_touch_after_reads"] = "SELECT" in result["sqlite"]["trips_touch_after"]["read_only"]["kinds"]
         processes = result["sqlite"]["processes"]
         checks["stores_sqlite_4_processes"] = all(
             p["all_found"] and len(p["per_process"]) == 4 and min(p["per_process"]) > 0 for p in processes.values())
