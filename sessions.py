@@ -242,9 +242,7 @@ def parse_cookie_header(header: Union[str, Iterable[str], None], name: Optional[
         log.debug("Cookie header of %d characters read only to %d", len(header), MAX_COOKIE_HEADER)
         header = header[:MAX_COOKIE_HEADER]
     if name is not None:
-        if _TOKEN.match(name):  # every valid cookie name
-            return _named_pairs(header, name)
-        return [pair for pair in parse_cookie_header(header) if pair[0] == name]
+        return _named_pairs(header, name) if name else []
     pairs = []
     for segment in _COOKIE_SEPARATORS.split(header):
         eq = segment.find("=")
@@ -257,25 +255,17 @@ def parse_cookie_header(header: Union[str, Iterable[str], None], name: Optional[
 
 
 def _named_pairs(header: str, name: str) -> List[Tuple[str, str]]:
-    """``parse_cookie_header`` for one name, found with ``str.find`` rather than by splitting every
-    neighbour (the session cookie is read on every request). Same result as the general loop, which a
-    property test checks. Still linear: the blanks walked over and the value scanned for each match lie
-    between that match and the next."""
+    """``parse_cookie_header`` for one non-empty name: the general loop, except that only the ``;``-segments
+    containing the name are cut up further (a pair's name is part of its segment). Same result for every
+    name, which a property test checks; ``str.split`` in C costs less than the regex split of every
+    neighbour (the session cookie is read on every request)."""
     pairs: List[Tuple[str, str]] = []
-    size, start = len(header), header.find(name)
-    while start >= 0:
-        before, after = start - 1, start + len(name)
-        while before >= 0 and header[before] in " \t":
-            before -= 1
-        while after < size and header[after] in " \t":
-            after += 1
-        if (before < 0 or header[before] in ";,") and after < size and header[after] == "=":
-            separator = _COOKIE_SEPARATORS.search(header, after + 1)
-            end = separator.start() if separator else size
-            pairs.append((name, _decode_cookie_value(header[after + 1 : end].strip(" \t"))))
-            start = header.find(name, end)
-        else:
-            start = header.find(name, start + 1)
+    for segment in header.split(";"):
+        if name in segment:
+            for part in segment.split(","):
+                key, eq, value = part.partition("=")
+                if eq and key.strip(" \t") == name:
+                    pairs.append((name, _decode_cookie_value(value.strip(" \t"))))
     return pairs
 
 

@@ -303,3 +303,17 @@ def test_both_throttles_together(store, clock):
     assert read_only(manager, cookie) == [] and store.calls == [("get", sid)]
     clock.advance(10)
     assert modify(manager, cookie) == [] and store.calls[-1] == ("set", sid)
+
+
+# The open path's fast parts ###############################################################################
+
+_pieces = st.sampled_from(["sid", "s", "id", "a b", "=", ";", ",", " ", "\t", "\xa0", '"', "%3A", "x", ""])
+
+
+@settings(max_examples=300, deadline=None)
+@given(header=st.lists(_pieces, max_size=16).map("".join),
+       name=st.one_of(st.sampled_from(["sid", "s", "a b", " sid", "sid=", "a;b", "a,b", "\xa0", '"']),
+                      st.text(max_size=4)))
+def test_looking_up_one_name_agrees_with_the_general_parser_for_every_name(header, name):
+    expected = [pair for pair in sessions.parse_cookie_header(header) if pair[0] == name]
+    assert sessions.parse_cookie_header(header, name) == expected
