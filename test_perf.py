@@ -4,11 +4,14 @@ Both throttles are off by default (test_sessions.py keeps express-session's beha
 with the injected clock: what it skips, what it never skips, and the bound it keeps on expiry."""
 
 import json
+import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import sessions
 from conftest import Clock, RecordingStore, T0, sid_of
+import test_interop as interop
+from test_interop import node, stack  # noqa: F401 (fixtures: a Node express-session app on redis)
 from test_stores import redis_client, store_and_clock  # noqa: F401 (fixtures: every store)
 
 SECRET = "test secret for the throttles"
@@ -317,3 +320,41 @@ _pieces = st.sampled_from(["sid", "s", "id", "a b", "=", ";", ",", " ", "\t", "\
 def test_looking_up_one_name_agrees_with_the_general_parser_for_every_name(header, name):
     expected = [pair for pair in sessions.parse_cookie_header(header) if pair[0] == name]
     assert sessions.parse_cookie_header(header, name) == expected
+
+
+# Through Node: the sent expiry is a data key, and express-session keeps data keys ##########################
+
+
+def test_the_sent_expiry_survives_express_session(stack, redis_server):
+    """A session written with cookie_refresh, then changed by express-session (which rewrites the cookie
+    object with its fixed keys, and re-sends the cookie), still carries the expiry Python last sent: an
+    older one than the browser now has, so Python can only re-send sooner than needed, never later."""
+    import urllib.request
+
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis_server.url)
+    manager = sessions.SessionManager(
+        interop.SECRET, store=sessions.RedisStore(client, prefix=interop.PREFIX), name=interop.NAME,
+        cookie={"max_age": interop.LONG_MS / 1000}, cookie_refresh=0.5,
+    )
+    session = manager.open(None)
+    session["n"] = 1
+    cookie = manager.commit(session)[0].split(";")[0]
+    sent = json.loads(stack.record(sid_of(cookie)))[sessions.SENT_EXPIRES_KEY]
+    on_node = urllib.request.Request(stack.node + "/set", data=b'{"n": 2}', method="POST",
+                                     headers={"Content-Type": "application/json", "Cookie": cookie})
+    with urllib.request.urlopen(on_node, timeout=10) as response:
+        assert response.headers.get_all("Set-Cookie")  # express re-sent the cookie (it has a max age)
+    for _ in range(100):  # express-session may save just after it has responded: wait, bounded
+        record = json.loads(stack.record(sid_of(cookie)))
+        if record["n"] == 2:
+            break
+        time.sleep(0.05)
+    assert record["n"] == 2 and record[sessions.SENT_EXPIRES_KEY] == sent
+    assert set(record["cookie"]) == {"originalMaxAge", "expires", "httpOnly", "path", "sameSite"}
+    session = manager.open(cookie)
+    assert dict(session) == {"n": 2} and session._sent_expires_ms == sent
+    session["n"] = 3
+    assert manager.commit(session) == []  # the expiry last sent is far off: no cookie
+    client.close()
