@@ -358,3 +358,16 @@ def test_the_sent_expiry_survives_express_session(stack, redis_server):
     session["n"] = 3
     assert manager.commit(session) == []  # the expiry last sent is far off: no cookie
     client.close()
+
+
+@pytest.mark.parametrize("options", [{}, {"absolute_timeout": 500}, {"cookie_refresh": 0.5},
+                                     {"absolute_timeout": 500, "cookie_refresh": 0.5}])
+def test_our_own_keys_are_not_data_and_do_not_count_as_changes(store, clock, options):
+    manager = manager_for(store, clock, **options)
+    cookie = start(manager, user="ada", roles=["a", "b"])
+    data = sessions._parse_record(store.inner.get(sid_of(cookie))[0])[0]
+    assert data == {"user": "ada", "roles": ["a", "b"]}
+    store.reset()
+    clock.advance(1)
+    read_only(manager, cookie)
+    assert store.count("set") == 0 and store.count("touch") == 1
