@@ -86,6 +86,9 @@ Seconds = Union[int, float, timedelta]
 #: A Cookie header is not parsed past this many characters (browsers send at most about 4 KiB per cookie).
 MAX_COOKIE_HEADER = 8192
 
+#: At most this many verified session cookie values are remembered per manager (see ``_verified_id``).
+VERIFIED_CACHE_SIZE = 1024
+
 #: Key of the creation time (ms since the epoch) in a record, written only when ``absolute_timeout`` is set.
 #: It lives among the data keys, not in the cookie object, because express-session rewrites the cookie
 #: object with a fixed set of keys and would drop it; data keys survive a round trip through Node.
@@ -1348,9 +1351,10 @@ class Session(MutableMapping):
     the session is closed: any change raises ``SessionClosedError`` rather than being lost silently.
 
     All of a request's session state lives here; the manager changes it only through the transitions
-    below (``_start``, ``_verified_by``, ``_leave_scope``, ``_cookie_changed``, ``_cookie_sending``, ``_mark_saved``,
-    ``_reloaded``, ``_restart``, ``_stale_deleted``, ``_mark_destroyed``, ``_close``) and reads it through the predicates
-    (``is_new``, ``_saved``, ``_may_be_stored``, ``_modified``, ``_changed_since_saved``) and ``_status``.
+    below (``_start``, ``_verified_by``, ``_leave_scope``, ``_cookie_changed``, ``_cookie_sending``,
+    ``_mark_saved``, ``_reloaded``, ``_restart``, ``_stale_deleted``, ``_mark_destroyed``, ``_close``) and reads
+    it through the predicates (``is_new``, ``_saved``, ``_may_be_stored``, ``_modified``,
+    ``_changed_since_saved``) and ``_status``.
     """
 
     # Class-level defaults keep creating a session (every request in WSGI) cheap; instances only ever
@@ -1743,6 +1747,9 @@ class SessionManager:
         max_age = self.cookie_options.max_age
         self._max_age_ms = None if max_age is None else _ms(max_age)
         self._warned_insecure = False
+        # Cookie values whose signature verified -> (id, index of the key): only ever values that verified,
+        # with this manager's fixed secrets, so an entry stays true; whether the session lives is the store's.
+        self._verified: Dict[str, Tuple[str, int]] = {}
         self._record_format = _RecordFormat(self.cookie_options)
         self._set_cookie = _SetCookieFormat(self.name, self.cookie_options)
 
@@ -1806,12 +1813,19 @@ class SessionManager:
         self._start_new(session, reason, now_ms)
 
     def _verified_id(self, value: str) -> Tuple[Optional[str], int]:
+        verified = self._verified.get(value)
+        if verified is not None:  # a returning browser: a dict lookup instead of an HMAC
+            return verified
         if not value.startswith("s:"):
             log.debug("ignoring an unsigned session cookie")
             return None, -1
         sid, key_index = _unsign(value[2:], self._keys)
         if sid is None:
             log.debug("ignoring a session cookie with an invalid signature")
+            return None, -1
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()  # bounded: start over rather than track which entries are recent
+        self._verified[value] = sid, key_index
         return sid, key_index
 
     def _load(self, sid: str, now_ms: int) -> Optional[_LoadedRecord]:

@@ -371,3 +371,42 @@ def test_our_own_keys_are_not_data_and_do_not_count_as_changes(store, clock, opt
     clock.advance(1)
     read_only(manager, cookie)
     assert store.count("set") == 0 and store.count("touch") == 1
+
+
+# Verified cookie values are remembered: a returning browser costs a dict lookup, not an HMAC ###############
+
+
+def test_only_values_that_verified_are_remembered_and_at_most_the_bound(store, clock, monkeypatch):
+    monkeypatch.setattr(sessions, "VERIFIED_CACHE_SIZE", 3)
+    manager = manager_for(store, clock)
+    cookies = [start(manager, n=i) for i in range(5)]
+    for i, cookie in enumerate(cookies):
+        assert manager.open(cookie)["n"] == i
+        assert 1 <= len(manager._verified) <= 3
+    forged = cookies[0][:-3] + ("AAA" if not cookies[0].endswith("AAA") else "BBB")
+    unsigned = "sid=" + sid_of(cookies[0])
+    before = dict(manager._verified)
+    for cookie in (forged, unsigned):
+        assert manager.open(cookie).new_reason == "bad-signature"
+    assert manager._verified == before
+
+
+def test_a_remembered_value_does_not_keep_a_destroyed_session(store, clock):
+    manager = manager_for(store, clock)
+    cookie = start(manager)
+    session = manager.open(cookie)
+    session.destroy()
+    manager.commit(session)
+    assert manager.open(cookie).new_reason == "not-found"
+
+
+def test_a_remembered_value_signed_with_an_old_secret_is_re_signed_every_time(store, clock):
+    old = manager_for(store, clock)
+    cookie = start(old)
+    rotated = sessions.SessionManager(["the new secret", SECRET], store=store, clock=clock, cookie={"max_age": 100})
+    for _ in range(2):
+        session = rotated.open(cookie)
+        session.get("user")
+        (sent,) = rotated.commit(session)
+        assert sid_of(sent, "the new secret") == sid_of(cookie)
+    assert manager_for(store, clock).open(sent.split(";")[0]).new_reason == "bad-signature"

@@ -178,8 +178,9 @@ def stores_table(st: Dict[str, Any]) -> List[str]:
         if trips:
             n = trips["round_trips"] if "round_trips" in trips else trips["statements"]
             what = "+".join(sorted(trips["commands"] if "commands" in trips else trips["kinds"]))
-            out.append(f"   {label} with touch_after={stores.TOUCH_AFTER}: read-only {st[name]['us_read_only_touch_after']:.1f} us, "
-                       f"{n:g} round trip(s) ({what}); without: {st[name]['us']['read_only']:.1f} us")
+            out.append(f"   {label} with touch_after={stores.TOUCH_AFTER}: read-only "
+                       f"{st[name]['us_read_only_touch_after']:.1f} us, {n:g} round trip(s) ({what}); "
+                       f"without: {st[name]['us']['read_only']:.1f} us")
     out.append("   round trips: Redis = client sends (a pipeline is one); SQLite = statements executed (BEGIN, COMMIT "
                "and the write's prune batch included)")
     for name in ("redis", "flask_session"):
