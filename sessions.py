@@ -1516,7 +1516,8 @@ class Session(MutableMapping):
         self._manager._flush(self)
 
     def touch(self) -> None:
-        """Restart the expiry now (every committed request does this anyway)."""
+        """Restart the expiry now (every committed request does this anyway; with ``touch_after`` the
+        store is still told only when its expiry is due, see ``SessionManager``)."""
         self._writable()
         self._manager._slide_expiry(self, self._manager._now_ms())
 
