@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import secrets as _secrets
 import sqlite3
@@ -1229,8 +1230,9 @@ class RedisStore(Store):
 
     ``update`` is optimistic: ``WATCH key``, ``GET``, then ``MULTI`` + ``SET key value EX ttl`` (the same
     value bytes and ttl as ``set``) + ``EXEC``. If another client wrote the key in between, Redis refuses
-    the ``EXEC`` and the update starts again with the newer value, up to ``UPDATE_ATTEMPTS`` times (then a
-    ``StoreError``: a clean 500). A cluster client must support ``WATCH`` in its pipelines.
+    the ``EXEC`` and the update starts again with the newer value after a short random pause (growing,
+    at most ``UPDATE_BACKOFF`` seconds), up to ``UPDATE_ATTEMPTS`` times (then a ``StoreError``: a clean
+    500). A cluster client must support ``WATCH`` in its pipelines.
 
     Redis's TTL is the authority on expiry: connect-redis's own touch leaves the stored ``cookie.expires``
     behind, so ``get`` reads the TTL along with the value, in one round trip, and returns both. Any error of
@@ -1239,8 +1241,10 @@ class RedisStore(Store):
     """
 
     blocking = True
-    #: Tries of an ``update`` whose key other clients keep writing before it gives up with a StoreError.
+    #: Tries of an ``update`` whose key other clients keep writing before it gives up with a StoreError,
+    #: and the longest random pause (seconds) between two tries: a pause spreads the writers apart.
     UPDATE_ATTEMPTS = 20
+    UPDATE_BACKOFF = 0.05
 
     def __init__(
         self,
@@ -1292,7 +1296,9 @@ class RedisStore(Store):
         (or an empty value, missing to connect-redis too) stays missing: False."""
         key = self.prefix + sid
         with _store_errors("Redis", "save"):
-            for _ in range(self.UPDATE_ATTEMPTS):
+            for attempt in range(self.UPDATE_ATTEMPTS):
+                if attempt:
+                    time.sleep(random.uniform(0, min(self.UPDATE_BACKOFF, 0.001 * 2**attempt)))
                 with self.client.pipeline(transaction=True) as pipe:
                     pipe.watch(key)
                     value = pipe.get(key)  # after WATCH the pipeline runs commands at once
