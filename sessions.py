@@ -2104,7 +2104,7 @@ class SessionManager:
           values, whoever wrote them (another request, Node). Two requests that change one key: the
           later commit wins for that key. The cookie object is this request's (its fresh expiry), and so
           is ``__createdAt`` under ``absolute_timeout`` (without it, a stored one is kept as it is).
-        - A stored text that is not a record: replaced by ``record``.
+        - A stored text that is not a record (or holds what JSON cannot write back): replaced by ``record``.
         """
         baseline = session._baseline_json
         data, absolute = session._data, self._absolute_ms is not None
@@ -2115,26 +2115,27 @@ class SessionManager:
             end = _cookie_end(stored)
             if end > 0 and stored[end:] == unchanged:
                 return record
-            try:
-                current = _decode_json(stored)
-                del current["cookie"]
-            except (ValueError, TypeError, KeyError, RecursionError):  # not a record: ours replaces it
-                return record
             if not changes:
                 before = _decode_json(baseline)
                 changed = {key: value for key, value in data.items()
                            if key not in before or _encode_json(value) != _encode_json(before[key])}
                 changes.append((changed, [key for key in before if key not in data]))
             changed, deleted = changes[0]
-            for key in deleted:
-                current.pop(key, None)
-            current.update(changed)
-            if absolute:
-                current.pop(CREATED_KEY, None)
+            try:
+                current = _decode_json(stored)
+                del current["cookie"]
+                for key in deleted:
+                    current.pop(key, None)
+                current.update(changed)
+                if absolute:
+                    current.pop(CREATED_KEY, None)
+                merged = _encode_json(current)
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError):  # not a record
+                return record
             cookie = session._cookie
             return self._record_format.text(
                 cookie.original_max_age_ms, cookie.expires_ms, self._secure_attribute(session),
-                session._created_ms if absolute else None, _encode_json(current),
+                session._created_ms if absolute else None, merged,
             )
 
         return change

@@ -28,6 +28,9 @@ from hypothesis import strategies as st
 
 import sessions
 from conftest import T0, Clock, record_of, sid_of
+from test_interop import NAME, PREFIX, node, stack  # noqa: F401 - node and stack are fixtures
+from test_interop import SECRET as NODE_SECRET
+from test_interop import Browser as NodeBrowser
 from test_stores import RedisClock
 
 SECRET = "concurrency secret"
@@ -501,3 +504,35 @@ def test_a_login_s_regenerate_is_never_undone_by_a_slow_request(served, mode):
         dead_ids_sent += sum(sid_of(value) == sid for value in slow_cookies)
         assert slow_cookies == []
     assert (resurrected, dead_ids_sent) == (0, 0)
+
+
+# 4. With Node: express-session writes whole records, ours merge into them ##################################
+
+
+def python_request_of(stack, cookie: str) -> Tuple[sessions.SessionManager, sessions.Session]:
+    """A Python request (in-process, the Python app's options) loading the session a browser has."""
+    store = sessions.RedisStore(stack.redis, prefix=PREFIX)
+    manager = sessions.SessionManager(NODE_SECRET, store=store, name=NAME, cookie={"max_age": stack.max_age_ms / 1000})
+    session = manager.open(cookie)
+    assert not session.is_new
+    return manager, session
+
+
+def test_a_python_commit_keeps_what_node_wrote_meanwhile(stack):
+    browser = NodeBrowser()
+    browser.post(stack.node, "/set", {"user": "ada"})
+    manager, session = python_request_of(stack, f"{NAME}={browser.session_cookie().value}")
+    browser.post(stack.node, "/set", {"node": "written meanwhile"})  # a whole-record SET by connect-redis
+    session["python"] = 1
+    assert len(manager.commit(session)) == 1
+    assert browser.get(stack.node).data == {"user": "ada", "node": "written meanwhile", "python": 1}
+
+
+def test_a_node_logout_is_not_undone_by_a_python_request(stack):
+    browser = NodeBrowser()
+    browser.post(stack.node, "/set", {"user": "ada"})
+    sid = browser.sid()
+    manager, session = python_request_of(stack, f"{NAME}={browser.session_cookie().value}")
+    browser.post(stack.node, "/destroy")
+    session["late"] = 1
+    assert manager.commit(session) == [] and stack.record(sid) is None
