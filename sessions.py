@@ -1237,7 +1237,6 @@ class RedisStore(Store):
     Redis's TTL is the authority on expiry: connect-redis's own touch leaves the stored ``cookie.expires``
     behind, so ``get`` reads the TTL along with the value, in one round trip, and returns both. Any error of
     the client becomes a ``StoreError``, so the request fails cleanly instead of starting an empty session.
-
     """
 
     blocking = True
@@ -1318,7 +1317,7 @@ class RedisStore(Store):
                             raise
                         continue  # the key changed after GET: read it again
                     return True
-        raise StoreError(f"Redis session store: cannot save (the record kept changing, {self.UPDATE_ATTEMPTS} tries)")
+        raise StoreError(f"Redis session store: cannot save (the record kept changing: {self.UPDATE_ATTEMPTS} tries)")
 
     def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
         """``EXPIRE key ttl`` only, as connect-redis does: the stored record (data and cookie) is left as it
@@ -1762,6 +1761,11 @@ class SessionManager:
 
     ``commit`` must run before any byte of the response is sent (the adapters call it when the headers are
     written); ``response_headers`` is ``commit`` plus the cache-safety headers.
+
+    Concurrent requests of one session: a loaded session's write applies only the keys its request set,
+    changed or deleted to the record as stored at that moment (``Store.update``, atomic per store; the
+    later commit wins a key both changed), and a record another request destroyed or regenerated away is
+    never written again, nor its id sent (``_write``, ``_merge``; README "Concurrent requests").
 
     Options (all validated here; messages name the option):
 
