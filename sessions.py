@@ -685,6 +685,24 @@ def _with_cookie_of(stored: str, fresh: str) -> str:
         return stored
 
 
+class _Merge:
+    """A loaded session's change for ``Store.update`` (``SessionManager._merge`` builds it): ``record``
+    when the stored text after its cookie object is still ``unchanged`` (no concurrent write: the usual
+    case), else ``merge(stored)``. Any store just calls it; RedisStore also makes the first check inside
+    Redis (``_SET_IF_UNCHANGED``), saving the round trips of ``WATCH`` and ``GET`` in the usual case."""
+
+    __slots__ = ("record", "unchanged", "_merge")
+
+    def __init__(self, record: str, unchanged: str, merge: Callable[[str], str]) -> None:
+        self.record, self.unchanged, self._merge = record, unchanged, merge
+
+    def __call__(self, stored: str) -> str:
+        end = _cookie_end(stored)
+        if end > 0 and stored[end:] == self.unchanged:
+            return self.record
+        return self._merge(stored)
+
+
 # Stores ###################################################################################################
 
 
@@ -992,6 +1010,29 @@ def _text(value: Union[str, bytes]) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+#: ``_Merge``'s first check, run inside Redis: if the stored value is a record whose text after its cookie
+#: object is ARGV[1] (``_cookie_end``'s rules: the first ``}`` ends a cookie object with no ``{``, no
+#: backslash and paired quotes), write ARGV[2] with ``EX`` ARGV[3] (``DEL`` for a ttl of zero or less) and
+#: answer 1; a missing or empty value answers 0; anything else 2 (then ``WATCH``/``MULTI`` merges).
+_SET_IF_UNCHANGED = r"""
+local value = redis.call('GET', KEYS[1])
+if not value or value == '' then return 0 end
+local tail = ARGV[1]
+local head_len = #value - #tail
+if head_len < 12 or string.sub(value, head_len + 1) ~= tail then return 2 end
+local head = string.sub(value, 1, head_len)
+if string.sub(head, 1, 11) ~= '{"cookie":{' or string.find(head, '}', 12, true) ~= head_len
+   or string.find(head, '{', 12, true) or string.find(head, '\\', 1, true)
+   or select(2, string.gsub(head, '"', '')) % 2 == 1 then return 2 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+
+
 def _is_watch_error(exc: Exception) -> bool:
     """Whether a client's exception says a watched key changed (redis-py's and valkey's ``WatchError``),
     told by class name, as this module imports no client library."""
@@ -1228,7 +1269,9 @@ class RedisStore(Store):
     lone ``EXPIRE`` (atomic; it never creates a key and never rewrites the data), ``destroy`` is ``DEL``,
     and ``ids()``, ``len()`` and ``clear()`` walk the prefix with ``SCAN``, never ``KEYS``.
 
-    ``update`` is optimistic: ``WATCH key``, ``GET``, then ``MULTI`` + ``SET key value EX ttl`` (the same
+    ``update`` of a loaded session first runs a script that writes its record at once if no other request
+    changed the stored data since it was loaded (one round trip, as ``set``). Otherwise, and for other
+    changes, it is optimistic: ``WATCH key``, ``GET``, then ``MULTI`` + ``SET key value EX ttl`` (the same
     value bytes and ttl as ``set``) + ``EXEC``. If another client wrote the key in between, Redis refuses
     the ``EXEC`` and the update starts again with the newer value after a short random pause (growing,
     at most ``UPDATE_BACKOFF`` seconds), up to ``UPDATE_ATTEMPTS`` times (then a ``StoreError``: a clean
@@ -1265,6 +1308,8 @@ class RedisStore(Store):
         self.default_ttl = _seconds(default_ttl, "default_ttl", allow_zero=False)
         self.scan_count = scan_count
         self.clock = clock
+        register = getattr(client, "register_script", None)  # a client without scripts merges by WATCH only
+        self._set_if_unchanged = register(_SET_IF_UNCHANGED) if callable(register) else None
 
     def get(self, sid: str) -> Optional[Tuple[str, Optional[float]]]:
         """``(record, expires_at)`` for a live key, else None. ``expires_at`` is when Redis will drop the key
@@ -1295,6 +1340,11 @@ class RedisStore(Store):
         (or an empty value, missing to connect-redis too) stays missing: False."""
         key = self.prefix + sid
         with _store_errors("Redis", "save"):
+            if isinstance(change, _Merge) and self._set_if_unchanged is not None:
+                ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
+                done = self._set_if_unchanged(keys=[key], args=[change.unchanged, change.record, ttl])
+                if done != 2:
+                    return done == 1
             for attempt in range(self.UPDATE_ATTEMPTS):
                 if attempt:
                     time.sleep(random.uniform(0, min(self.UPDATE_BACKOFF, 0.001 * 2**attempt)))
@@ -2097,7 +2147,7 @@ class SessionManager:
             return
         session._mark_saved(data_json)
 
-    def _merge(self, session: Session, data_json: str, record: str) -> Callable[[str], str]:
+    def _merge(self, session: Session, data_json: str, record: str) -> _Merge:
         """The change ``Store.update`` applies: this request's changes since its baseline (the keys it
         set, changed or deleted, compared as JSON), merged into the record as it is now.
 
@@ -2115,10 +2165,7 @@ class SessionManager:
         unchanged = self._record_format.after_cookie(session._created_ms if absolute else None, baseline)
         changes: List[Tuple[Dict[str, Any], List[str]]] = []  # computed once, on the first conflict
 
-        def change(stored: str) -> str:
-            end = _cookie_end(stored)
-            if end > 0 and stored[end:] == unchanged:
-                return record
+        def merge(stored: str) -> str:
             if not changes:
                 before = _decode_json(baseline)
                 changed = {key: value for key, value in data.items()
@@ -2142,7 +2189,7 @@ class SessionManager:
                 session._created_ms if absolute else None, merged,
             )
 
-        return change
+        return _Merge(record, unchanged, merge)
 
     def _store_call(self, method: str, *args: Any) -> Any:
         try:

@@ -439,6 +439,48 @@ def test_redis_store_update_that_keeps_conflicting_is_a_store_error(redis_client
     assert json.loads(redis_client.get("sess:" + sid))["v"] == store.UPDATE_ATTEMPTS
 
 
+def test_redis_store_writes_an_unchanged_session_in_one_script_call(redis_client):
+    """No concurrent write (the usual case): one EVALSHA writes the record, no WATCH round trips; the
+    value and TTL are what set writes."""
+    clock = Clock(T0)
+    manager = sessions.SessionManager(SECRET, store=sessions.RedisStore(redis_client, clock=clock), clock=clock,
+                                      cookie={"max_age": 60})
+    first = manager.open(None)
+    first["n"] = 1
+    cookie = manager.commit(first)[0].split(";")[0]
+    for n in (2, 3):  # the first call also loads the script into Redis
+        session = manager.open(cookie)
+        session["n"] = n
+        redis_client.config_resetstat()
+        manager.commit(session)
+    stats = redis_client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 1 and "cmdstat_watch" not in stats and "cmdstat_multi" not in stats
+    assert redis_client.get("sess:" + first.id) == manager._record(session, '{"n":3}').encode()
+    assert redis_client.ttl("sess:" + first.id) == 60
+
+
+@pytest.mark.parametrize("stored, tail", [
+    ('{"cookie":{"path":"/"},"a":1}', ',"a":1}'),
+    ('{"cookie":{"path":"/"},"b":2,"a":1}', ',"a":1}'),  # another key written meanwhile
+    ('{"cookie":{"p":"a\\"},"a":1}', ',"a":1}'),  # an escape in the cookie object
+    ('{"cookie":{"p":{"x":1}},"a":1}', ',"a":1}'),  # a nested object
+    ('{"cookie":{"p":"}"},"a":1}', ',"a":1}'),  # a brace inside a string
+    ('{"cookie":{"p":"/\u00e9"},"n":"\u00e9\U0001f600"}', ',"n":"\u00e9\U0001f600"}'),
+    ('{"cookie":{"path":"/"}}', "}"),
+    ('{"cookie":{}}', "}"),
+    ('{"cookie":{"path":"/"},"a":1}', "}"),
+    ("not json", "}"),
+    ('"a":1}', ',"a":1}'),
+])
+def test_redis_script_decides_like_the_python_check(redis_client, stored, tail):
+    """The script in Redis and ``_Merge`` in Python take the fast path for exactly the same texts."""
+    store = sessions.RedisStore(redis_client, clock=Clock(T0))
+    redis_client.set("sess:a", stored.encode())
+    python_fast = sessions._Merge("new", tail, lambda text: "merged")(stored) == "new"
+    assert store._set_if_unchanged(keys=["sess:a"], args=[tail, "new", 60]) == (1 if python_fast else 2)
+    assert redis_client.get("sess:a") == ("new" if python_fast else stored).encode()
+
+
 def test_redis_store_reads_keys_written_without_ttl_and_ignores_empty_values(redis_client):
     store = sessions.RedisStore(redis_client, clock=Clock(T0))
     redis_client.set("sess:forever", rec())  # connect-redis with disableTTL: true
