@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import secrets as _secrets
 import sqlite3
@@ -589,16 +590,20 @@ class _RecordFormat:
         self, original_max_age_ms: Optional[float], expires_ms: Optional[int], secure: bool,
         created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int] = None,
     ) -> str:
-        """The record; ``created_ms`` and ``sent_expires_ms`` (None: left out) are written as ``CREATED_KEY``
-        and ``SENT_EXPIRES_KEY`` among the data keys."""
-        created = "" if created_ms is None else f',"{CREATED_KEY}":{created_ms}'
-        sent = "" if sent_expires_ms is None else f',"{SENT_EXPIRES_KEY}":{sent_expires_ms}'
+        """The record; the parts after the cookie object are ``after_cookie``'s."""
         return "".join((
             '{"cookie":{"originalMaxAge":', "null" if original_max_age_ms is None else str(original_max_age_ms),
             self._middle, "null" if expires_ms is None else f'"{_iso(expires_ms)}"',
-            self._tails[secure], created, sent,
-            "}" if data_json == "{}" else "," + data_json[1:],
+            self._tails[secure], self.after_cookie(created_ms, data_json, sent_expires_ms),
         ))
+
+    @staticmethod
+    def after_cookie(created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int] = None) -> str:
+        """The record's text after its cookie object: ``created_ms`` and ``sent_expires_ms`` (None: left out)
+        as ``CREATED_KEY`` and ``SENT_EXPIRES_KEY``, then the data keys, and the end."""
+        created = "" if created_ms is None else f',"{CREATED_KEY}":{created_ms}'
+        sent = "" if sent_expires_ms is None else f',"{SENT_EXPIRES_KEY}":{sent_expires_ms}'
+        return created + sent + ("}" if data_json == "{}" else "," + data_json[1:])
 
 
 def _cookie_end(record: str) -> int:
@@ -687,6 +692,24 @@ def _with_cookie_of(stored: str, fresh: str) -> str:
         return stored
 
 
+class _Merge:
+    """A loaded session's change for ``Store.update`` (``SessionManager._merge`` builds it): ``record``
+    when the stored text after its cookie object is still ``unchanged`` (no concurrent write: the usual
+    case), else ``merge(stored)``. Any store just calls it; RedisStore also makes the first check inside
+    Redis (``_SET_IF_UNCHANGED``), saving the round trips of ``WATCH`` and ``GET`` in the usual case."""
+
+    __slots__ = ("record", "unchanged", "_merge")
+
+    def __init__(self, record: str, unchanged: str, merge: Callable[[str], str]) -> None:
+        self.record, self.unchanged, self._merge = record, unchanged, merge
+
+    def __call__(self, stored: str) -> str:
+        end = _cookie_end(stored)
+        if end > 0 and stored[end:] == self.unchanged:
+            return self.record
+        return self._merge(stored)
+
+
 # Stores ###################################################################################################
 
 
@@ -702,7 +725,10 @@ class Store:
     - ``get(sid)``: None when there is no live record; else the record text, or a tuple
       ``(record_text, expires_at)`` when the store enforces expiry itself.
     - ``set(sid, record, expires)``: create or replace, all or nothing.
+    - ``update(sid, change, expires)``: replace a live record by ``change(record as stored now)``,
+      atomically; never create one. Returns whether there was a live record.
     - ``touch(sid, record, expires)``: extend a live record; never create one, never replace its data.
+      Returns whether there was a live record (None: unknown, taken as live).
     - ``destroy(sid)``: delete; a missing record is not an error.
     - Optional: ``clear()``, ``__len__()`` (live records) and ``ids()``.
 
@@ -731,18 +757,39 @@ class Store:
         the epoch), or after the store's default time-to-live when ``expires`` is None."""
         raise NotImplementedError(f"{type(self).__name__} must implement set(sid, record, expires)")
 
-    def touch(self, sid: str, record: str, expires: Optional[float]) -> None:
-        """Mark an unchanged session as active: move its expiry to ``expires`` and take the cookie object
-        of ``record`` (its fresh ``expires``), keeping the stored data.
+    def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        """Replace the live record of ``sid`` by ``change(record)``, where ``record`` is the text stored
+        now, to expire as ``set`` would; return True. With no live record (destroyed, expired, never
+        written) write nothing and return False: a request that loaded a session before another one
+        logged it out (or regenerated its id) must not bring the old record back.
 
-        It must neither create a record (another request may have destroyed it: a logout must not be
-        undone) nor replace the stored data (another request may have changed it). This default does
-        get-then-set, which is not atomic; a store should override it with one atomic operation."""
+        The manager writes every change of a loaded session through here: ``change`` applies that
+        request's changes to whatever the record holds by then, so concurrent requests of one session
+        keep each other's keys. ``change`` is a pure function of its argument and may be called more
+        than once (a store that retries on a conflict calls it again with the newer text).
+
+        A store should make this one atomic step of its backend (a lock, a transaction, Redis's
+        ``WATCH``/``MULTI``). This default does get, change, set: a third-party store keeps working and
+        gains the check that the record is still there, but two requests committing at the same moment
+        can still lose one's changes, as every write could before."""
         stored = self.get(sid)
         if isinstance(stored, tuple):
             stored = stored[0]
-        if stored is not None:
-            self.set(sid, _with_cookie_of(stored, record), expires)
+        if stored is None:
+            return False
+        self.set(sid, change(stored), expires)
+        return True
+
+    def touch(self, sid: str, record: str, expires: Optional[float]) -> Optional[bool]:
+        """Mark an unchanged session as active: move its expiry to ``expires`` and take the cookie object
+        of ``record`` (its fresh ``expires``), keeping the stored data. Return whether there was a live
+        record to touch; None (what older stores return) means "unknown" and counts as live.
+
+        It must neither create a record (another request may have destroyed it: a logout must not be
+        undone) nor replace the stored data (another request may have changed it). When it reports
+        False, the response sends no cookie for the dead id. This default is ``update`` with the cookie
+        object of ``record``."""
+        return self.update(sid, lambda stored: _with_cookie_of(stored, record), expires)
 
     def destroy(self, sid: str) -> None:
         """Delete the record of ``sid``; deleting a missing one is not an error."""
@@ -818,14 +865,15 @@ class MemoryStore(Store):
         with self._lock:
             self._put(sid, record, expires, now)
 
-    def touch(self, sid: str, record: str, expires: Optional[float]) -> None:
+    def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        """Atomic: ``change`` runs under the store's lock, so no other write comes between reading the
+        record and replacing it. A missing or expired record stays missing (False)."""
+        return self._change(sid, change, expires)
+
+    def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
         """Extend a live record's expiry and take the new cookie object, keeping the stored data; a missing
-        or expired record stays missing."""
-        now = self.clock()
-        with self._lock:
-            entry = self._records.get(sid)
-            if entry is not None and entry[1] > now:
-                self._put(sid, _with_cookie_of(entry[0], record), expires, now)
+        or expired record stays missing (False)."""
+        return self._change(sid, lambda stored: _with_cookie_of(stored, record), expires)
 
     def destroy(self, sid: str) -> None:
         with self._lock:
@@ -856,6 +904,15 @@ class MemoryStore(Store):
         with self._lock:
             entry = self._records.get(sid)
             return None if entry is None else entry[1]
+
+    def _change(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        now = self.clock()
+        with self._lock:
+            entry = self._records.get(sid)
+            if entry is None or entry[1] <= now:
+                return False
+            self._put(sid, change(entry[0]), expires, now)
+            return True
 
     # The rest runs with the lock held.
 
@@ -960,6 +1017,35 @@ def _text(value: Union[str, bytes]) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+#: ``_Merge``'s first check, run inside Redis: if the stored value is a record whose text after its cookie
+#: object is ARGV[1] (``_cookie_end``'s rules: the first ``}`` ends a cookie object with no ``{``, no
+#: backslash and paired quotes), write ARGV[2] with ``EX`` ARGV[3] (``DEL`` for a ttl of zero or less) and
+#: answer 1; a missing or empty value answers 0; anything else 2 (then ``WATCH``/``MULTI`` merges).
+_SET_IF_UNCHANGED = r"""
+local value = redis.call('GET', KEYS[1])
+if not value or value == '' then return 0 end
+local tail = ARGV[1]
+local head_len = #value - #tail
+if head_len < 12 or string.sub(value, head_len + 1) ~= tail then return 2 end
+local head = string.sub(value, 1, head_len)
+if string.sub(head, 1, 11) ~= '{"cookie":{' or string.find(head, '}', 12, true) ~= head_len
+   or string.find(head, '{', 12, true) or string.find(head, '\\', 1, true)
+   or select(2, string.gsub(head, '"', '')) % 2 == 1 then return 2 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+
+
+def _is_watch_error(exc: Exception) -> bool:
+    """Whether a client's exception says a watched key changed (redis-py's and valkey's ``WatchError``),
+    told by class name, as this module imports no client library."""
+    return any(cls.__name__ == "WatchError" for cls in type(exc).__mro__)
+
+
 @contextlib.contextmanager
 def _store_errors(backend: str, action: str) -> Iterator[None]:
     """Turn any exception of a store's backend into a StoreError naming only the backend, the action and
@@ -995,7 +1081,8 @@ class SQLiteStore(Store):
         );
         CREATE INDEX sessions_expires_at ON sessions (expires_at);
 
-    Writes are transactions (``BEGIN IMMEDIATE``), ready for an atomic read-modify-write primitive.
+    Writes are transactions (``BEGIN IMMEDIATE``): ``update`` reads the row and writes it back in one,
+    so no other thread or process writes between the two.
     """
 
     blocking = True
@@ -1046,13 +1133,29 @@ class SQLiteStore(Store):
             else:
                 db.execute(self._sql["destroy"], (sid,))
 
-    def touch(self, sid: str, record: str, expires: Optional[float]) -> None:
+    def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        """SELECT the live row, then UPDATE it with ``change``'s text, in one ``BEGIN IMMEDIATE``
+        transaction: the write lock is held from the read on, so other threads and processes wait (up to
+        ``timeout``) instead of writing in between. A missing or expired row stays missing (False)."""
+        now = self.clock()
+        deadline = _deadline(expires, now, self.default_ttl)
+        with _store_errors("SQLite", "save"), self._transaction(now) as db:
+            row = db.execute(self._sql["get"], (sid, now)).fetchone()
+            if row is None:
+                return False
+            if deadline > now:
+                db.execute(self._sql["update"], (change(row[0]), deadline, sid))
+            else:
+                db.execute(self._sql["destroy"], (sid,))
+            return True
+
+    def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
         """One UPDATE of a live row: its expiry, and ``record``'s cookie object over the stored data. A
-        missing or expired row stays missing; data written meanwhile by another request is kept."""
+        missing or expired row stays missing (False); data written meanwhile by another request is kept."""
         now = self.clock()
         deadline = _deadline(expires, now, self.default_ttl)
         with _store_errors("SQLite", "touch"), self._transaction(now) as db:
-            db.execute(self._sql["touch"], (record, deadline, sid, now))
+            return db.execute(self._sql["touch"], (record, deadline, sid, now)).rowcount > 0
 
     def destroy(self, sid: str) -> None:
         """Delete the row; a missing one is not an error."""
@@ -1083,6 +1186,7 @@ class SQLiteStore(Store):
             "get": f"SELECT record, expires_at FROM {table} WHERE id = ? AND {live}",
             "put": f"INSERT INTO {table} (id, record, expires_at) VALUES (?, ?, ?) ON CONFLICT (id)"
                    " DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
+            "update": f"UPDATE {table} SET record = ?, expires_at = ? WHERE id = ?",
             "touch": f"UPDATE {table} SET record = sessions_with_cookie_of(record, ?), expires_at = ?"
                      f" WHERE id = ? AND {live}",
             "destroy": f"DELETE FROM {table} WHERE id = ?",
@@ -1172,14 +1276,24 @@ class RedisStore(Store):
     lone ``EXPIRE`` (atomic; it never creates a key and never rewrites the data), ``destroy`` is ``DEL``,
     and ``ids()``, ``len()`` and ``clear()`` walk the prefix with ``SCAN``, never ``KEYS``.
 
+    ``update`` of a loaded session first runs a script that writes its record at once if no other request
+    changed the stored data since it was loaded (one round trip, as ``set``). Otherwise, and for other
+    changes, it is optimistic: ``WATCH key``, ``GET``, then ``MULTI`` + ``SET key value EX ttl`` (the same
+    value bytes and ttl as ``set``) + ``EXEC``. If another client wrote the key in between, Redis refuses
+    the ``EXEC`` and the update starts again with the newer value after a short random pause (growing,
+    at most ``UPDATE_BACKOFF`` seconds), up to ``UPDATE_ATTEMPTS`` times (then a ``StoreError``: a clean
+    500). A cluster client must support ``WATCH`` in its pipelines.
+
     Redis's TTL is the authority on expiry: connect-redis's own touch leaves the stored ``cookie.expires``
     behind, so ``get`` reads the TTL along with the value, in one round trip, and returns both. Any error of
     the client becomes a ``StoreError``, so the request fails cleanly instead of starting an empty session.
-
-    An atomic read-modify-write fits this design later: ``WATCH`` + ``MULTI`` on the key, or a Lua script.
     """
 
     blocking = True
+    #: Tries of an ``update`` whose key other clients keep writing before it gives up with a StoreError,
+    #: and the longest random pause (seconds) between two tries: a pause spreads the writers apart.
+    UPDATE_ATTEMPTS = 20
+    UPDATE_BACKOFF = 0.05
 
     def __init__(
         self,
@@ -1201,6 +1315,8 @@ class RedisStore(Store):
         self.default_ttl = _seconds(default_ttl, "default_ttl", allow_zero=False)
         self.scan_count = scan_count
         self.clock = clock
+        register = getattr(client, "register_script", None)  # a client without scripts merges by WATCH only
+        self._set_if_unchanged = register(_SET_IF_UNCHANGED) if callable(register) else None
 
     def get(self, sid: str) -> Optional[Tuple[str, Optional[float]]]:
         """``(record, expires_at)`` for a live key, else None. ``expires_at`` is when Redis will drop the key
@@ -1225,12 +1341,47 @@ class RedisStore(Store):
             else:
                 self.client.delete(self.prefix + sid)
 
-    def touch(self, sid: str, record: str, expires: Optional[float]) -> None:
+    def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        """``WATCH``, ``GET``, ``MULTI``, ``SET ... EX ttl`` (or ``DEL`` for a ttl of zero or less),
+        ``EXEC``; retried with the newer value when another client wrote the key meanwhile. A missing key
+        (or an empty value, missing to connect-redis too) stays missing: False."""
+        key = self.prefix + sid
+        with _store_errors("Redis", "save"):
+            if isinstance(change, _Merge) and self._set_if_unchanged is not None:
+                ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
+                done = self._set_if_unchanged(keys=[key], args=[change.unchanged, change.record, ttl])
+                if done != 2:
+                    return done == 1
+            for attempt in range(self.UPDATE_ATTEMPTS):
+                if attempt:
+                    time.sleep(random.uniform(0, min(self.UPDATE_BACKOFF, 0.001 * 2**attempt)))
+                with self.client.pipeline(transaction=True) as pipe:
+                    pipe.watch(key)
+                    value = pipe.get(key)  # after WATCH the pipeline runs commands at once
+                    if not value:
+                        return False
+                    record = change(_text(value))
+                    ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
+                    pipe.multi()
+                    if ttl > 0:
+                        pipe.set(key, record, ex=ttl)
+                    else:
+                        pipe.delete(key)
+                    try:
+                        pipe.execute()
+                    except Exception as exc:
+                        if not _is_watch_error(exc):
+                            raise
+                        continue  # the key changed after GET: read it again
+                    return True
+        raise StoreError(f"Redis session store: cannot save (the record kept changing: {self.UPDATE_ATTEMPTS} tries)")
+
+    def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
         """``EXPIRE key ttl`` only, as connect-redis does: the stored record (data and cookie) is left as it
-        is, a missing key stays missing, and a ttl of zero or less deletes the key."""
+        is, a missing key stays missing (False: EXPIRE answers 0), and a ttl of zero or less deletes the key."""
         ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
         with _store_errors("Redis", "touch"):
-            self.client.expire(self.prefix + sid, ttl)
+            return bool(self.client.expire(self.prefix + sid, ttl))
 
     def destroy(self, sid: str) -> None:
         """``DEL key``; a missing key is not an error."""
@@ -1352,9 +1503,9 @@ class Session(MutableMapping):
 
     All of a request's session state lives here; the manager changes it only through the transitions
     below (``_start``, ``_verified_by``, ``_leave_scope``, ``_cookie_changed``, ``_cookie_sending``,
-    ``_mark_saved``, ``_reloaded``, ``_restart``, ``_stale_deleted``, ``_mark_destroyed``, ``_close``) and reads
-    it through the predicates (``is_new``, ``_saved``, ``_may_be_stored``, ``_modified``,
-    ``_changed_since_saved``) and ``_status``.
+    ``_mark_saved``, ``_mark_gone``, ``_reloaded``, ``_restart``, ``_stale_deleted``, ``_mark_destroyed``,
+    ``_close``) and reads it through the predicates (``is_new``, ``_saved``, ``_may_be_stored``, ``_modified``,
+    ``_changed_since_saved``), ``_baseline_json`` and ``_status``.
     """
 
     # Class-level defaults keep creating a session (every request in WSGI) cheap; instances only ever
@@ -1370,6 +1521,8 @@ class Session(MutableMapping):
     _loaded_json = "{}"  # the data's JSON when the request opened it: "modified" compares with it
     _synced_json: Optional[str] = None  # the data's JSON the store holds under _id, known because this
     #                                     request wrote it (save(), commit) or read it (reload())
+    _record_gone = False  # the store found no live record under _id when this request wrote or touched
+    #                       it (another request destroyed it or regenerated it away): write nothing more
     _id_changed = False  # regenerate() gave a new id: that alone counts as modified (express-session)
     _forced = False  # `session.modified = True`: save at commit even if the data is unchanged
     _cookie_unsaved = False  # cookie.max_age was set and not yet written to the store...
@@ -1539,6 +1692,13 @@ class Session(MutableMapping):
         """Something the store does not hold yet, after ``save()`` or ``reload()``."""
         return data_json != self._synced_json or self._cookie_unsaved or self._forced
 
+    @property
+    def _baseline_json(self) -> str:
+        """The data's JSON that this request's changes are measured from when they are merged into the
+        stored record: as loaded, or as this request last saved (or reloaded) it."""
+        synced = self._synced_json
+        return self._loaded_json if synced is None else synced
+
     # Transitions (the manager calls these; each sets a consistent group of fields)
     def _start(
         self,
@@ -1575,10 +1735,16 @@ class Session(MutableMapping):
         self._sent_expires_ms = self._cookie.expires_ms
 
     def _mark_saved(self, data_json: str) -> None:
-        """The store now holds ``data_json`` and the current cookie under the current id."""
+        """The store now holds ``data_json`` (merged with what other requests wrote meanwhile) and the
+        current cookie under the current id."""
         self._synced_json = data_json
         self._cookie_unsaved = self._forced = False
         self._stored_expires_ms = self._cookie.expires_ms
+
+    def _mark_gone(self) -> None:
+        """The store has no live record under the current id any more: nothing more is written for it,
+        and no cookie naming it is sent."""
+        self._record_gone = True
 
     def _reloaded(
         self, data: Dict[str, Any], stored_json: str, created_ms: Optional[int],
@@ -1601,7 +1767,7 @@ class Session(MutableMapping):
             self._stale_ids += (self._id,)
         self._start(sid, "regenerated", data, "{}", created_ms, original_max_age_ms, None)
         self._status, self._closed_reason = _OPEN, None
-        self._synced_json, self._forced = None, False
+        self._synced_json, self._forced, self._record_gone = None, False, False
         self._cookie_unsaved = self._cookie_unsent = False
         self._id_changed = not flushed
         self._expire_browser_cookie = self._expire_browser_cookie or flushed
@@ -1663,6 +1829,11 @@ class SessionManager:
 
     ``commit`` must run before any byte of the response is sent (the adapters call it when the headers are
     written); ``response_headers`` is ``commit`` plus the cache-safety headers.
+
+    Concurrent requests of one session: a loaded session's write applies only the keys its request set,
+    changed or deleted to the record as stored at that moment (``Store.update``, atomic per store; the
+    later commit wins a key both changed), and a record another request destroyed or regenerated away is
+    never written again, nor its id sent (``_write``, ``_merge``; README "Concurrent requests").
 
     Options (all validated here; messages name the option):
 
@@ -1981,10 +2152,13 @@ class SessionManager:
         # A new session whose cookie cannot reach the browser could never be found again: store nothing.
         if (sendable or not is_new) and self._should_save(session, is_new, modified, data_json):
             self._write(session, data_json)
-        elif not is_new and self._touch_due(session, now_ms):
-            self._store_call("touch", session._id, self._record(session, data_json), self._store_expiry(session))
+        elif not is_new and not session._record_gone and self._touch_due(session, now_ms):
+            record, expires = self._record(session, data_json), self._store_expiry(session)
+            if self._store_call("touch", session._id, record, expires) is False:
+                session._mark_gone()
         self._destroy_stale(session)
-        return [self._session_cookie(session, now_ms)] if send else []
+        # A record destroyed or regenerated away by another request: never hand the browser its id again.
+        return [self._session_cookie(session, now_ms)] if send and not session._record_gone else []
 
     # The save rules: SPEC section 5's table, row by row, plus our additions (marked +).
     def _should_save(self, session: Session, is_new: bool, modified: bool, data_json: str) -> bool:
@@ -2034,12 +2208,71 @@ class SessionManager:
         return True
 
     def _write(self, session: Session, data_json: str) -> None:
-        self._store_call("set", session._id, self._record(session, data_json), self._store_expiry(session))
+        """Store the session. Nobody else knows a new or regenerated id yet: a plain ``set``. A loaded
+        session may have been changed by concurrent requests since it was loaded: ``update`` applies this
+        request's changes (``_merge``) to the record as stored now, and writes nothing if it is gone."""
+        if session._record_gone:  # a save() found it destroyed: nothing is written for it again
+            return
+        record, expires = self._record(session, data_json), self._store_expiry(session)
+        if session._new_reason is not None:
+            self._store_call("set", session._id, record, expires)
+        elif not self._store_call("update", session._id, self._merge(session, data_json, record), expires):
+            session._mark_gone()
+            return
         session._mark_saved(data_json)
 
-    def _store_call(self, method: str, *args: Any) -> None:
+    def _merge(self, session: Session, data_json: str, record: str) -> _Merge:
+        """The change ``Store.update`` applies: this request's changes since its baseline (the keys it
+        set, changed or deleted, compared as JSON), merged into the record as it is now.
+
+        - Stored data still equal to the baseline (no concurrent write, the usual case): ``record``,
+          this request's full record, as a plain ``set`` would write.
+        - Otherwise the stored data with this request's changes applied: a changed key keeps its place,
+          a new key goes last, a deleted key goes; keys this request did not change keep the stored
+          values, whoever wrote them (another request, Node). Two requests that change one key: the
+          later commit wins for that key. The cookie object is this request's (its fresh expiry), and so
+          is ``__createdAt`` under ``absolute_timeout``, and ``__cookieSentExpires`` under ``cookie_refresh``
+          (without them, stored ones are kept as they are).
+        - A stored text that is not a record (or holds what JSON cannot write back): replaced by ``record``.
+        """
+        baseline = session._baseline_json
+        data, absolute = session._data, self._absolute_ms is not None
+        sent = None if self._cookie_refresh is None else session._sent_expires_ms
+        # when this response sends the cookie, sent is new: the stored text then differs and merge() runs
+        unchanged = self._record_format.after_cookie(session._created_ms if absolute else None, baseline, sent)
+        changes: List[Tuple[Dict[str, Any], List[str]]] = []  # computed once, on the first conflict
+
+        def merge(stored: str) -> str:
+            if not changes:
+                before = _decode_json(baseline)
+                changed = {key: value for key, value in data.items()
+                           if key not in before or _encode_json(value) != _encode_json(before[key])}
+                changes.append((changed, [key for key in before if key not in data]))
+            changed, deleted = changes[0]
+            try:
+                current = _decode_json(stored)
+                del current["cookie"]
+                for key in deleted:
+                    current.pop(key, None)
+                current.update(changed)
+                if absolute:
+                    current.pop(CREATED_KEY, None)
+                if self._cookie_refresh is not None:
+                    current.pop(SENT_EXPIRES_KEY, None)
+                merged = _encode_json(current)
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError):  # not a record
+                return record
+            cookie = session._cookie
+            return self._record_format.text(
+                cookie.original_max_age_ms, cookie.expires_ms, self._secure_attribute(session),
+                session._created_ms if absolute else None, merged, sent,
+            )
+
+        return _Merge(record, unchanged, merge)
+
+    def _store_call(self, method: str, *args: Any) -> Any:
         try:
-            getattr(self.store, method)(*args)
+            return getattr(self.store, method)(*args)
         except Exception as exc:
             raise StoreError(f"the session store failed to {method} a session ({type(exc).__name__})") from exc
 

@@ -229,8 +229,8 @@ def test_cookie_refresh_sends_when_the_browser_s_expiry_is_unknown(store, clock)
     clock.advance(1)
     assert modify(manager, cookie) == []
     clock.advance(1)
-    assert len(modify(plain, cookie)) == 1  # without the option the key is not written...
-    assert sessions.SENT_EXPIRES_KEY not in store.data(sid)  # ...and the stale one is dropped
+    assert len(modify(plain, cookie)) == 1  # without the option the key is not updated: the stored one is
+    assert store.data(sid)[sessions.SENT_EXPIRES_KEY] == (T0 + 101) * 1000  # kept, as __createdAt is
 
 
 def test_cookie_refresh_leaves_the_other_reasons_to_send_alone(store, clock):
@@ -410,3 +410,20 @@ def test_a_remembered_value_signed_with_an_old_secret_is_re_signed_every_time(st
         (sent,) = rotated.commit(session)
         assert sid_of(sent, "the new secret") == sid_of(cookie)
     assert manager_for(store, clock).open(sent.split(";")[0]).new_reason == "bad-signature"
+
+
+def test_cookie_refresh_with_a_concurrent_write(store, clock):
+    """Two requests of one session: both changes are merged (test_concurrency.py), and the record keeps
+    the expiry of the cookie the later one sent."""
+    manager = manager_for(store, clock, cookie_refresh=0.5)
+    cookie = start(manager)
+    sid = sid_of(cookie)
+    clock.advance(60)  # 40 s left of the browser's copy: due
+    first, second = manager.open(cookie), manager.open(cookie)
+    first["x"] = 1
+    assert len(manager.commit(first)) == 1
+    clock.advance(1)
+    second["y"] = 2
+    assert len(manager.commit(second)) == 1
+    assert store.data(sid) == {"user": "ada", "x": 1, "y": 2, sessions.SENT_EXPIRES_KEY: (T0 + 161) * 1000}
+    assert store.expiry(sid) == T0 + 161

@@ -191,6 +191,73 @@ class TestStoreConformance:
         store.touch("expired", rec(), T0 + 60)
         assert store.get("missing") is None and store.get("expired") is None and len(store) == 0
 
+    def test_update_replaces_a_live_record_with_its_change_of_the_stored_text(self, store, clock):
+        store.set("a", rec(1), T0 + 10)
+        seen = []
+
+        def change(stored):
+            seen.append(stored)
+            return rec(json.loads(stored)["v"] + 1)
+
+        assert store.update("a", change, T0 + 100) is True
+        assert seen[-1] == rec(1) and text_of(store.get("a")) == rec(2)
+        clock.advance(50)  # the update moved the expiry, as set does
+        assert text_of(store.get("a")) == rec(2)
+        clock.advance(50)
+        assert store.get("a") is None
+
+    def test_update_never_creates_a_record(self, store, clock):
+        """A logout (destroy), a regenerate or an expiry between a request's load and its commit: the
+        older request's update must not bring the record back."""
+        store.set("destroyed", rec(), T0 + 60)
+        store.destroy("destroyed")
+        store.set("expired", rec(), T0 + 1)
+        clock.advance(1)
+        for sid in ("missing", "destroyed", "expired"):
+            assert store.update(sid, lambda stored: rec("resurrected"), T0 + 60) is False
+        assert len(store) == 0 and store.get("destroyed") is None and store.get("expired") is None
+
+    def test_update_to_an_expiry_already_passed_deletes_the_record(self, store):
+        store.set("a", rec(), T0 + 60)
+        assert store.update("a", lambda stored: rec(2), T0) is True
+        assert store.get("a") is None
+
+    def test_update_of_a_browser_session_record_gets_the_default_ttl(self, store, clock):
+        store.set("a", rec(), None)
+        clock.advance(86400 - 1)
+        assert store.update("a", lambda stored: rec(2), None) is True
+        clock.advance(86400 - 1)
+        assert text_of(store.get("a")) == rec(2)
+
+    def test_touch_reports_whether_the_record_was_live(self, store, clock):
+        store.set("a", rec(), T0 + 10)
+        assert store.touch("a", rec(), T0 + 60) is True
+        store.set("expired", rec(), T0 + 1)
+        clock.advance(1)
+        assert store.touch("missing", rec(), T0 + 60) is False
+        assert store.touch("expired", rec(), T0 + 60) is False
+
+    def test_updates_from_many_threads_lose_nothing(self, store):
+        """8 threads x 25 read-modify-writes of one record: each sees the others' writes (the store's
+        lock, SQLite's write transaction, Redis's WATCH/MULTI retried)."""
+        store.set("counter", rec(0), T0 + 600)
+        errors = []
+
+        def worker():
+            try:
+                for _ in range(25):
+                    assert store.update("counter", lambda stored: rec(json.loads(stored)["v"] + 1), T0 + 600)
+            except Exception as exc:  # reported below: an assert in a thread would be lost
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert errors == [] and not any(thread.is_alive() for thread in threads)
+        assert json.loads(text_of(store.get("counter")))["v"] == 200
+
     def test_ids_are_opaque_strings(self, store):
         for sid in ("%", "/foo", "a.b", "*", "[x]", "\u00e9", "x" * 500):
             store.set(sid, rec(sid), T0 + 60)
@@ -328,6 +395,92 @@ def test_redis_store_touch_is_expire_only(redis_client):
     assert redis_client.exists("sess:apple") == 0
 
 
+def test_redis_store_update_writes_exactly_what_set_writes(redis_client):
+    store = sessions.RedisStore(redis_client, clock=Clock(T0))
+    store.set("apple", rec(1), T0 + 10)
+    assert store.update("apple", lambda stored: rec(2), T0 + 59.2) is True
+    assert redis_client.get("sess:apple") == rec(2).encode() and redis_client.ttl("sess:apple") == 60
+    redis_client.set("sess:empty", "")  # empty: missing, as in connect-redis
+    assert store.update("empty", lambda stored: rec(), T0 + 60) is False and redis_client.get("sess:empty") == b""
+
+
+def test_redis_store_update_retries_with_the_newer_value_when_another_client_wrote(redis_client):
+    """WATCH/MULTI: a write between our GET and our EXEC makes Redis refuse the EXEC; the change runs
+    again on the value the other client wrote, which is kept."""
+    store = sessions.RedisStore(redis_client, clock=Clock(T0))
+    store.set("a", rec("first"), T0 + 60)
+    seen = []
+
+    def change(stored):
+        seen.append(json.loads(stored)["v"])
+        if len(seen) == 1:
+            redis_client.set("sess:a", rec("other"))  # another client, in between
+        return rec(seen[-1] + "+mine")
+
+    assert store.update("a", change, T0 + 60) is True
+    assert seen == ["first", "other"] and json.loads(redis_client.get("sess:a"))["v"] == "other+mine"
+
+
+def test_redis_store_update_that_keeps_conflicting_is_a_store_error(redis_client, monkeypatch):
+    monkeypatch.setattr(sessions.RedisStore, "UPDATE_BACKOFF", 0.0)
+    store = sessions.RedisStore(redis_client, clock=Clock(T0))
+    sid = "secret-session-id"
+    store.set(sid, rec(0), T0 + 60)
+    calls = []
+
+    def change(stored):
+        calls.append(stored)
+        redis_client.set("sess:" + sid, rec(len(calls)))  # always someone faster
+        return rec("mine")
+
+    with pytest.raises(sessions.StoreError, match="kept changing") as info:
+        store.update(sid, change, T0 + 60)
+    assert len(calls) == store.UPDATE_ATTEMPTS and sid not in str(info.value)
+    assert json.loads(redis_client.get("sess:" + sid))["v"] == store.UPDATE_ATTEMPTS
+
+
+def test_redis_store_writes_an_unchanged_session_in_one_script_call(redis_client):
+    """No concurrent write (the usual case): one EVALSHA writes the record, no WATCH round trips; the
+    value and TTL are what set writes."""
+    clock = Clock(T0)
+    manager = sessions.SessionManager(SECRET, store=sessions.RedisStore(redis_client, clock=clock), clock=clock,
+                                      cookie={"max_age": 60})
+    first = manager.open(None)
+    first["n"] = 1
+    cookie = manager.commit(first)[0].split(";")[0]
+    for n in (2, 3):  # the first call also loads the script into Redis
+        session = manager.open(cookie)
+        session["n"] = n
+        redis_client.config_resetstat()
+        manager.commit(session)
+    stats = redis_client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 1 and "cmdstat_watch" not in stats and "cmdstat_multi" not in stats
+    assert redis_client.get("sess:" + first.id) == manager._record(session, '{"n":3}').encode()
+    assert redis_client.ttl("sess:" + first.id) == 60
+
+
+@pytest.mark.parametrize("stored, tail", [
+    ('{"cookie":{"path":"/"},"a":1}', ',"a":1}'),
+    ('{"cookie":{"path":"/"},"b":2,"a":1}', ',"a":1}'),  # another key written meanwhile
+    ('{"cookie":{"p":"a\\"},"a":1}', ',"a":1}'),  # an escape in the cookie object
+    ('{"cookie":{"p":{"x":1}},"a":1}', ',"a":1}'),  # a nested object
+    ('{"cookie":{"p":"}"},"a":1}', ',"a":1}'),  # a brace inside a string
+    ('{"cookie":{"p":"/\u00e9"},"n":"\u00e9\U0001f600"}', ',"n":"\u00e9\U0001f600"}'),
+    ('{"cookie":{"path":"/"}}', "}"),
+    ('{"cookie":{}}', "}"),
+    ('{"cookie":{"path":"/"},"a":1}', "}"),
+    ("not json", "}"),
+    ('"a":1}', ',"a":1}'),
+])
+def test_redis_script_decides_like_the_python_check(redis_client, stored, tail):
+    """The script in Redis and ``_Merge`` in Python take the fast path for exactly the same texts."""
+    store = sessions.RedisStore(redis_client, clock=Clock(T0))
+    redis_client.set("sess:a", stored.encode())
+    python_fast = sessions._Merge("new", tail, lambda text: "merged")(stored) == "new"
+    assert store._set_if_unchanged(keys=["sess:a"], args=[tail, "new", 60]) == (1 if python_fast else 2)
+    assert redis_client.get("sess:a") == ("new" if python_fast else stored).encode()
+
+
 def test_redis_store_reads_keys_written_without_ttl_and_ignores_empty_values(redis_client):
     store = sessions.RedisStore(redis_client, clock=Clock(T0))
     redis_client.set("sess:forever", rec())  # connect-redis with disableTTL: true
@@ -398,6 +551,7 @@ def test_redis_client_errors_are_store_errors_without_the_session_id():
     store = sessions.RedisStore(client)
     sid = "secret-session-id"
     calls = [lambda: store.get(sid), lambda: store.set(sid, rec(), None), lambda: store.touch(sid, rec(), None),
+             lambda: store.update(sid, lambda stored: stored, None),
              lambda: store.destroy(sid), store.clear, store.ids, lambda: len(store)]
     for call in calls:
         with pytest.raises(sessions.StoreError) as info:
@@ -524,7 +678,8 @@ def test_sqlite_failures_later_are_store_errors_without_the_session_id(db_path):
         db.execute("DROP TABLE sessions")
     sid = "secret-session-id"
     for call in (lambda: store.get(sid), lambda: store.set(sid, rec(), None),
-                 lambda: store.touch(sid, rec(), None), lambda: store.destroy(sid), store.prune, store.ids):
+                 lambda: store.touch(sid, rec(), None), lambda: store.update(sid, lambda stored: stored, None),
+                 lambda: store.destroy(sid), store.prune, store.ids):
         with pytest.raises(sessions.StoreError) as info:
             call()
         assert isinstance(info.value.__cause__, sqlite3.Error) and sid not in str(info.value)
@@ -713,6 +868,8 @@ for line in sys.stdin:
         for i in range(args[1]):
             store.set(f"{args[0]}{i}", args[0], None)
         answer = len(store)
+    elif op == "increment":  # args: sid, times; each an update of the record "<number>"
+        answer = [store.update(args[0], lambda record: str(int(record) + 1), None) for _ in range(args[1])]
     else:
         answer = getattr(store, op)()
     print(json.dumps(answer), flush=True)
@@ -739,6 +896,16 @@ def test_processes_writing_at_once_lose_nothing(db_path, processes):
     for worker in workers:
         worker.read_line()
     assert len(sessions.SQLiteStore(db_path)) == 600
+
+
+def test_updates_from_two_processes_at_once_lose_nothing(db_path, processes):
+    """Store.update is one write transaction: the other process waits between our read and our write."""
+    sessions.SQLiteStore(db_path).set("counter", "0", None)
+    workers = [processes(SQLITE_WORKER, str(db_path)) for _ in range(2)]
+    for worker in workers:  # both run their 150 read-modify-writes at the same time
+        worker.popen.stdin.write(json.dumps(["increment", "counter", 150]) + "\n")
+    assert all(json.loads(worker.read_line()) == [True] * 150 for worker in workers)
+    assert text_of(sessions.SQLiteStore(db_path).get("counter")) == "300"
 
 
 class CounterHandler(sessions.SessionHandlerMixin, http.server.BaseHTTPRequestHandler):
