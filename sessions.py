@@ -2339,14 +2339,18 @@ class _WSGIRequest:
 
 def _wsgi_request(manager: SessionManager, environ: Dict[str, Any]) -> Tuple[Optional[str], bool, str]:
     """What a WSGI request's session opens from: (Cookie header, HTTPS?, request path)."""
+    def text(key: str) -> str:  # a value that is not text (a broken server or middleware) counts as absent
+        value = environ.get(key)
+        return value if isinstance(value, str) else ""
+
     tls = environ.get("wsgi.url_scheme") == "https"
-    secure = manager.is_secure(tls, environ.get("HTTP_X_FORWARDED_PROTO"))
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")  # as sent: what browsers path-match
+    secure = manager.is_secure(tls, text("HTTP_X_FORWARDED_PROTO"))
+    raw = text("RAW_URI") or text("REQUEST_URI")  # as sent: what browsers path-match
     if raw:
         path = _request_path(raw)
     else:  # PEP 3333 only has the decoded path
-        path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "")
-    return environ.get("HTTP_COOKIE"), secure, path or "/"
+        path = text("SCRIPT_NAME") + text("PATH_INFO")
+    return text("HTTP_COOKIE"), secure, path or "/"
 
 
 # Framework adapters #######################################################################################
