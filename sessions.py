@@ -150,7 +150,7 @@ def _seconds(value: Any, option: str, *, allow_zero: bool = True) -> Optional[fl
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(f"{option} must be a number of seconds or a timedelta, not {value!r}")
-    if not -1 < value <= MAX_DURATION or value < 0 or (value == 0 and not allow_zero):  # NaN compares False
+    if not 0 <= value <= MAX_DURATION or (value == 0 and not allow_zero):  # NaN compares False; no float()
         bound = "zero or more" if allow_zero else "more than zero"
         raise ConfigurationError(
             f"{option} must be a number of seconds, {bound}, at most {MAX_DURATION}; got {value!r}"
@@ -546,11 +546,18 @@ _python_json = _json_encoder()  # built once: halves the cost of encoding a smal
 _FLOAT_TEXT = re.compile(r"[0-9](?:\.0|e[+-])")
 
 
+def _as_javascript(text: str, value: Any) -> str:
+    """Python's JSON ``text`` of ``value``, or JavaScript's where they may differ: only for some floats, so
+    the substring searches (much faster than the pattern) spare most records the exact path."""
+    if ("e+" in text or "e-" in text or ".0" in text) and _FLOAT_TEXT.search(text):
+        return _js_json(value)
+    return text
+
+
 def _encode_json(value: Any) -> str:
     """``JSON.stringify(value)``, byte for byte. Python's (C) encoder writes everything as JavaScript does
     but some floats; when its text may hold one of those, the value is written again, exactly, in Python."""
-    text = _python_json(value)
-    return text if _FLOAT_TEXT.search(text) is None else _js_json(value)
+    return _as_javascript(_python_json(value), value)
 
 
 _encode_string = json.encoder.encode_basestring  # without ASCII escaping, like JSON.stringify
@@ -1708,10 +1715,12 @@ _LONG_INT = re.compile(r"(?<![0-9])[0-9]{%d}" % (MAX_INT_DIGITS + 1))  # from a 
 def _may_not_load_back(text: str) -> bool:
     """Cheap: whether encoded JSON may hold what cannot round-trip (a lone surrogate, which is not UTF-8; a
     too long int; nesting beyond MAX_DEPTH). False alarms (strings full of brackets) only cost a closer look."""
-    return (
-        (not text.isascii() and _SURROGATE.search(text) is not None)
-        or (len(text) > MAX_INT_DIGITS and _LONG_INT.search(text) is not None)
-        or text.count("[") + text.count("{") >= MAX_DEPTH
+    if not text.isascii() and _SURROGATE.search(text):
+        return True
+    if len(text) < 2 * MAX_DEPTH:  # too short to nest that deep (or to hold such an int): most records
+        return False
+    return text.count("[") + text.count("{") >= MAX_DEPTH or (
+        len(text) > MAX_INT_DIGITS and _LONG_INT.search(text) is not None
     )
 
 
@@ -1744,8 +1753,10 @@ def _check_entry(key: Any, value: Any) -> None:
     if not key.isascii() and _SURROGATE.search(key):
         raise SerializationError(f"session key {key!r} holds a lone surrogate, which is not valid Unicode text")
     kind = type(value)
-    if (kind is str and (value.isascii() or not _SURROGATE.search(value))) or (kind is int and -_INT_BOUND < value < _INT_BOUND) \
-            or kind is bool or value is None:
+    if kind is str:
+        if value.isascii() or not _SURROGATE.search(value):
+            return
+    elif (kind is int and -_INT_BOUND < value < _INT_BOUND) or kind is bool or value is None:
         return
     try:
         text = _python_json(value)
@@ -1768,7 +1779,7 @@ def _data_json(data: Dict[str, Any]) -> str:
             _check_entry(key, value)
         if text is None:  # every value encodes alone: the stack was too deep for all of them together
             raise SerializationError("the session data cannot be encoded here (the call stack is too deep)")
-    return text if _FLOAT_TEXT.search(text) is None else _js_json(data)
+    return _as_javascript(text, data)
 
 
 #: What ``SessionManager._load`` gives ``Session._start``: data, its JSON, created (ms), originalMaxAge (ms),

@@ -292,7 +292,8 @@ def test_open_treats_any_stored_record_as_a_session_or_missing(record):
         manager.commit(session)
 
 
-environ_values = st.none() | st.text(max_size=20) | st.binary(max_size=8) | st.integers() | st.lists(st.text(max_size=5), max_size=2)
+environ_values = (st.none() | st.text(max_size=20) | st.binary(max_size=8) | st.integers()
+                  | st.lists(st.text(max_size=5), max_size=2))
 
 
 @fuzz(300)
@@ -373,7 +374,8 @@ def test_float_text_matches_node_for_a_random_batch():
         values += [10.0**e, -(10.0**e), 1.5 * 10.0**e, 10.0**e * (1 - 2**-52)]
     values += [rng.uniform(-1e6, 1e6) for _ in range(count // 5)] + [float(rng.getrandbits(60)) for _ in range(200)]
     tally("inputs: floats (node)", len(values))
-    script = "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>process.stdout.write(JSON.stringify(JSON.parse(s))))"
+    script = ("let s='';process.stdin.on('data',d=>s+=d)"
+              ".on('end',()=>process.stdout.write(JSON.stringify(JSON.parse(s))))")
     node_text = subprocess.run([node, "-e", script], input=json.dumps(values), capture_output=True, text=True,
                                timeout=60, check=True).stdout
     assert sessions._encode_json(values) == node_text
@@ -436,6 +438,8 @@ def site(session: sessions.Session, path: str):
     if path == "/destroy":
         session.destroy()
         return 200, "bye"
+    if path == "/read":  # no change: a loaded session is touched
+        return 200, str(session.get("n", 0))
     if path == "/regenerate":
         session.regenerate(keep_data=True)
     session["n"] = session.get("n", 0) + 1
@@ -538,14 +542,18 @@ class Visitor:
         self.answered += 1
         if status == 500:  # a clean 500: no cookie, and the store holds the old state or the new one
             assert set_cookies == [] and ("Internal Server Error" in body or "A server error occurred" in body), body
-            after = {0} if path == "/destroy" else {n + 1 for n in self.possible}
-            self.possible |= after | ({0} if path == "/regenerate" else set())
+            if path != "/read":
+                after = {0} if path == "/destroy" else {n + 1 for n in self.possible}
+                self.possible |= after | ({0} if path == "/regenerate" else set())
             return
         assert status == 200, (status, body)
         assert len(set_cookies) <= 1
         if path == "/destroy":
             assert body == "bye"
             self.possible = {0}
+        elif path == "/read":
+            assert int(body) in self.possible and not set_cookies, (body, self.possible)
+            self.possible = {int(body)}
         else:
             n = int(body)
             assert n - 1 in self.possible, (n, self.possible)
@@ -568,7 +576,7 @@ def test_a_store_failing_at_random_gives_correct_answers_or_clean_500s(kind, bac
     try:
         def run(visitor: Visitor) -> None:
             for _ in range(40 * SCALE):
-                visitor.visit(servers, rng.choice(["/count"] * 6 + ["/regenerate", "/destroy"]))
+                visitor.visit(servers, rng.choice(["/count"] * 5 + ["/read", "/regenerate", "/destroy"]))
 
         threads = [threading.Thread(target=run, args=(v,)) for v in visitors]
         for thread in threads:
@@ -591,6 +599,42 @@ def test_a_store_failing_at_random_gives_correct_answers_or_clean_500s(kind, bac
     tally("faults injected", store.faults)
     tally("store stalls", store.stalls)
     tally("requests answered under faults", sum(v.answered for v in visitors))
+
+
+def test_the_demo_answers_every_request_while_its_store_fails_at_random():
+    """The red team's finding: 30 of 90 requests to the demo got no answer under a failing store."""
+    import demo_server
+    store = FaultyStore(sessions.MemoryStore(), seed=3, rate=0.3)
+    manager = sessions.SessionManager(SECRET, store=store, cookie={"max_age": 3600})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), demo_server.make_handler(manager, log_requests=False))
+    server.daemon_threads = False
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
+    thread.start()
+    statuses = []
+    try:
+        cookie = None
+        for index in range(90 * SCALE):
+            conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=30)
+            conn.request("GET", ["/", "/session.json", "/pitfall"][index % 3],
+                         headers={"Cookie": cookie} if cookie else {})
+            response = conn.getresponse()
+            response.read()
+            set_cookies = response.headers.get_all("Set-Cookie") or []
+            conn.close()
+            statuses.append(response.status)
+            assert response.status in (200, 500), response.status
+            if response.status == 500:
+                assert not [c for c in set_cookies if c.startswith("sid=")]
+            for value in set_cookies:
+                if value.startswith("sid="):
+                    cookie = value.split(";", 1)[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)
+    assert len(statuses) == 90 * SCALE and 200 in statuses and 500 in statuses
+    tally("demo requests answered under faults", len(statuses))
+    tally("faults injected", store.faults)
 
 
 def conftest_record(store, sid):
@@ -766,3 +810,13 @@ def test_a_flood_of_new_sessions_keeps_memory_bounded_and_active_sessions_alive(
             manager.commit(session)
         assert len(store._records) <= 2000 and store._entries <= 2 * 2000 + 1024
     tally("flood: new sessions under max_sessions", flood)
+
+
+def test_the_owasp_table_names_real_tests():
+    readme = (Path(__file__).parent / "README.md").read_text()
+    table = readme.split("## Security checklist (OWASP)", 1)[1]
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)`", table)
+    assert len(named) >= 20
+    for file, name in named:
+        source = (Path(__file__).parent / file).read_text()
+        assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{file}::{name} does not exist"
