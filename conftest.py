@@ -256,7 +256,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 # campaign of test_hardening.py, which scales its own example counts, faults and floods by the profile.
 from hypothesis import settings as _hypothesis_settings  # noqa: E402
 
-_hypothesis_settings.register_profile("campaign", max_examples=2000, deadline=None)
+_hypothesis_settings.register_profile("campaign", max_examples=4000, deadline=None)
 CAMPAIGN_TALLY: dict = {}  # test_hardening.py counts what it tried here: name -> count
 
 

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 import sessions
 from conftest import CAMPAIGN_TALLY, free_port, require_binary
 
-#: How much bigger the campaign is under the current Hypothesis profile (1 by default, 20 under
+#: How much bigger the campaign is under the current Hypothesis profile (1 by default, 40 under
 #: ``--hypothesis-profile=campaign``): example counts, faulty requests and floods all scale by it.
 SCALE = max(1, settings().max_examples // 100)
 
