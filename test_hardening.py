@@ -381,6 +381,50 @@ def test_float_text_matches_node_for_a_random_batch():
     assert sessions._encode_json(values) == node_text
 
 
+def random_json(rng: random.Random, depth: int = 0):
+    """A random JSON value without what JavaScript reads differently by design (ints beyond 2**53, integer-like
+    keys, which it orders first; README "Known differences")."""
+    kind = rng.randrange(9 if depth < 4 else 6)
+    if kind == 0:
+        return rng.choice([None, True, False])
+    if kind == 1:
+        return rng.randrange(-(2**53) + 1, 2**53)
+    if kind == 2:
+        x = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        return x if x == x and abs(x) != float("inf") else 0.5
+    if kind == 3:
+        return rng.choice([1.0, -0.0, 1e16, 5e-7, 1e21, 1e-7, 0.1, 123456789.125, rng.uniform(-1e3, 1e3)])
+    if kind in (4, 5):
+        alphabet = "ab\"\\\n\t\x00\x1f\x7f\u2028\u00e9\U0001f600"
+        return "".join(rng.choice(alphabet) if rng.random() < 0.7 else chr(rng.choice([rng.randrange(0x20, 0xD800),
+                       rng.randrange(0xE000, 0x110000)])) for _ in range(rng.randrange(8)))
+    if kind in (6, 7):
+        return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {rng.choice(["k", "é", "a b", "\U0001f600"]) + str(i): random_json(rng, depth + 1)
+            for i in range(rng.randrange(4))}
+
+
+def test_records_are_what_node_json_stringify_writes_for_them():
+    """A batch of random sessions, committed; one node process re-serialises each record (JSON.stringify of
+    JSON.parse): every record comes back byte for byte."""
+    node = require_binary("node")
+    rng = random.Random(42)
+    manager = sessions.SessionManager(SECRET, cookie={"max_age": 60})
+    records = []
+    for _ in range(300 * SCALE):
+        session = manager.open(None)
+        for index in range(1 + rng.randrange(4)):
+            session[f"key{index}"] = random_json(rng)
+        manager.commit(session)
+        records.append(manager.store.get(session.id)[0])
+    script = ("let s='';process.stdin.on('data',d=>s+=d).on('end',()=>process.stdout.write("
+              "JSON.stringify(JSON.parse(s).map(r=>JSON.stringify(JSON.parse(r))))))")
+    again = subprocess.run([node, "-e", script], input=json.dumps(records), capture_output=True, text=True,
+                           timeout=120, check=True).stdout
+    assert json.loads(again) == records
+    tally("inputs: records checked by node", len(records))
+
+
 # Fault injection: a store failing or stalling at random, on every call, under real servers ################
 
 FAULTS = (OSError("connection reset"), TimeoutError("timed out"), RuntimeError("store bug"), ValueError("bad reply"))
