@@ -149,13 +149,21 @@ def _seconds(value: Any, option: str, *, allow_zero: bool = True) -> Optional[fl
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(f"{option} must be a number of seconds or a timedelta, not {value!r}")
+        raise ConfigurationError(f"{option} must be a number of seconds or a timedelta, not {_shown(value)}")
     if not 0 <= value <= MAX_DURATION or (value == 0 and not allow_zero):  # NaN compares False; no float()
         bound = "zero or more" if allow_zero else "more than zero"
         raise ConfigurationError(
-            f"{option} must be a number of seconds, {bound}, at most {MAX_DURATION}; got {value!r}"
+            f"{option} must be a number of seconds, {bound}, at most {MAX_DURATION}; got {_shown(value)}"
         )
     return float(value)
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for an error message: short, and never failing (an int too long to print would)."""
+    if isinstance(value, int) and not -(10**40) < value < 10**40:
+        return f"<an int of {value.bit_length()} bits>"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _default_ttl(value: Seconds) -> float:
@@ -412,16 +420,16 @@ class CookieOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not _PATH.match(self.path):
             raise ConfigurationError(
-                f"cookie path must start with '/' and be printable ASCII without ';': {self.path!r}"
+                f"cookie path must start with '/' and be printable ASCII without ';': {_shown(self.path)}"
             )
         if self.domain is not None and (not isinstance(self.domain, str) or not _DOMAIN.match(self.domain)):
-            raise ConfigurationError(f"cookie domain must be a host name like 'example.com': {self.domain!r}")
+            raise ConfigurationError(f"cookie domain must be a host name like 'example.com': {_shown(self.domain)}")
         object.__setattr__(self, "max_age", _seconds(self.max_age, "cookie max_age"))
         for flag in ("http_only", "partitioned"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigurationError(f"cookie {flag} must be True or False")
         if self.secure not in (True, False, "auto") or not isinstance(self.secure, (bool, str)):
-            raise ConfigurationError(f"cookie secure must be True, False or 'auto': {self.secure!r}")
+            raise ConfigurationError(f"cookie secure must be True, False or 'auto': {_shown(self.secure)}")
         object.__setattr__(self, "same_site", self._choice(self.same_site, _SAME_SITE, "same_site"))
         object.__setattr__(self, "priority", self._choice(self.priority, _PRIORITY, "priority"))
         if self.same_site == "None" and self.secure is not True:
@@ -435,7 +443,7 @@ class CookieOptions:
             return None
         if isinstance(value, str) and value.lower() in allowed:
             return allowed[value.lower()]
-        raise ConfigurationError(f"cookie {option} must be one of {sorted(allowed.values())} or None: {value!r}")
+        raise ConfigurationError(f"cookie {option} must be one of {sorted(allowed.values())} or None: {_shown(value)}")
 
     @classmethod
     def coerce(cls, value: Union["CookieOptions", Dict[str, Any], None]) -> "CookieOptions":
@@ -886,7 +894,7 @@ class MemoryStore(Store):
         if max_sessions is not None and (
             isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1
         ):
-            raise ConfigurationError(f"max_sessions must be a positive int or None: {max_sessions!r}")
+            raise ConfigurationError(f"max_sessions must be a positive int or None: {_shown(max_sessions)}")
         self.max_sessions = max_sessions
         self.default_ttl = _default_ttl(default_ttl)
         self.clock = clock
@@ -1110,7 +1118,7 @@ class SQLiteStore(Store):
         if not isinstance(path, str) or path in ("", ":memory:"):
             raise ConfigurationError("path must name a database file (for a store in memory, use MemoryStore)")
         if not isinstance(table, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", table):
-            raise ConfigurationError(f"table must be a plain SQL identifier: {table!r}")
+            raise ConfigurationError(f"table must be a plain SQL identifier: {_shown(table)}")
         self.path = os.path.abspath(path)  # threads open their connections later, maybe after a chdir
         self.table = table
         self.default_ttl = _default_ttl(default_ttl)
@@ -1287,7 +1295,7 @@ class RedisStore(Store):
         if not isinstance(prefix, str):
             raise ConfigurationError(f"prefix must be a str, not {type(prefix).__name__}")
         if isinstance(scan_count, bool) or not isinstance(scan_count, int) or scan_count < 1:
-            raise ConfigurationError(f"scan_count must be a positive int: {scan_count!r}")
+            raise ConfigurationError(f"scan_count must be a positive int: {_shown(scan_count)}")
         self.client = client
         self.prefix = prefix
         self.default_ttl = _default_ttl(default_ttl)
@@ -1747,11 +1755,11 @@ def _unstorable(value: Any, level: int) -> Optional[str]:
 def _check_entry(key: Any, value: Any) -> None:
     """SerializationError naming the key unless ``session[key] = value`` is stored and loads back equal."""
     if not isinstance(key, str):
-        raise SerializationError(f"session keys must be str, not {type(key).__name__} ({key!r})")
+        raise SerializationError(f"session keys must be str, not {type(key).__name__} ({_shown(key)})")
     if key in _RESERVED_KEYS:
-        raise SerializationError(f"session key {key!r} is reserved by the record format")
+        raise SerializationError(f"session key {_shown(key)} is reserved by the record format")
     if not key.isascii() and _SURROGATE.search(key):
-        raise SerializationError(f"session key {key!r} holds a lone surrogate, which is not valid Unicode text")
+        raise SerializationError(f"session key {_shown(key)} holds a lone surrogate, which is not valid Unicode text")
     kind = type(value)
     if kind is str:
         if value.isascii() or not _SURROGATE.search(value):
@@ -1836,14 +1844,14 @@ class SessionManager:
         if not all(callable(getattr(self.store, m, None)) for m in ("get", "set", "touch", "destroy")):
             raise ConfigurationError("store must have get, set, touch and destroy methods (subclass sessions.Store)")
         if not isinstance(name, str) or not _TOKEN.match(name):
-            raise ConfigurationError(f"name must be a valid cookie name (an HTTP token): {name!r}")
+            raise ConfigurationError(f"name must be a valid cookie name (an HTTP token): {_shown(name)}")
         self.name = name
         self.cookie_options = CookieOptions.coerce(cookie)
         self._check_name_prefix()
         for flag, value in (("resave", resave), ("save_uninitialized", save_uninitialized),
                             ("rolling", rolling), ("trust_proxy", trust_proxy)):
             if not isinstance(value, bool):
-                raise ConfigurationError(f"{flag} must be True or False, not {value!r}")
+                raise ConfigurationError(f"{flag} must be True or False, not {_shown(value)}")
         self.resave, self.save_uninitialized, self.rolling = resave, save_uninitialized, rolling
         self.trust_proxy = trust_proxy
         if genid is not None and not callable(genid):
@@ -1968,7 +1976,7 @@ class SessionManager:
     def _new_id(self) -> str:
         sid = self._genid()
         if not isinstance(sid, str) or not sid:
-            raise SessionError(f"genid must return a non-empty str, not {sid!r}")
+            raise SessionError(f"genid must return a non-empty str, not {_shown(sid)}")
         try:
             sid.encode("utf-8")
         except UnicodeEncodeError:

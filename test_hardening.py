@@ -125,10 +125,12 @@ def test_values_that_cannot_round_trip_are_refused_at_assignment_naming_the_key(
     assert "bad" not in session
 
 
-def test_a_key_with_a_lone_surrogate_is_refused():
+@pytest.mark.parametrize("key", ["\ud800", 10**5000, -(10**5000), None, ("a",)], ids=["surrogate", "int", "-int",
+                                                                                   "None", "tuple"])
+def test_a_key_that_is_not_text_is_refused(key):
     session = sessions.SessionManager(SECRET).open(None)
     with pytest.raises(sessions.SerializationError):
-        session["\ud800"] = 1
+        session[key] = 1
 
 
 def nested(depth: int):
@@ -242,7 +244,12 @@ def test_open_never_raises_on_any_cookie_header(text):
     lambda: sessions.SessionManager("\ud800"),
     lambda: sessions.SessionManager([SECRET, "x\udc00"]),
     lambda: sessions.CookieOptions(max_age=float("nan")),
-])
+    lambda: sessions.CookieOptions(max_age=10**5000),
+    lambda: sessions.CookieOptions(secure=10**5000),
+    lambda: sessions.SessionManager(SECRET, name=10**5000),
+    lambda: sessions.SessionManager(SECRET, rolling=-(10**5000)),
+    lambda: sessions.MemoryStore(max_sessions=-(10**5000)),
+], ids=lambda make: "")
 def test_impossible_options_are_configuration_errors(make):
     with pytest.raises(sessions.ConfigurationError):
         make()
@@ -256,7 +263,8 @@ def test_the_cookie_max_age_setter_refuses_bad_values_with_a_configuration_error
 
 
 option_values = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-HUGE, max_value=HUGE), st.floats(), st.text(max_size=8),
+    st.none(), st.booleans(), st.integers(min_value=-HUGE, max_value=HUGE), st.sampled_from([10**5000, -(10**5000)]),
+    st.floats(), st.text(max_size=8),
     st.binary(max_size=4), st.lists(st.integers(), max_size=2), st.timedeltas(),
 )
 
