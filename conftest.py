@@ -249,3 +249,20 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 # --- end stores fixtures ---
+
+
+# --- hardening fixtures ---
+# Hypothesis profiles: the default one for CI, and ``--hypothesis-profile=campaign`` for the reliability
+# campaign of test_hardening.py, which scales its own example counts, faults and floods by the profile.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("campaign", max_examples=4000, deadline=None)
+CAMPAIGN_TALLY: dict = {}  # test_hardening.py counts what it tried here: name -> count
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if CAMPAIGN_TALLY:
+        terminalreporter.section("hardening campaign")
+        for name, count in sorted(CAMPAIGN_TALLY.items()):
+            terminalreporter.write_line(f"{name}: {count:,}")
+# --- end hardening fixtures ---

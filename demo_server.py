@@ -226,17 +226,15 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
 
     # Plumbing ---------------------------------------------------------------------------------------------
 
-    def send_response(self, code: int, message: Optional[str] = None) -> None:
-        self._response_started = True
-        super().send_response(code, message)
-
     def dispatch(self) -> None:
-        self._response_started = False
         self._body_read = False
         self._linger = False
         self._store_failed = False
         try:
-            path = urlsplit(self.path).path
+            try:
+                path = urlsplit(self.path).path
+            except ValueError:  # e.g. "http://[::1/": an unclosed IPv6 literal
+                raise HTTPProblem(400, "The request target is not a valid URL.") from None
             methods = self.routes.get(path)
             if methods is None:
                 raise HTTPProblem(404, f"There is no page at {path}.")
@@ -252,44 +250,46 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
             self.fail(problem.status, problem.message, problem.headers)
         except (ConnectionError, socket.timeout):
             self.close_connection = True  # the client went away or stalled
-        except sessions.StoreError as exc:
-            self.fail(500, self.store_failure(exc))
-        except Exception:
-            # Logged for the operator; the client gets a plain 500 page, never a traceback.
-            log.exception("error while handling %s %s", self.command, self.path.split("?", 1)[0])
-            self.fail(500, "Something went wrong on the server; the details are in its log.")
+        except Exception as exc:
+            self.log_failure(exc)
+            # The mixin's way out: the 500 (send_internal_error below), unless the response is already out
+            # (a commit that failed in end_headers was answered there); then the connection closes.
+            self.answer_internal_error(exc)
         finally:
             if self._linger:
                 self.linger()
 
     def fail(self, status: int, message: str, headers: Iterable[Tuple[str, str]] = ()) -> None:
+        """An error page for a problem of the request (4xx)."""
         if self._session_headers_sent:  # too late for an error page: cut the response short so the client notices
             self.close_connection = True
             return
-        if self._response_started:  # the session's commit in end_headers failed, before any byte was sent
-            self.without_session()
+        self._headers_buffer = []  # the response being built, if any, is replaced
         try:
-            try:
-                self.send_error_page(status, message, headers)
-            except sessions.StoreError as exc:  # committing the session failed on the error page itself
-                self.without_session()
-                self.send_error_page(500, self.store_failure(exc))
+            self.send_error_page(status, message, headers)
+        except sessions.StoreError as exc:  # its commit failed: the mixin has answered with the 500 page
+            self.log_failure(exc)
         except (ConnectionError, socket.timeout):
             self.close_connection = True
 
-    def store_failure(self, exc: sessions.StoreError) -> str:
-        """An outage, not a bug: one log line for the operator (no traceback), and the page's message. The
-        site recovers by itself: the next request asks the store again."""
-        log.error("session store failure on %s %s: %r", self.command, self.path.split("?", 1)[0], exc.__cause__)
-        self._store_failed = True
-        return (f"The session store ({self.store_label}) is not answering, so your session cannot be read or "
-                "saved right now. Reload in a moment: the site recovers by itself.")
+    def log_failure(self, exc: Exception) -> None:
+        where = (self.command, self.path.split("?", 1)[0])
+        if isinstance(exc, sessions.StoreError):
+            # An outage, not a bug: one line for the operator, no traceback (its text never holds an id).
+            log.error("session store failure on %s %s: %s", *where, exc)
+        else:
+            log.exception("error while handling %s %s", *where)
 
-    def without_session(self) -> None:
-        """Drop the response being built, and the session with it: the error page goes out without them."""
-        self._headers_buffer = []
-        self._session = None
-        self._store_failed = True  # the nav then does not ask the store again
+    def send_internal_error(self, error: BaseException) -> None:
+        """The mixin's 500, as this site's page: the client gets a plain page, never a traceback. A store
+        failure is an outage, not a bug; the site recovers by itself (the next request asks the store again)."""
+        if isinstance(error, sessions.StoreError):
+            self._store_failed = True  # the nav then does not ask the store again
+            message = (f"The session store ({self.store_label}) is not answering, so your session cannot be read "
+                       "or saved right now. Reload in a moment: the site recovers by itself.")
+        else:
+            message = "Something went wrong on the server; the details are in its log."
+        self.send_error_page(500, message)
 
     @staticmethod
     def allowed(methods: Dict[str, str]) -> str:

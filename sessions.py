@@ -125,7 +125,22 @@ class SerializationError(SessionError, TypeError):
 
 
 class StoreError(SessionError):
-    """The store raised while loading or committing; the original exception is the ``__cause__``."""
+    """The store raised while loading or committing.
+
+    Raised ``from None``: a store's exception may quote its key, a live session id (``KeyError(sid)``),
+    and servers print exception chains to their logs. The message names only the action and the error's
+    type; the original exception is kept, for debugging, as the ``original`` attribute.
+    """
+
+    def __init__(self, message: str, original: Optional[BaseException] = None) -> None:
+        super().__init__(message)
+        self.original = original
+
+
+def _store_error(message: str, exc: BaseException) -> StoreError:
+    """``raise _store_error(...) from None``: the StoreError for a store's exception, its text and chain
+    free of the exception's own message."""
+    return StoreError(f"{message} ({type(exc).__name__})", exc)
 
 
 # Small helpers: durations, ids #############################################################################
@@ -142,13 +157,29 @@ def _seconds(value: Any, option: str, *, allow_zero: bool = True) -> Optional[fl
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigurationError(f"{option} must be a number of seconds or a timedelta, not {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero) or value > MAX_DURATION:
+        raise ConfigurationError(f"{option} must be a number of seconds or a timedelta, not {_shown(value)}")
+    if not 0 <= value <= MAX_DURATION or (value == 0 and not allow_zero):  # NaN compares False; no float()
         bound = "zero or more" if allow_zero else "more than zero"
         raise ConfigurationError(
-            f"{option} must be a number of seconds, {bound}, at most {MAX_DURATION}; got {value!r}"
+            f"{option} must be a number of seconds, {bound}, at most {MAX_DURATION}; got {_shown(value)}"
         )
     return float(value)
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for an error message: short, and never failing (an int too long to print would)."""
+    if isinstance(value, int) and not -(10**40) < value < 10**40:
+        return f"<an int of {value.bit_length()} bits>"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _default_ttl(value: Seconds) -> float:
+    """A store's ``default_ttl``: required, because browser-session records have no expiry of their own."""
+    seconds = _seconds(value, "default_ttl", allow_zero=False)
+    if seconds is None:
+        raise ConfigurationError("default_ttl must be a number of seconds: every record needs an expiry")
+    return seconds
 
 
 def _ms(seconds: float) -> Union[int, float]:
@@ -219,7 +250,7 @@ def _decode_cookie_value(value: str) -> str:
         return value
     try:
         return unquote_to_bytes(value).decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeError:  # invalid UTF-8 once decoded, or a lone surrogate (from a decoded header) in the text
         return value
 
 
@@ -238,10 +269,11 @@ def parse_cookie_header(header: Union[str, Iterable[str], None], name: Optional[
 
     With ``name``, only the pairs of that name are returned (and only those are decoded).
     """
-    if header is None:
-        return []
     if not isinstance(header, str):
-        header = "; ".join(h for h in header if isinstance(h, str))
+        try:
+            header = "; ".join([h for h in header if isinstance(h, str)])  # type: ignore[union-attr]
+        except TypeError:  # None, or anything else that is not a header: no cookies
+            header = ""
     if len(header) > MAX_COOKIE_HEADER:
         log.debug("Cookie header of %d characters read only to %d", len(header), MAX_COOKIE_HEADER)
         header = header[:MAX_COOKIE_HEADER]
@@ -287,7 +319,10 @@ def _path_matches(request_path: str, cookie_path: str) -> bool:
 
 def _key(secret: Secret) -> hmac.HMAC:
     if isinstance(secret, str):
-        secret = secret.encode("utf-8")
+        try:
+            secret = secret.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigurationError("secret must be valid Unicode text (it holds a lone surrogate)") from None
     if not isinstance(secret, (bytes, bytearray)) or not secret:
         raise ConfigurationError("secret must be a non-empty str or bytes (or a non-empty list of them)")
     return hmac.new(bytes(secret), digestmod=hashlib.sha256)  # keyed once; each MAC works on a .copy()
@@ -383,16 +418,16 @@ class CookieOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not _PATH.match(self.path):
             raise ConfigurationError(
-                f"cookie path must start with '/' and be printable ASCII without ';': {self.path!r}"
+                f"cookie path must start with '/' and be printable ASCII without ';': {_shown(self.path)}"
             )
         if self.domain is not None and (not isinstance(self.domain, str) or not _DOMAIN.match(self.domain)):
-            raise ConfigurationError(f"cookie domain must be a host name like 'example.com': {self.domain!r}")
+            raise ConfigurationError(f"cookie domain must be a host name like 'example.com': {_shown(self.domain)}")
         object.__setattr__(self, "max_age", _seconds(self.max_age, "cookie max_age"))
         for flag in ("http_only", "partitioned"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigurationError(f"cookie {flag} must be True or False")
         if self.secure not in (True, False, "auto") or not isinstance(self.secure, (bool, str)):
-            raise ConfigurationError(f"cookie secure must be True, False or 'auto': {self.secure!r}")
+            raise ConfigurationError(f"cookie secure must be True, False or 'auto': {_shown(self.secure)}")
         object.__setattr__(self, "same_site", self._choice(self.same_site, _SAME_SITE, "same_site"))
         object.__setattr__(self, "priority", self._choice(self.priority, _PRIORITY, "priority"))
         if self.same_site == "None" and self.secure is not True:
@@ -406,7 +441,7 @@ class CookieOptions:
             return None
         if isinstance(value, str) and value.lower() in allowed:
             return allowed[value.lower()]
-        raise ConfigurationError(f"cookie {option} must be one of {sorted(allowed.values())} or None: {value!r}")
+        raise ConfigurationError(f"cookie {option} must be one of {sorted(allowed.values())} or None: {_shown(value)}")
 
     @classmethod
     def coerce(cls, value: Union["CookieOptions", Dict[str, Any], None]) -> "CookieOptions":
@@ -510,7 +545,75 @@ def _json_encoder() -> Callable[[Any], str]:
         return plain
 
 
-_encode_json = _json_encoder()  # built once: halves the cost of encoding a small session
+_python_json = _json_encoder()  # built once: halves the cost of encoding a small session
+
+# Where Python's text for a float differs from JavaScript's (1.0, 1e+16, 5e-07, -0.0), it matches this; so
+# does some other text (a string "v1.0"), which then only costs the exact path.
+_FLOAT_TEXT = re.compile(r"[0-9](?:\.0|e[+-])")
+
+
+def _as_javascript(text: str, value: Any) -> str:
+    """Python's JSON ``text`` of ``value``, or JavaScript's where they may differ: only for some floats, so
+    the substring searches (much faster than the pattern) spare most records the exact path."""
+    if ("e+" in text or "e-" in text or ".0" in text) and _FLOAT_TEXT.search(text):
+        return _js_json(value)
+    return text
+
+
+def _encode_json(value: Any) -> str:
+    """``JSON.stringify(value)``, byte for byte. Python's (C) encoder writes everything as JavaScript does
+    but some floats; when its text may hold one of those, the value is written again, exactly, in Python."""
+    return _as_javascript(_python_json(value), value)
+
+
+_encode_string = json.encoder.encode_basestring  # without ASCII escaping, like JSON.stringify
+_KEY_WORDS = {True: "true", False: "false", None: "null"}
+
+
+def _js_json(value: Any) -> str:
+    """``JSON.stringify`` for what Python's encoder accepted (so no cycle, nesting bounded), with floats as
+    ``_js_number`` writes them; dict keys become text as Python's encoder makes them."""
+    if isinstance(value, str):
+        return _encode_string(value)
+    if value is None or value is True or value is False:
+        return _KEY_WORDS[value]
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return _js_number(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_encode_string(_js_key(k))}:{_js_json(v)}" for k, v in value.items()) + "}"
+    return "[" + ",".join(map(_js_json, value)) + "]"  # a list or a tuple
+
+
+def _js_key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None or key is True or key is False:
+        return _KEY_WORDS[key]
+    return _js_number(key) if isinstance(key, float) else int.__repr__(key)
+
+
+def _js_number(number: float) -> str:
+    """JavaScript's ``Number#toString`` for a finite float (ECMA-262 Number::toString): the same shortest
+    round-trip digits as Python's repr, positional for 1e-7 <= |x| < 1e21, else ``d.ddde+N``; ``-0`` is 0."""
+    if number == 0:
+        return "0"
+    mantissa, _, exponent = float.__repr__(abs(number)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    point = len(whole) + int(exponent or 0) - (len(whole + fraction) - len(digits))  # value = 0.digits * 10**point
+    digits = digits.rstrip("0")
+    size = len(digits)
+    if size <= point <= 21:
+        text = digits + "0" * (point - size)
+    elif 0 < point <= 21:
+        text = digits[:point] + "." + digits[point:]
+    elif -6 < point <= 0:
+        text = "0." + "0" * -point + digits
+    else:
+        text = digits[0] + ("." + digits[1:] if size > 1 else "") + ("e+" if point > 0 else "e-") + str(abs(point - 1))
+    return "-" + text if number < 0 else text
 
 
 def _no_constants(name: str) -> Any:
@@ -634,6 +737,8 @@ def _data_text(record: str) -> Optional[str]:
     return "{" + record[end + 1 :] if record[end] == "," else None
 
 
+_MAX_TIME_MS = 8.64e15  # the latest time a JavaScript Date holds (year 275760)
+
 #: A parsed record: data, originalMaxAge (ms), expires (ms), created (ms), the data's JSON text when it
 #: could be cut out of the record exactly (else None), and the expiry of the cookie last sent (ms)
 _ParsedRecord = Tuple[Dict[str, Any], Any, Optional[int], Optional[int], Optional[str], Optional[int]]
@@ -644,8 +749,8 @@ def _pop_ms(parsed: Dict[str, Any], key: str) -> Optional[int]:
     value = parsed.pop(key, None)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{key} is not a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= _MAX_TIME_MS:
+        raise ValueError(f"{key} is not a time in milliseconds since the epoch")
     return int(value)
 
 
@@ -841,9 +946,9 @@ class MemoryStore(Store):
         if max_sessions is not None and (
             isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1
         ):
-            raise ConfigurationError(f"max_sessions must be a positive int or None: {max_sessions!r}")
+            raise ConfigurationError(f"max_sessions must be a positive int or None: {_shown(max_sessions)}")
         self.max_sessions = max_sessions
-        self.default_ttl = _seconds(default_ttl, "default_ttl", allow_zero=False)
+        self.default_ttl = _default_ttl(default_ttl)
         self.clock = clock
         self._lock = threading.Lock()
         self._records: Dict[str, Tuple[str, float]] = {}  # id -> (record text, deadline)
@@ -1049,11 +1154,11 @@ def _is_watch_error(exc: Exception) -> bool:
 @contextlib.contextmanager
 def _store_errors(backend: str, action: str) -> Iterator[None]:
     """Turn any exception of a store's backend into a StoreError naming only the backend, the action and
-    the error type: backend messages may quote keys, hence session ids. The original is the ``__cause__``."""
+    the error type: backend messages may quote keys, hence session ids. The original is ``.original``."""
     try:
         yield
     except Exception as exc:
-        raise StoreError(f"{backend} session store: cannot {action} ({type(exc).__name__})") from exc
+        raise _store_error(f"{backend} session store: cannot {action}", exc) from None
 
 
 class SQLiteStore(Store):
@@ -1105,10 +1210,10 @@ class SQLiteStore(Store):
         if not isinstance(path, str) or path in ("", ":memory:"):
             raise ConfigurationError("path must name a database file (for a store in memory, use MemoryStore)")
         if not isinstance(table, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", table):
-            raise ConfigurationError(f"table must be a plain SQL identifier: {table!r}")
+            raise ConfigurationError(f"table must be a plain SQL identifier: {_shown(table)}")
         self.path = os.path.abspath(path)  # threads open their connections later, maybe after a chdir
         self.table = table
-        self.default_ttl = _seconds(default_ttl, "default_ttl", allow_zero=False)
+        self.default_ttl = _default_ttl(default_ttl)
         self.timeout = _seconds(timeout, "timeout")
         self.clock = clock
         self._local = threading.local()
@@ -1309,10 +1414,10 @@ class RedisStore(Store):
         if not isinstance(prefix, str):
             raise ConfigurationError(f"prefix must be a str, not {type(prefix).__name__}")
         if isinstance(scan_count, bool) or not isinstance(scan_count, int) or scan_count < 1:
-            raise ConfigurationError(f"scan_count must be a positive int: {scan_count!r}")
+            raise ConfigurationError(f"scan_count must be a positive int: {_shown(scan_count)}")
         self.client = client
         self.prefix = prefix
-        self.default_ttl = _seconds(default_ttl, "default_ttl", allow_zero=False)
+        self.default_ttl = _default_ttl(default_ttl)
         self.scan_count = scan_count
         self.clock = clock
         register = getattr(client, "register_script", None)  # a client without scripts merges by WATCH only
@@ -1786,28 +1891,86 @@ class Session(MutableMapping):
         self._set_cookies = set_cookies
 
 
+#: How deep session data may nest, the session itself counting as one level (``session["a"] = [[1]]`` is 3).
+#: Deeper values are refused at assignment: the JSON decoder recurses, and a record must load back even
+#: when the request is handled deep in a framework's stack.
+MAX_DEPTH = 100
+#: Integers with more digits are refused at assignment: Python 3.11+ will not convert them to or from text
+#: (``sys.set_int_max_str_digits``), so their record could not be written or read back.
+MAX_INT_DIGITS = 4300
+_INT_BOUND = 10**MAX_INT_DIGITS
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONG_INT = re.compile(r"(?<![0-9])[0-9]{%d}" % (MAX_INT_DIGITS + 1))  # from a run's start: linear
+
+
+def _may_not_load_back(text: str) -> bool:
+    """Cheap: whether encoded JSON may hold what cannot round-trip (a lone surrogate, which is not UTF-8; a
+    too long int; nesting beyond MAX_DEPTH). False alarms (strings full of brackets) only cost a closer look."""
+    if not text.isascii() and _SURROGATE.search(text):
+        return True
+    if len(text) < 2 * MAX_DEPTH:  # too short to nest that deep (or to hold such an int): most records
+        return False
+    return text.count("[") + text.count("{") >= MAX_DEPTH or (
+        len(text) > MAX_INT_DIGITS and _LONG_INT.search(text) is not None
+    )
+
+
+def _unstorable(value: Any, level: int) -> Optional[str]:
+    """Why ``value`` (a container in it at nesting ``level``) cannot be stored so that it loads back, or None.
+    For values Python's encoder accepted (no cycles). Iterative: it must not hit the limit it checks for."""
+    pending = [(value, level)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return "it holds a lone surrogate, which is not valid Unicode text"
+        elif isinstance(item, int):
+            if not -_INT_BOUND < item < _INT_BOUND:
+                return f"an int has more than MAX_INT_DIGITS ({MAX_INT_DIGITS}) digits"
+        elif isinstance(item, (dict, list, tuple)):
+            if level > MAX_DEPTH:
+                return f"it nests deeper than MAX_DEPTH ({MAX_DEPTH}) levels, the session counting as one"
+            children = [*item, *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, level + 1) for child in children)
+    return None
+
+
 def _check_entry(key: Any, value: Any) -> None:
+    """SerializationError naming the key unless ``session[key] = value`` is stored and loads back equal."""
     if not isinstance(key, str):
-        raise SerializationError(f"session keys must be str, not {type(key).__name__} ({key!r})")
+        raise SerializationError(f"session keys must be str, not {type(key).__name__} ({_shown(key)})")
     if key in _RESERVED_KEYS:
-        raise SerializationError(f"session key {key!r} is reserved by the record format")
+        raise SerializationError(f"session key {_shown(key)} is reserved by the record format")
+    if not key.isascii() and _SURROGATE.search(key):
+        raise SerializationError(f"session key {_shown(key)} holds a lone surrogate, which is not valid Unicode text")
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str:
+        if value.isascii() or not _SURROGATE.search(value):
+            return
+    elif (kind is int and -_INT_BOUND < value < _INT_BOUND) or kind is bool or value is None:
         return
     try:
-        _encode_json(value)
+        text = _python_json(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(f"session value for key {key!r} is not JSON-serialisable: {exc}") from None
+    why = _unstorable(value, 2) if _may_not_load_back(text) else None
+    if why:
+        raise SerializationError(f"session value for key {key!r} cannot be stored: {why}")
 
 
 def _data_json(data: Dict[str, Any]) -> str:
-    """The data as compact JSON, or a SerializationError naming the first key that cannot be encoded."""
+    """The data as JSON.stringify writes it, or a SerializationError naming the first key that cannot be
+    stored (a value changed in place after its assignment is only seen here)."""
     try:
-        return _encode_json(data)
+        text: Optional[str] = _python_json(data)
     except (TypeError, ValueError, RecursionError):
+        text = None
+    if text is None or _may_not_load_back(text):
         for key, value in data.items():
             _check_entry(key, value)
-        raise
+        if text is None:  # every value encodes alone: the stack was too deep for all of them together
+            raise SerializationError("the session data cannot be encoded here (the call stack is too deep)")
+    return _as_javascript(text, data)
 
 
 #: What ``SessionManager._load`` gives ``Session._start``: data, its JSON, created (ms), originalMaxAge (ms),
@@ -1888,14 +2051,14 @@ class SessionManager:
         if not all(callable(getattr(self.store, m, None)) for m in ("get", "set", "touch", "destroy")):
             raise ConfigurationError("store must have get, set, touch and destroy methods (subclass sessions.Store)")
         if not isinstance(name, str) or not _TOKEN.match(name):
-            raise ConfigurationError(f"name must be a valid cookie name (an HTTP token): {name!r}")
+            raise ConfigurationError(f"name must be a valid cookie name (an HTTP token): {_shown(name)}")
         self.name = name
         self.cookie_options = CookieOptions.coerce(cookie)
         self._check_name_prefix()
         for flag, value in (("resave", resave), ("save_uninitialized", save_uninitialized),
                             ("rolling", rolling), ("trust_proxy", trust_proxy)):
             if not isinstance(value, bool):
-                raise ConfigurationError(f"{flag} must be True or False, not {value!r}")
+                raise ConfigurationError(f"{flag} must be True or False, not {_shown(value)}")
         self.resave, self.save_uninitialized, self.rolling = resave, save_uninitialized, rolling
         self.trust_proxy = trust_proxy
         if genid is not None and not callable(genid):
@@ -2010,7 +2173,7 @@ class SessionManager:
             record, expires_at = got if authority else (got, None)
             deadline_ms = None if expires_at is None else round(float(expires_at) * 1000)
         except Exception as exc:
-            raise StoreError(f"the session store failed to load a session ({type(exc).__name__})") from exc
+            raise _store_error("the session store failed to load a session", exc) from None
         if record is None:
             log.debug("session %s: no record in the store", _sid_hash(sid))
             return None
@@ -2040,7 +2203,7 @@ class SessionManager:
     def _new_id(self) -> str:
         sid = self._genid()
         if not isinstance(sid, str) or not sid:
-            raise SessionError(f"genid must return a non-empty str, not {sid!r}")
+            raise SessionError(f"genid must return a non-empty str, not {_shown(sid)}")
         try:
             sid.encode("utf-8")
         except UnicodeEncodeError:
@@ -2274,7 +2437,7 @@ class SessionManager:
         try:
             return getattr(self.store, method)(*args)
         except Exception as exc:
-            raise StoreError(f"the session store failed to {method} a session ({type(exc).__name__})") from exc
+            raise _store_error(f"the session store failed to {method} a session", exc) from None
 
     def _store_expiry(self, session: Session) -> Optional[float]:
         expires = session._cookie.expires_ms
@@ -2314,11 +2477,17 @@ class SessionHandlerMixin:
     ``session_manager = manager``; handlers use ``self.session``.
 
     The session opens on first use of ``self.session``. It is committed in ``end_headers`` (so before any
-    byte of the response, including ``send_error`` responses; 1xx interim responses are skipped). A
-    ``SessionError`` that escapes the handler before the response started (the store failed, a value
-    could not be encoded) is answered with a bare 500 without the session cookie, then re-raised so the
-    server logs it. With keep-alive (``protocol_version = "HTTP/1.1"``) also set
-    ``disable_nagle_algorithm = True``.
+    byte of the response, including ``send_error`` responses; 1xx interim responses are skipped). Every
+    request is answered:
+
+    - any exception that escapes the handler before the response started is answered with a 500 (no
+      session cookie), then re-raised so the server logs it;
+    - when the commit in ``end_headers`` fails, the response being built is dropped and the 500 goes out at
+      once, before ``end_headers`` raises: an application that catches the error cannot leave the client
+      waiting, and what it writes after that is discarded (the connection then closes).
+
+    The 500 is ``send_internal_error``'s: a bare one unless a subclass sends its own page there.
+    With keep-alive (``protocol_version = "HTTP/1.1"``) also set ``disable_nagle_algorithm = True``.
     """
 
     session_manager: SessionManager
@@ -2334,9 +2503,8 @@ class SessionHandlerMixin:
         self._session_headers_sent = False
         try:
             super().handle_one_request()  # type: ignore[misc]
-        except SessionError:
-            if not self._session_headers_sent:
-                self._send_session_failure()
+        except Exception as exc:
+            self.answer_internal_error(exc)
             raise
 
     @property
@@ -2365,24 +2533,70 @@ class SessionHandlerMixin:
         session, status = self._session, self._session_status
         if status >= 200:
             if session is not None:
-                for name, value in self.session_manager.response_headers(session, status):
+                try:
+                    headers = self.session_manager.response_headers(session, status)
+                except Exception as exc:
+                    self.answer_internal_error(exc)
+                    raise
+                for name, value in headers:
                     self.send_header(name, value)  # type: ignore[attr-defined]
             self._session_headers_sent = True
         super().end_headers()  # type: ignore[misc]
 
-    def _send_session_failure(self) -> None:
-        """Replace the response that was about to start with a bare 500 (no session cookie)."""
-        self._headers_buffer = []
-        body = b"Internal Server Error: the session could not be saved.\n"
+    def send_internal_error(self, error: BaseException) -> None:
+        """Send the 500 of a request that failed before its response started (``error`` says why; never
+        show it to the client). Override it for an error page of your own: it runs without the request's
+        session (``self.session`` would open a fresh one) and must send a complete response. If it raises
+        before its headers are out, the bare 500 is sent instead."""
+        body = b"Internal Server Error: the session could not be saved.\n" if isinstance(error, SessionError) \
+            else b"Internal Server Error\n"
         self.send_response(500)  # type: ignore[attr-defined]
         self.send_header("Content-Type", "text/plain; charset=utf-8")  # type: ignore[attr-defined]
         self.send_header("Content-Length", str(len(body)))  # type: ignore[attr-defined]
         self.send_header("Connection", "close")  # type: ignore[attr-defined]
-        super().end_headers()  # type: ignore[misc]
-        self._session_headers_sent = True
-        self.close_connection = True
+        self.end_headers()
         if getattr(self, "command", None) != "HEAD":
             self.wfile.write(body)  # type: ignore[attr-defined]
+
+    def answer_internal_error(self, error: BaseException) -> None:
+        """Answer a failed request with ``send_internal_error``'s 500, dropping the response being built and
+        its session, and discard whatever the handler still writes; the connection closes after it. If the
+        response is already out, only the connection closes. The mixin calls it for what escapes the handler;
+        call it from your own ``except`` clauses so they answer too."""
+        self.close_connection = True
+        if self._session_headers_sent:
+            return
+        self._headers_buffer = []
+        self._session = None
+        try:
+            try:
+                self.send_internal_error(error)
+            except Exception:
+                if self._session_headers_sent:  # a custom page failed half-way: the client sees it cut short
+                    raise
+                self._headers_buffer = []
+                self._session = None
+                SessionHandlerMixin.send_internal_error(self, error)
+            self.wfile.flush()  # type: ignore[attr-defined]
+        except Exception as exc:  # the client is gone, or the page failed: the connection closes anyway
+            log.debug("the 500 of a failed request could not be sent (%s)", type(exc).__name__)
+        self._session_headers_sent = True
+        self.wfile = _Discard()
+
+
+class _Discard:
+    """A handler's ``wfile`` once its bare 500 is out: what the application still writes goes nowhere."""
+
+    closed = False
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def _request_path(target: str) -> str:
@@ -2451,14 +2665,18 @@ class _WSGIRequest:
 
 def _wsgi_request(manager: SessionManager, environ: Dict[str, Any]) -> Tuple[Optional[str], bool, str]:
     """What a WSGI request's session opens from: (Cookie header, HTTPS?, request path)."""
+    def text(key: str) -> str:  # a value that is not text (a broken server or middleware) counts as absent
+        value = environ.get(key)
+        return value if isinstance(value, str) else ""
+
     tls = environ.get("wsgi.url_scheme") == "https"
-    secure = manager.is_secure(tls, environ.get("HTTP_X_FORWARDED_PROTO"))
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")  # as sent: what browsers path-match
+    secure = manager.is_secure(tls, text("HTTP_X_FORWARDED_PROTO"))
+    raw = text("RAW_URI") or text("REQUEST_URI")  # as sent: what browsers path-match
     if raw:
         path = _request_path(raw)
     else:  # PEP 3333 only has the decoded path
-        path = (environ.get("SCRIPT_NAME") or "") + (environ.get("PATH_INFO") or "")
-    return environ.get("HTTP_COOKIE"), secure, path or "/"
+        path = text("SCRIPT_NAME") + text("PATH_INFO")
+    return text("HTTP_COOKIE"), secure, path or "/"
 
 
 # Framework adapters #######################################################################################

@@ -542,9 +542,6 @@ def test_numbers_python_writes_are_read_by_node(stack: Stack) -> None:
     assert browser.get(stack.node).data == written.data == NUMBERS
 
 
-@pytest.mark.xfail(strict=True, reason="sessions.py encodes floats with Python's repr (1.0, 1e+16, 5e-07, -0.0), "
-                                       "not JavaScript's Number#toString (1, 10000000000000000, 5e-7, 0): "
-                                       "the record's data is equal but not byte-identical (core JSON encoder)")
 def test_numbers_in_records_are_byte_identical(stack: Stack) -> None:
     browser = Browser()
     browser.post(stack.node, "/set", NUMBERS)

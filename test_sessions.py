@@ -1252,7 +1252,7 @@ def test_store_failures_become_store_errors():
     manager = make_manager(store=Broken())
     with pytest.raises(sessions.StoreError) as info:
         manager.open(cookie_header_for("apple"))
-    assert isinstance(info.value.__cause__, OSError)
+    assert isinstance(info.value.original, OSError)
     session = manager.open(None)
     session["a"] = 1
     with pytest.raises(sessions.StoreError):

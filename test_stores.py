@@ -556,7 +556,7 @@ def test_redis_client_errors_are_store_errors_without_the_session_id():
     for call in calls:
         with pytest.raises(sessions.StoreError) as info:
             call()
-        assert isinstance(info.value.__cause__, redis.ConnectionError)
+        assert isinstance(info.value.original, redis.ConnectionError)
         assert sid not in str(info.value) and "sess:" not in str(info.value)
 
 
@@ -682,7 +682,7 @@ def test_sqlite_failures_later_are_store_errors_without_the_session_id(db_path):
                  lambda: store.destroy(sid), store.prune, store.ids):
         with pytest.raises(sessions.StoreError) as info:
             call()
-        assert isinstance(info.value.__cause__, sqlite3.Error) and sid not in str(info.value)
+        assert isinstance(info.value.original, sqlite3.Error) and sid not in str(info.value)
 
 
 def test_sqlite_writer_blocked_past_the_timeout_is_a_store_error_and_readers_go_on(db_path):
