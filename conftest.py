@@ -144,6 +144,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
+    """Stop a process by its PID (SIGTERM, then SIGKILL after a bounded wait), then close its pipes."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+    for pipe in (process.stdin, process.stdout, process.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):  # BrokenPipeError: unread input left for a process that is gone
+                pipe.close()
+
+
 def require_binary(name: str) -> str:
     """The path of ``name``; fails under CI=1 when it is missing (CONTRACT decision 4), else skips."""
     path = shutil.which(name)
@@ -210,14 +225,8 @@ class RedisServer:
     def stop(self) -> None:
         """Stop the server by its PID (SIGTERM, then SIGKILL after a bounded wait)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        if process is not None:
+            stop_process(process, timeout=5)
 
     @contextlib.contextmanager
     def stopped(self) -> Iterator[None]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import http.cookiejar
-import json
 import logging
 import shutil
 import socket

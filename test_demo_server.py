@@ -13,14 +13,12 @@ import http.cookiejar
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-import types
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,7 +28,7 @@ import pytest
 
 import demo_server
 import sessions
-from conftest import Clock, sid_of
+from conftest import Clock, free_port, sid_of, stop_process
 
 HERE = Path(__file__).resolve().parent
 MAX_AGE = 60
@@ -630,12 +628,6 @@ def test_store_failure_is_a_clean_500(demo, monkeypatch):
 # The real command ##########################################################################################
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_demo(*args: str, env_secret: str | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "SESSION_SECRET"}
@@ -753,18 +745,6 @@ def home_store_and_visits(port: int, jar: http.cookiejar.CookieJar) -> tuple:
     return by_id(page, "store"), int(by_id(page, "visits"))
 
 
-def stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-    process.communicate()
-
-
-@pytest.mark.skipif(not hasattr(sessions, "SQLiteStore"), reason="sessions.SQLiteStore is on branch stores")
 def test_sqlite_store_keeps_sessions_across_a_restart(tmp_path):
     jar = http.cookiejar.CookieJar()
     path = tmp_path / "sessions.db"
@@ -777,37 +757,6 @@ def test_sqlite_store_keeps_sessions_across_a_restart(tmp_path):
             stop_process(process)
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    """A redis-server on a free loopback port, started and stopped by its PID (fails without one under CI)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed")
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-
-    def start() -> subprocess.Popen:
-        process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return process
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-
-    server = types.SimpleNamespace(port=port, start=start, process=start())
-    try:
-        yield server
-    finally:
-        stop_process(server.process)
-
-
-@pytest.mark.skipif(not hasattr(sessions, "RedisStore"), reason="sessions.RedisStore is on branch stores")
 def test_redis_store_outage_is_the_500_page_and_the_site_recovers(redis_server):
     jar = http.cookiejar.CookieJar()
     url = f"redis://127.0.0.1:{redis_server.port}/0"
@@ -816,10 +765,10 @@ def test_redis_store_outage_is_the_500_page_and_the_site_recovers(redis_server):
         wait_for_home(process, port)
         assert home_store_and_visits(port, jar) == (f"RedisStore ({url})", 1)
         assert home_store_and_visits(port, jar) == (f"RedisStore ({url})", 2)
-        stop_process(redis_server.process)
+        redis_server.stop()
         status, message = home_store_and_visits(port, jar)
         assert status == 500 and "session store (RedisStore" in message
-        redis_server.process = redis_server.start()  # an empty Redis: the session is gone, the site is back
+        redis_server.start()  # an empty Redis (no persistence): the session is gone, the site is back
         assert home_store_and_visits(port, jar) == (f"RedisStore ({url})", 1)
     finally:
         stop_process(process)

@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 import sessions
+from conftest import free_port, stop_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "fixtures"))
@@ -40,12 +41,6 @@ SERVER_START_TIMEOUT = 30.0
 
 
 # Servers ##################################################################################################
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = SERVER_START_TIMEOUT) -> bool:
@@ -125,7 +120,7 @@ def serve_django() -> Iterator[str]:
             fail_to_start(process, "the Django site")
         yield f"http://127.0.0.1:{port}"
     finally:
-        stop(process)
+        stop_process(process)
         process.output.close()  # type: ignore[attr-defined]
 
 
@@ -160,21 +155,8 @@ def output_of(process: subprocess.Popen) -> str:
 
 
 def fail_to_start(process: subprocess.Popen, what: str) -> None:
-    stop(process)
+    stop_process(process)
     pytest.fail(f"{what} did not start:\n{output_of(process)}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop a server process by its PID (terminate, then kill), and close its pipe."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    if process.stdout:
-        process.stdout.close()
 
 
 # Clients ##################################################################################################
@@ -694,7 +676,7 @@ def run_recipe(folder: Any, name: str) -> Iterator[str]:
             if "Address already in use" not in output:
                 pytest.fail(f"the {name} recipe exited:\n{output}")
         finally:
-            stop(process)
+            stop_process(process)
             process.output.close()  # type: ignore[attr-defined]
     pytest.fail(f"the {name} recipe found no free port in three tries")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import random
 import re
 import socketserver
@@ -28,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sessions
-from conftest import CAMPAIGN_TALLY, free_port, require_binary
+from conftest import CAMPAIGN_TALLY, require_binary
 
 #: How much bigger the campaign is under the current Hypothesis profile (1 by default, 40 under
 #: ``--hypothesis-profile=campaign``): example counts, faulty requests and floods all scale by it.

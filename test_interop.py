@@ -33,7 +33,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 import sessions
-from conftest import free_port, require_binary
+from conftest import free_port, require_binary, stop_process
 
 try:
     import redis
@@ -103,13 +103,7 @@ class NodeApp:
             raise
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process, timeout=5)
 
 
 def python_app(redis_url: str, max_age_ms: int, rolling: bool) -> Tuple[ThreadingHTTPServer, threading.Thread]:

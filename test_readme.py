@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port, stop_process
+
 HERE = Path(__file__).resolve().parent
 README = (HERE / "README.md").read_text(encoding="utf-8")
 TEST_COMMAND = ("python3 -m venv .venv && .venv/bin/python -m pip install -r requirements-dev.txt"
@@ -40,12 +42,6 @@ def test_readme_test_command_is_the_one_ci_runs():
     assert TEST_COMMAND in (HERE / ".ci" / "run").read_text(encoding="utf-8")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def run_quickstart(tmp_path: Path, name: str, port: int) -> subprocess.Popen:
     """The block saved as its file next to a copy of sessions.py, run the way the README says."""
     (tmp_path / name).write_text(QUICKSTARTS[name], encoding="utf-8")
@@ -64,18 +60,6 @@ def first_line(process: subprocess.Popen, timeout: float = 10) -> str:
     reader.join(timeout)
     assert lines and lines[0], f"no output; exit {process.poll()}; stderr: {process.stderr.read() if process.poll() is not None else ''}"
     return lines[0].rstrip("\n")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-    process.stdout.close()
-    process.stderr.close()
 
 
 def get(opener, url: str):
@@ -104,7 +88,7 @@ def test_quick_start_serves_counts_page_views_and_prints_its_url(tmp_path, name)
         assert get(other, url)[2] == "views: 1\n"
         assert get(browser, url)[2] == "views: 3\n"
     finally:
-        stop(process)
+        stop_process(process)
 
 
 @pytest.mark.parametrize("name", ["quickstart_http.py", "quickstart_wsgi.py"])
@@ -117,7 +101,7 @@ def test_quick_start_says_in_one_line_that_its_port_is_taken(tmp_path, name):
         try:
             out, err = process.communicate(timeout=10)
         finally:
-            stop(process)
+            stop_process(process)
     assert process.returncode == 1
     assert out == ""
     assert err.count("\n") == 1 and "Traceback" not in err

@@ -9,7 +9,6 @@ TTLs in whole seconds (connect-redis's format) and real milliseconds pass betwee
 
 from __future__ import annotations
 
-import contextlib
 import http.cookiejar
 import http.server
 import json
@@ -35,7 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import sessions
-from conftest import free_port, require_binary
+from conftest import free_port, require_binary, stop_process
 from test_sessions import SECRET, T0, Clock, cookie_header_for, rec
 
 HERE = Path(__file__).resolve().parent
@@ -822,16 +821,7 @@ class Process:
 
     def stop(self) -> None:
         """SIGTERM to its PID (SIGKILL after a bounded wait), then close the pipes."""
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
-        with contextlib.suppress(BrokenPipeError):  # unread input left for a process that is gone
-            self.popen.stdin.close()
-        self.popen.stdout.close()
+        stop_process(self.popen)
 
 
 @pytest.fixture
