@@ -1310,7 +1310,7 @@ class SQLiteStore(Store):
         db = None
         try:
             db = self._connect()
-            db.execute("PRAGMA journal_mode = WAL")
+            self._switch_to_wal(db)
             db.execute("BEGIN IMMEDIATE")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > self.SCHEMA_VERSION:
@@ -1331,6 +1331,20 @@ class SQLiteStore(Store):
         finally:
             if db is not None:
                 db.close()
+
+    def _switch_to_wal(self, db: sqlite3.Connection) -> None:
+        """``PRAGMA journal_mode = WAL``, retried for up to ``timeout`` seconds: SQLite answers "database is
+        locked" at once, without its busy handler, while another process switches a new file to WAL (two
+        workers starting together)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     def _connect(self) -> sqlite3.Connection:
         """A new connection in autocommit mode (transactions are explicit), with the per-connection

@@ -866,6 +866,29 @@ for line in sys.stdin:
 """
 
 
+def test_workers_starting_together_on_a_new_file_all_open_it(tmp_path):
+    """SQLite answers "database is locked" at once, without its busy handler, to a connection switching a
+    file to WAL while another does (every gunicorn worker makes its store at start-up)."""
+    failures = []
+    for attempt in range(40):
+        path = str(tmp_path / f"new-{attempt}.db")
+        start = threading.Barrier(4)
+
+        def open_store() -> None:
+            start.wait()
+            try:
+                sessions.SQLiteStore(path)
+            except sessions.SessionError as exc:
+                failures.append(exc)
+
+        workers = [threading.Thread(target=open_store) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+    assert failures == []
+
+
 def test_two_processes_share_one_sqlite_file(db_path, processes):
     first, second = processes(SQLITE_WORKER, str(db_path)), processes(SQLITE_WORKER, str(db_path))
     first.call("set", "a", rec("from first"), 3600)
