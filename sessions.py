@@ -976,9 +976,18 @@ class MemoryStore(Store):
         return self._change(sid, change, expires)
 
     def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
-        """Extend a live record's expiry and take the new cookie object, keeping the stored data; a missing
-        or expired record stays missing (False)."""
+        """Atomic like ``update`` (and not through it, so a subclass counting writes in ``update`` does not
+        see touches): a missing or expired record stays missing (False)."""
         return self._change(sid, lambda stored: _with_cookie_of(stored, record), expires)
+
+    def _change(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        now = self.clock()
+        with self._lock:
+            entry = self._records.get(sid)
+            if entry is None or entry[1] <= now:
+                return False
+            self._put(sid, change(entry[0]), expires, now)
+            return True
 
     def destroy(self, sid: str) -> None:
         with self._lock:
@@ -1010,21 +1019,12 @@ class MemoryStore(Store):
             entry = self._records.get(sid)
             return None if entry is None else entry[1]
 
-    def _change(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
-        now = self.clock()
-        with self._lock:
-            entry = self._records.get(sid)
-            if entry is None or entry[1] <= now:
-                return False
-            self._put(sid, change(entry[0]), expires, now)
-            return True
-
     # The rest runs with the lock held.
 
     def _put(self, sid: str, record: str, expires: Optional[float], now: float) -> None:
         if self._seconds and self._seconds[0] + 1 <= now:
             self._prune(now, self.PRUNE_BATCH)
-        deadline = now + self.default_ttl if expires is None else float(expires)
+        deadline = _deadline(expires, now, self.default_ttl)
         if deadline <= now:
             self._records.pop(sid, None)
             return
@@ -1215,6 +1215,8 @@ class SQLiteStore(Store):
         self.table = table
         self.default_ttl = _default_ttl(default_ttl)
         self.timeout = _seconds(timeout, "timeout")
+        if self.timeout is None:
+            raise ConfigurationError("timeout must be a number of seconds: how long a writer waits for another")
         self.clock = clock
         self._local = threading.local()
         self._forked_away: List[sqlite3.Connection] = []
@@ -1373,11 +1375,22 @@ class SQLiteStore(Store):
         try:
             db.execute(self._sql["prune_batch"], (now, self.PRUNE_BATCH))
             yield db
+            db.execute("COMMIT")
         except BaseException:
+            self._abandon(db)
+            raise
+
+    def _abandon(self, db: sqlite3.Connection) -> None:
+        """Roll back what a failed write left open (a COMMIT can fail too: busy, disk full). A connection
+        that cannot even roll back is closed and forgotten, and this thread opens a new one next time:
+        left inside its transaction it would hold the write lock for good."""
+        try:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        except sqlite3.Error:
+            self._local.db = self._local.pid = None
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
 
 
 class RedisStore(Store):

@@ -658,7 +658,9 @@ def _newer_schema(tmp_path):
     (lambda tmp: tmp / "s.db", {"table": "sessions; DROP TABLE x"}, "table"),
     (lambda tmp: tmp / "s.db", {"default_ttl": -1}, "default_ttl"),
     (lambda tmp: tmp / "s.db", {"timeout": "5"}, "timeout"),
-], ids=["missing-directory", "a-directory", "not-a-database", "newer-schema", "memory", "table", "ttl", "timeout"])
+    (lambda tmp: tmp / "s.db", {"timeout": None}, "timeout"),
+], ids=["missing-directory", "a-directory", "not-a-database", "newer-schema", "memory", "table", "ttl", "timeout",
+        "no-timeout"])
 def test_sqlite_store_that_cannot_work_fails_at_construction(tmp_path, make_path, options, words):
     with pytest.raises(sessions.ConfigurationError, match=words) as info:
         sessions.SQLiteStore(make_path(tmp_path), **options)
@@ -698,6 +700,38 @@ def test_sqlite_writer_blocked_past_the_timeout_is_a_store_error_and_readers_go_
         blocker.close()
     store.set("b", rec(), None)
     assert len(store) == 2
+
+
+class _FailingConnection:
+    """This thread's real connection, but the statements named in ``fail`` raise before they reach it (a
+    COMMIT that finds the disk full, a ROLLBACK that cannot)."""
+
+    def __init__(self, db: sqlite3.Connection, *fail: str) -> None:
+        self.db, self.fail = db, set(fail)
+
+    def execute(self, sql, *args):
+        if sql in self.fail:
+            raise sqlite3.OperationalError(f"{sql} failed (injected)")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+@pytest.mark.parametrize("fail", [("COMMIT",), ("COMMIT", "ROLLBACK")], ids=["commit", "commit-and-rollback"])
+def test_sqlite_a_failed_commit_leaves_the_thread_a_working_connection(db_path, monkeypatch, fail):
+    store = sessions.SQLiteStore(db_path)
+    store.set("a", rec(1), None)
+    real = store._connection()
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_connection", lambda: _FailingConnection(real, *fail))
+        with pytest.raises(sessions.StoreError):
+            store.set("a", rec(2), None)
+    store.set("a", rec(3), None)  # left inside its transaction, the connection could not BEGIN again
+    assert text_of(store.get("a")) == rec(3)
+    other = sessions.SQLiteStore(db_path, timeout=0.2)
+    other.set("b", rec(), None)  # and no write lock was left held
+    assert len(other) == 2
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
