@@ -1914,13 +1914,15 @@ MAX_DEPTH = 100
 MAX_INT_DIGITS = 4300
 _INT_BOUND = 10**MAX_INT_DIGITS
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_OR_ESCAPE = re.compile(r"[\ud800-\udfff]|\\u[dD][89a-fA-F]")  # also as JSON escapes (Node's)
 _LONG_INT = re.compile(r"(?<![0-9])[0-9]{%d}" % (MAX_INT_DIGITS + 1))  # from a run's start: linear
 
 
 def _may_not_load_back(text: str) -> bool:
-    """Cheap: whether encoded JSON may hold what cannot round-trip (a lone surrogate, which is not UTF-8; a
-    too long int; nesting beyond MAX_DEPTH). False alarms (strings full of brackets) only cost a closer look."""
-    if not text.isascii() and _SURROGATE.search(text):
+    """Cheap: whether encoded JSON may hold what cannot round-trip (a lone surrogate, which is not UTF-8, as
+    itself or as an escape such as Node's ``"\\ud83d"``; a too long int; nesting beyond MAX_DEPTH). False
+    alarms (strings full of brackets, escaped surrogate pairs) only cost a closer look."""
+    if ("\\u" in text or not text.isascii()) and _SURROGATE_OR_ESCAPE.search(text):
         return True
     if len(text) < 2 * MAX_DEPTH:  # too short to nest that deep (or to hold such an int): most records
         return False
@@ -2195,6 +2197,10 @@ class SessionManager:
             data, original_max_age_ms, expires_ms, created_ms, data_text, sent_ms = _parse_record(record, deadline_ms)
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             log.warning("session %s: corrupt record in the store treated as missing (%s)", _sid_hash(sid), exc)
+            return None
+        why = _unstorable(data, 1) if _may_not_load_back(record) else None
+        if why:  # loaded, it could never be written back: every commit would fail (SPEC 7)
+            log.warning("session %s: record in the store treated as missing: %s", _sid_hash(sid), why)
             return None
         # The store's deadline decides (None: it has none); for plain text the record's cookie.expires does.
         expiry = deadline_ms if authority else expires_ms

@@ -107,6 +107,36 @@ def test_a_record_with_an_unusable_cookie_field_is_treated_as_missing(field):
     assert manager.open(cookie_for("abc")).is_new
 
 
+@pytest.mark.parametrize("make_store", [sessions.MemoryStore, TextStore])
+@pytest.mark.parametrize("data", ['"half":"\\ud83d"', '"half":{"k":["a\\uDE00"]}',
+                                  '"deep":' + "[" * sessions.MAX_DEPTH + "1" + "]" * sessions.MAX_DEPTH],
+                         ids=["lone-surrogate", "lone-surrogate-nested", "too-deep"])
+def test_a_record_that_could_not_be_written_back_is_treated_as_missing_and_logged(make_store, data, caplog):
+    store = make_store()  # Node wrote it: JSON.stringify escapes half an emoji, and nests as deep as it likes
+    manager = sessions.SessionManager(SECRET, store=store, absolute_timeout=3600, cookie_refresh=0.5)
+    stored(store, "abc", '{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},'
+                         + data + ',"n":1}')
+    with caplog.at_level("WARNING", logger="sessions"):
+        session = manager.open(cookie_for("abc"))
+    assert session.new_reason == "not-found" and "n" not in session
+    session["n"] = 2
+    assert manager.commit(session)  # a fresh session under a new id, stored as usual
+    assert any(r.levelname == "WARNING" and sessions._sid_hash("abc") in r.getMessage() for r in caplog.records)
+    assert "abc" not in caplog.text.replace(sessions._sid_hash("abc"), "")
+
+
+def test_an_escaped_surrogate_pair_still_loads():
+    store = TextStore()
+    manager = sessions.SessionManager(SECRET, store=store)
+    stored(store, "abc", '{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},'
+                         '"smile":"\\ud83d\\ude00"}')
+    session = manager.open(cookie_for("abc"))
+    assert session["smile"] == "\U0001F600"
+    session["n"] = 1
+    manager.commit(session)
+    assert manager.open(cookie_for("abc"))["smile"] == "\U0001F600"
+
+
 # Session data #############################################################################################
 
 
