@@ -1646,6 +1646,7 @@ class Session(MutableMapping):
     _forced = False  # `session.modified = True`: save at commit even if the data is unchanged
     _cookie_unsaved = False  # cookie.max_age was set and not yet written to the store...
     _cookie_unsent = False  # ...or not yet sent to the browser
+    _created_unsaved = False  # absolute_timeout: the record has no creation time; its clock started this request
     _signed: Optional[str] = None  # "s:<id>.<mac>" from the request, verified with the current secret
     _resign = False  # the request's cookie was signed with an older secret: send a fresh one
     _stale_ids: Tuple[str, ...] = ()  # ids that regenerate() left behind, deleted at commit
@@ -1809,7 +1810,7 @@ class Session(MutableMapping):
 
     def _changed_since_saved(self, data_json: str) -> bool:
         """Something the store does not hold yet, after ``save()`` or ``reload()``."""
-        return data_json != self._synced_json or self._cookie_unsaved or self._forced
+        return data_json != self._synced_json or self._cookie_unsaved or self._created_unsaved or self._forced
 
     @property
     def _baseline_json(self) -> str:
@@ -1829,11 +1830,13 @@ class Session(MutableMapping):
         original_max_age_ms: Optional[float],
         expires_ms: Optional[int],
         sent_expires_ms: Optional[int] = None,
+        created_unsaved: bool = False,
     ) -> None:
         """Become session ``sid``: loaded (``new_reason`` None) or new. A session starts once per request
         (``_restart`` starts it again); the status is left as it is."""
         self._id, self._new_reason = sid, new_reason
         self._data, self._loaded_json, self._created_ms = data, loaded_json, created_ms
+        self._created_unsaved = created_unsaved
         self._stored_expires_ms, self._sent_expires_ms = expires_ms, sent_expires_ms
         self._cookie = SessionCookie(self, self._manager.cookie_options, original_max_age_ms, expires_ms)
 
@@ -1857,7 +1860,7 @@ class Session(MutableMapping):
         """The store now holds ``data_json`` (merged with what other requests wrote meanwhile) and the
         current cookie under the current id."""
         self._synced_json = data_json
-        self._cookie_unsaved = self._forced = False
+        self._cookie_unsaved = self._forced = self._created_unsaved = False
         self._stored_expires_ms = self._cookie.expires_ms
 
     def _mark_gone(self) -> None:
@@ -1868,9 +1871,10 @@ class Session(MutableMapping):
     def _reloaded(
         self, data: Dict[str, Any], stored_json: str, created_ms: Optional[int],
         original_max_age_ms: Optional[float], expires_ms: Optional[int], sent_expires_ms: Optional[int],
+        created_unsaved: bool,
     ) -> None:
         """Take what the store holds now; "modified" still compares with the data the request opened."""
-        self._data, self._created_ms = data, created_ms
+        self._data, self._created_ms, self._created_unsaved = data, created_ms, created_unsaved
         self._stored_expires_ms, self._sent_expires_ms = expires_ms, sent_expires_ms
         self._cookie = SessionCookie(self, self._manager.cookie_options, original_max_age_ms, expires_ms)
         self._synced_json = stored_json
@@ -1990,8 +1994,9 @@ def _data_json(data: Dict[str, Any]) -> str:
 
 
 #: What ``SessionManager._load`` gives ``Session._start``: data, its JSON, created (ms), originalMaxAge (ms),
-#: expires (ms), the expiry of the cookie last sent (ms)
-_LoadedRecord = Tuple[Dict[str, Any], str, Optional[int], Optional[float], Optional[int], Optional[int]]
+#: expires (ms), the expiry of the cookie last sent (ms), and whether the creation time is not in the record
+#: yet (under absolute_timeout: its clock starts now, and the next commit writes it)
+_LoadedRecord = Tuple[Dict[str, Any], str, Optional[int], Optional[float], Optional[int], Optional[int], bool]
 
 
 # Manager ##################################################################################################
@@ -2180,8 +2185,7 @@ class SessionManager:
         return sid, key_index
 
     def _load(self, sid: str, now_ms: int) -> Optional[_LoadedRecord]:
-        """The live, sound record of ``sid`` as ``(data, data JSON, created ms, originalMaxAge ms, expires
-        ms)``, or None. A store that returns ``(record, expires_at)`` is the authority on expiry (SPEC 8):
+        """The live, sound record of ``sid`` as a ``_LoadedRecord``, or None. A store that returns ``(record, expires_at)`` is the authority on expiry (SPEC 8):
         its deadline replaces the record's ``cookie.expires``, which Node's connect-redis leaves stale."""
         try:
             got = self.store.get(sid)
@@ -2207,14 +2211,14 @@ class SessionManager:
         if expiry is not None and expiry <= now_ms:
             log.debug("session %s: record expired", _sid_hash(sid))
             return None
-        if self._absolute_ms is not None:
-            if created_ms is None:
-                created_ms = now_ms  # a record from before absolute_timeout was enabled: start its clock now
-            elif created_ms + self._absolute_ms <= now_ms:
-                log.debug("session %s: absolute timeout reached", _sid_hash(sid))
-                return None
+        created_unsaved = self._absolute_ms is not None and created_ms is None
+        if created_unsaved:
+            created_ms = now_ms  # a record from before absolute_timeout was enabled, or Node's: start its clock
+        elif self._absolute_ms is not None and created_ms + self._absolute_ms <= now_ms:
+            log.debug("session %s: absolute timeout reached", _sid_hash(sid))
+            return None
         data_json = data_text if data_text is not None else _data_json(data)
-        return data, data_json, created_ms, original_max_age_ms, expires_ms, sent_ms
+        return data, data_json, created_ms, original_max_age_ms, expires_ms, sent_ms, created_unsaved
 
     def _start_new(self, session: Session, reason: str, now_ms: int) -> None:
         session._start(self._new_id(), reason, {}, "{}", now_ms, self._max_age_ms, None)
@@ -2349,7 +2353,11 @@ class SessionManager:
             return session._changed_since_saved(data_json)
         if is_new:
             return self.save_uninitialized or modified
-        return self.resave or modified or session._cookie_unsaved  # + a new cookie.max_age is stored
+        return (
+            self.resave or modified
+            or session._cookie_unsaved  # + a new cookie.max_age is stored
+            or session._created_unsaved  # + absolute_timeout: the creation time is stored, once
+        )
 
     def _should_set_cookie(self, session: Session, is_new: bool, modified: bool, now_ms: int) -> bool:
         if is_new:

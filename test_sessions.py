@@ -1151,6 +1151,21 @@ def test_absolute_timeout_without_max_age_expires_the_record():
     assert client.request().is_new
 
 
+@pytest.mark.parametrize("reload", [False, True])
+def test_absolute_timeout_ends_a_session_whose_record_had_no_creation_time_even_if_only_read(reload):
+    clock = Clock()
+    before = seeded(clock, cookie={"max_age": 3600})  # stored before absolute_timeout was enabled
+    assert sessions.CREATED_KEY not in record_of(before.manager.store, sid_of(before.cookie))
+    client = Client(make_manager(clock, store=before.manager.store, cookie={"max_age": 3600},
+                                 absolute_timeout=100), before.cookie)
+    for _ in range(2):  # read every 60 s: the first read starts the clock, and stores it, once
+        session = client.request(sessions.Session.reload if reload else None)
+        assert dict(session) == {"n": 1} and not session.is_new
+        clock.advance(60)
+    assert client.manager.store.count("set") == 1  # Store.update: a get and a set
+    assert client.request().is_new  # 120 s after the first read
+
+
 def test_absolute_timeout_restarts_on_regenerate():
     clock = Clock()
     client = seeded(clock, absolute_timeout=100, genid=ids_from("a", "b"))
