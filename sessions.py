@@ -143,6 +143,18 @@ def _store_error(message: str, exc: BaseException) -> StoreError:
     return StoreError(f"{message} ({type(exc).__name__})", exc)
 
 
+@contextlib.contextmanager
+def _store_failures(message: str) -> Iterator[None]:
+    """The manager's guard around a store's methods: any exception becomes ``_store_error(message, exc)``,
+    but a SessionError (a store's own StoreError) passes as it was raised, its message kept."""
+    try:
+        yield
+    except SessionError:
+        raise
+    except Exception as exc:
+        raise _store_error(message, exc) from None
+
+
 # Small helpers: durations, ids #############################################################################
 
 
@@ -2187,13 +2199,11 @@ class SessionManager:
     def _load(self, sid: str, now_ms: int) -> Optional[_LoadedRecord]:
         """The live, sound record of ``sid`` as a ``_LoadedRecord``, or None. A store that returns ``(record, expires_at)`` is the authority on expiry (SPEC 8):
         its deadline replaces the record's ``cookie.expires``, which Node's connect-redis leaves stale."""
-        try:
+        with _store_failures("the session store failed to load a session"):
             got = self.store.get(sid)
             authority = isinstance(got, tuple)  # (record, expires_at): the store enforces expiry itself
             record, expires_at = got if authority else (got, None)
             deadline_ms = None if expires_at is None else round(float(expires_at) * 1000)
-        except Exception as exc:
-            raise _store_error("the session store failed to load a session", exc) from None
         if record is None:
             log.debug("session %s: no record in the store", _sid_hash(sid))
             return None
@@ -2462,10 +2472,8 @@ class SessionManager:
         return _Merge(record, unchanged, merge)
 
     def _store_call(self, method: str, *args: Any) -> Any:
-        try:
+        with _store_failures(f"the session store failed to {method} a session"):
             return getattr(self.store, method)(*args)
-        except Exception as exc:
-            raise _store_error(f"the session store failed to {method} a session", exc) from None
 
     def _store_expiry(self, session: Session) -> Optional[float]:
         expires = session._cookie.expires_ms

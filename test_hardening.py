@@ -830,6 +830,28 @@ def test_store_error_keeps_the_original_for_debugging_but_not_in_its_chain():
     assert sid not in "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 
+@pytest.mark.parametrize("method", ["get", "set", "touch", "destroy"])
+def test_a_store_error_the_store_raised_itself_reaches_the_caller_as_it_was(method):
+    own = sessions.StoreError("the cache cluster is read-only")
+
+    class OwnErrors(TextStore):
+        def fail(self, *args):
+            raise own
+
+    setattr(OwnErrors, method, OwnErrors.fail)
+    store = OwnErrors()
+    manager = sessions.SessionManager(SECRET, store=store)
+    TextStore.set(store, "abc", '{"cookie":{"originalMaxAge":null,"expires":null,"path":"/"},"n":1}', None)
+    with pytest.raises(sessions.StoreError) as info:
+        session = manager.open(cookie_for("abc"))
+        if method == "destroy":
+            session.destroy()
+        if method == "set":
+            session["n"] = 2  # Store.update's default: a get and a set
+        manager.commit(session)  # unmodified: a touch
+    assert info.value is own
+
+
 def test_a_malformed_request_target_is_a_400_in_the_demo(caplog):
     import demo_server
     manager = sessions.SessionManager(SECRET)
