@@ -1786,7 +1786,7 @@ class Session(MutableMapping):
         """Move to a new session id, dropping the data unless ``keep_data``. Call it on every privilege
         change (log in, log out, sudo) so a session id planted before the change is worthless after it
         (session fixation, OWASP Session Management Cheat Sheet). The old record is deleted when the
-        session is committed, and the new one is written once."""
+        session is committed (or saved), before the new one is written, once."""
         self._writable(allow_destroyed=True)
         self._manager._regenerate(self, keep_data)
 
@@ -2258,8 +2258,9 @@ class SessionManager:
     def _save_now(self, session: Session) -> None:
         now_ms = self._now_ms()
         self._slide_expiry(session, now_ms)
-        self._write(session, _data_json(session._data))
+        data_json = _data_json(session._data)
         self._destroy_stale(session)
+        self._write(session, data_json)
 
     def _reload(self, session: Session) -> None:
         loaded = self._load(session._id, self._now_ms())
@@ -2295,7 +2296,8 @@ class SessionManager:
         """Decide and perform the store write or touch, close the session, and return the Set-Cookie
         header values to send. Call once, before any byte of the response. With a 5xx ``status`` nothing
         new is stored (the request failed). Raises ``StoreError`` or ``SerializationError`` (then nothing
-        was written; send a 500 without these cookies). A second call returns the first call's cookies
+        new was stored, though records that ``regenerate()`` left behind may be deleted already; send a 500
+        without these cookies). A second call returns the first call's cookies
         (none after a failure: the session was not stored)."""
         if session._status is _COMMITTED:
             return list(session._set_cookies)
@@ -2346,6 +2348,7 @@ class SessionManager:
         send = sendable and self._should_set_cookie(session, is_new, modified, now_ms)
         if send:  # before the write, so that the record knows the expiry the browser will have
             session._cookie_sending()
+        self._destroy_stale(session)  # first, as express-session does: a failure then leaves no second record
         # A new session whose cookie cannot reach the browser could never be found again: store nothing.
         if (sendable or not is_new) and self._should_save(session, is_new, modified, data_json):
             self._write(session, data_json)
@@ -2353,7 +2356,6 @@ class SessionManager:
             record, expires = self._record(session, data_json), self._store_expiry(session)
             if self._store_call("touch", session._id, record, expires) is False:
                 session._mark_gone()
-        self._destroy_stale(session)
         # A record destroyed or regenerated away by another request: never hand the browser its id again.
         return [self._session_cookie(session, now_ms)] if send and not session._record_gone else []
 

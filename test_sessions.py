@@ -925,9 +925,26 @@ def test_regenerate_writes_once_and_the_old_record_is_gone_after_commit():
 
     client.request(login)
     assert record_of(store.inner, "old") is None
-    assert [name for name, _ in store.calls if name != "get"] == ["set", "destroy"]
+    assert [name for name, _ in store.calls if name != "get"] == ["destroy", "set"]  # as express-session does
     assert sid_of(client.last_set_cookies[0]) == "new"
     assert dict(client.request()) == {"user": "bob"}
+
+
+@pytest.mark.parametrize("save", [False, True])
+def test_regenerate_whose_old_record_cannot_be_deleted_stores_no_second_record(save):
+    client = seeded(genid=ids_from("old", "new"))
+    store = client.manager.store
+    store.fail.add("destroy")
+
+    def login(session):
+        session.regenerate()
+        session["user"] = "bob"
+        if save:
+            session.save()
+
+    with pytest.raises(sessions.StoreError):
+        client.request(login)
+    assert store.inner.ids() == ["old"]  # the new record was not written: its cookie is never sent
 
 
 def test_regenerate_then_save_writes_once():
@@ -1286,8 +1303,8 @@ def test_a_failed_commit_closes_the_session_and_a_repeat_stores_nothing():
         session["b"] = 2
     client.manager.store.fail = set()
     assert client.manager.commit(session) == []  # no cookie for a session that was not stored
-    assert [name for name, _ in client.manager.store.calls if name != "get"] == ["set"]
-    assert record_of(client.manager.store.inner, "apple") is not None  # what was stored before stays
+    assert [name for name, _ in client.manager.store.calls if name != "get"] == ["destroy", "set"]
+    assert client.manager.store.inner.ids() == []  # the old record went first, as in express-session
 
 
 def seeded_concurrent():
