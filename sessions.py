@@ -1984,10 +1984,10 @@ def _check_entry(key: Any, value: Any) -> None:
     try:
         text = _python_json(value)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise SerializationError(f"session value for key {key!r} is not JSON-serialisable: {exc}") from None
+        raise SerializationError(f"session value for key {_shown(key)} is not JSON-serialisable: {exc}") from None
     why = _unstorable(value, 2) if _may_not_load_back(text) else None
     if why:
-        raise SerializationError(f"session value for key {key!r} cannot be stored: {why}")
+        raise SerializationError(f"session value for key {_shown(key)} cannot be stored: {why}")
 
 
 def _data_json(data: Dict[str, Any]) -> str:
@@ -2109,7 +2109,7 @@ class SessionManager:
             or not 0 < cookie_refresh <= 1
         ):
             raise ConfigurationError(
-                f"cookie_refresh must be a share of max_age, more than 0 and at most 1, not {cookie_refresh!r}"
+                f"cookie_refresh must be a share of max_age, more than 0 and at most 1, not {_shown(cookie_refresh)}"
             )
         self._cookie_refresh = cookie_refresh
         max_age = self.cookie_options.max_age

@@ -278,10 +278,18 @@ def test_open_never_raises_on_any_cookie_header(text):
     lambda: sessions.SessionManager(SECRET, name=10**5000),
     lambda: sessions.SessionManager(SECRET, rolling=-(10**5000)),
     lambda: sessions.MemoryStore(max_sessions=-(10**5000)),
+    lambda: sessions.SessionManager(SECRET, cookie_refresh=10**5000),
 ], ids=lambda make: "")
 def test_impossible_options_are_configuration_errors(make):
     with pytest.raises(sessions.ConfigurationError):
         make()
+
+
+def test_a_refused_value_names_its_key_shortened():
+    session = sessions.SessionManager(SECRET).open(None)
+    with pytest.raises(sessions.SerializationError) as info:
+        session["k" * 10_000] = object()
+    assert len(str(info.value)) < 200 and "'kkk" in str(info.value)
 
 
 @pytest.mark.parametrize("value", [HUGE, -1, float("inf"), "60", True])
