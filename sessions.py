@@ -703,7 +703,7 @@ class _RecordFormat:
 
     def text(
         self, original_max_age_ms: Optional[float], expires_ms: Optional[int], secure: bool,
-        created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int] = None,
+        created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int],
     ) -> str:
         """The record; the parts after the cookie object are ``after_cookie``'s."""
         return "".join((
@@ -713,7 +713,7 @@ class _RecordFormat:
         ))
 
     @staticmethod
-    def after_cookie(created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int] = None) -> str:
+    def after_cookie(created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int]) -> str:
         """The record's text after its cookie object: ``created_ms`` and ``sent_expires_ms`` (None: left out)
         as ``CREATED_KEY`` and ``SENT_EXPIRES_KEY``, then the data keys, and the end."""
         created = "" if created_ms is None else f',"{CREATED_KEY}":{created_ms}'
@@ -2438,11 +2438,10 @@ class SessionManager:
           (without them, stored ones are kept as they are).
         - A stored text that is not a record (or holds what JSON cannot write back): replaced by ``record``.
         """
-        baseline = session._baseline_json
-        data, absolute = session._data, self._absolute_ms is not None
-        sent = None if self._cookie_refresh is None else session._sent_expires_ms
+        baseline, data = session._baseline_json, session._data
+        created, sent = self._record_times(session)
         # when this response sends the cookie, sent is new: the stored text then differs and merge() runs
-        unchanged = self._record_format.after_cookie(session._created_ms if absolute else None, baseline, sent)
+        unchanged = self._record_format.after_cookie(created, baseline, sent)
         changes: List[Tuple[Dict[str, Any], List[str]]] = []  # computed once, on the first conflict
 
         def merge(stored: str) -> str:
@@ -2458,18 +2457,14 @@ class SessionManager:
                 for key in deleted:
                     current.pop(key, None)
                 current.update(changed)
-                if absolute:
+                if self._absolute_ms is not None:
                     current.pop(CREATED_KEY, None)
                 if self._cookie_refresh is not None:
                     current.pop(SENT_EXPIRES_KEY, None)
                 merged = _encode_json(current)
             except (ValueError, TypeError, KeyError, AttributeError, RecursionError):  # not a record
                 return record
-            cookie = session._cookie
-            return self._record_format.text(
-                cookie.original_max_age_ms, cookie.expires_ms, self._secure_attribute(session),
-                session._created_ms if absolute else None, merged, sent,
-            )
+            return self._record(session, merged)
 
         return _Merge(record, unchanged, merge)
 
@@ -2485,10 +2480,17 @@ class SessionManager:
 
     def _record(self, session: Session, data_json: str) -> str:
         cookie = session._cookie
-        created = None if self._absolute_ms is None else session._created_ms
-        sent = None if self._cookie_refresh is None else session._sent_expires_ms
+        created, sent = self._record_times(session)
         return self._record_format.text(
             cookie.original_max_age_ms, cookie.expires_ms, self._secure_attribute(session), created, data_json, sent
+        )
+
+    def _record_times(self, session: Session) -> Tuple[Optional[int], Optional[int]]:
+        """What the record stores as ``CREATED_KEY`` and ``SENT_EXPIRES_KEY`` (None: left out): the creation
+        time only under ``absolute_timeout``, the expiry of the cookie last sent only under ``cookie_refresh``."""
+        return (
+            None if self._absolute_ms is None else session._created_ms,
+            None if self._cookie_refresh is None else session._sent_expires_ms,
         )
 
     def _secure_attribute(self, session: Session) -> bool:
