@@ -2797,8 +2797,8 @@ class ASGISessionMiddleware:
     fails before starting its response commits nothing (the server or Starlette answers 500).
 
     The event loop never waits on store I/O at open or commit: for a store whose ``blocking`` attribute is
-    true (the default of ``Store``) a request with a Cookie header has its session loaded before the app
-    runs, and the session is committed, in a worker thread (``asyncio.to_thread``). A non-blocking store
+    true (the default of ``Store``) a request whose Cookie header holds the session cookie has its session
+    loaded before the app runs (other cookies alone cost no thread and no store call), and the session is committed, in a worker thread (``asyncio.to_thread``). A non-blocking store
     (``MemoryStore``) is used inline, and the session then opens on first use. The session methods that
     call the store at once (``save``, ``reload``, ``destroy``, ``flush``) run where they are called: with a
     blocking store, an async endpoint calls them through ``asyncio.to_thread``. HTTPS is
@@ -2819,7 +2819,7 @@ class ASGISessionMiddleware:
             await self.app(scope, receive, send)
             return
         request = _asgi_request(self.manager, scope)
-        if self._blocking and request[0]:  # a Cookie header: opening may load from the store
+        if self._blocking and parse_cookie_header(request[0], self.manager.name):  # may load from the store
             session = await self._to_thread(self.manager.open, *request)
         else:  # the lambda holds the request, not the scope, which will hold the session
             session = self.manager.open_lazy(lambda: request)
