@@ -143,6 +143,18 @@ def _store_error(message: str, exc: BaseException) -> StoreError:
     return StoreError(f"{message} ({type(exc).__name__})", exc)
 
 
+@contextlib.contextmanager
+def _store_failures(message: str) -> Iterator[None]:
+    """The manager's guard around a store's methods: any exception becomes ``_store_error(message, exc)``,
+    but a SessionError (a store's own StoreError) passes as it was raised, its message kept."""
+    try:
+        yield
+    except SessionError:
+        raise
+    except Exception as exc:
+        raise _store_error(message, exc) from None
+
+
 # Small helpers: durations, ids #############################################################################
 
 
@@ -691,7 +703,7 @@ class _RecordFormat:
 
     def text(
         self, original_max_age_ms: Optional[float], expires_ms: Optional[int], secure: bool,
-        created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int] = None,
+        created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int],
     ) -> str:
         """The record; the parts after the cookie object are ``after_cookie``'s."""
         return "".join((
@@ -701,7 +713,7 @@ class _RecordFormat:
         ))
 
     @staticmethod
-    def after_cookie(created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int] = None) -> str:
+    def after_cookie(created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int]) -> str:
         """The record's text after its cookie object: ``created_ms`` and ``sent_expires_ms`` (None: left out)
         as ``CREATED_KEY`` and ``SENT_EXPIRES_KEY``, then the data keys, and the end."""
         created = "" if created_ms is None else f',"{CREATED_KEY}":{created_ms}'
@@ -1659,6 +1671,7 @@ class Session(MutableMapping):
     _forced = False  # `session.modified = True`: save at commit even if the data is unchanged
     _cookie_unsaved = False  # cookie.max_age was set and not yet written to the store...
     _cookie_unsent = False  # ...or not yet sent to the browser
+    _created_unsaved = False  # absolute_timeout: the record has no creation time; its clock started this request
     _signed: Optional[str] = None  # "s:<id>.<mac>" from the request, verified with the current secret
     _resign = False  # the request's cookie was signed with an older secret: send a fresh one
     _stale_ids: Tuple[str, ...] = ()  # ids that regenerate() left behind, deleted at commit
@@ -1786,7 +1799,7 @@ class Session(MutableMapping):
         """Move to a new session id, dropping the data unless ``keep_data``. Call it on every privilege
         change (log in, log out, sudo) so a session id planted before the change is worthless after it
         (session fixation, OWASP Session Management Cheat Sheet). The old record is deleted when the
-        session is committed, and the new one is written once."""
+        session is committed (or saved), before the new one is written, once."""
         self._writable(allow_destroyed=True)
         self._manager._regenerate(self, keep_data)
 
@@ -1822,7 +1835,7 @@ class Session(MutableMapping):
 
     def _changed_since_saved(self, data_json: str) -> bool:
         """Something the store does not hold yet, after ``save()`` or ``reload()``."""
-        return data_json != self._synced_json or self._cookie_unsaved or self._forced
+        return data_json != self._synced_json or self._cookie_unsaved or self._created_unsaved or self._forced
 
     @property
     def _baseline_json(self) -> str:
@@ -1842,11 +1855,13 @@ class Session(MutableMapping):
         original_max_age_ms: Optional[float],
         expires_ms: Optional[int],
         sent_expires_ms: Optional[int] = None,
+        created_unsaved: bool = False,
     ) -> None:
         """Become session ``sid``: loaded (``new_reason`` None) or new. A session starts once per request
         (``_restart`` starts it again); the status is left as it is."""
         self._id, self._new_reason = sid, new_reason
         self._data, self._loaded_json, self._created_ms = data, loaded_json, created_ms
+        self._created_unsaved = created_unsaved
         self._stored_expires_ms, self._sent_expires_ms = expires_ms, sent_expires_ms
         self._cookie = SessionCookie(self, self._manager.cookie_options, original_max_age_ms, expires_ms)
 
@@ -1870,7 +1885,7 @@ class Session(MutableMapping):
         """The store now holds ``data_json`` (merged with what other requests wrote meanwhile) and the
         current cookie under the current id."""
         self._synced_json = data_json
-        self._cookie_unsaved = self._forced = False
+        self._cookie_unsaved = self._forced = self._created_unsaved = False
         self._stored_expires_ms = self._cookie.expires_ms
 
     def _mark_gone(self) -> None:
@@ -1881,9 +1896,10 @@ class Session(MutableMapping):
     def _reloaded(
         self, data: Dict[str, Any], stored_json: str, created_ms: Optional[int],
         original_max_age_ms: Optional[float], expires_ms: Optional[int], sent_expires_ms: Optional[int],
+        created_unsaved: bool,
     ) -> None:
         """Take what the store holds now; "modified" still compares with the data the request opened."""
-        self._data, self._created_ms = data, created_ms
+        self._data, self._created_ms, self._created_unsaved = data, created_ms, created_unsaved
         self._stored_expires_ms, self._sent_expires_ms = expires_ms, sent_expires_ms
         self._cookie = SessionCookie(self, self._manager.cookie_options, original_max_age_ms, expires_ms)
         self._synced_json = stored_json
@@ -1927,13 +1943,15 @@ MAX_DEPTH = 100
 MAX_INT_DIGITS = 4300
 _INT_BOUND = 10**MAX_INT_DIGITS
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_OR_ESCAPE = re.compile(r"[\ud800-\udfff]|\\u[dD][89a-fA-F]")  # also as JSON escapes (Node's)
 _LONG_INT = re.compile(r"(?<![0-9])[0-9]{%d}" % (MAX_INT_DIGITS + 1))  # from a run's start: linear
 
 
 def _may_not_load_back(text: str) -> bool:
-    """Cheap: whether encoded JSON may hold what cannot round-trip (a lone surrogate, which is not UTF-8; a
-    too long int; nesting beyond MAX_DEPTH). False alarms (strings full of brackets) only cost a closer look."""
-    if not text.isascii() and _SURROGATE.search(text):
+    """Cheap: whether encoded JSON may hold what cannot round-trip (a lone surrogate, which is not UTF-8, as
+    itself or as an escape such as Node's ``"\\ud83d"``; a too long int; nesting beyond MAX_DEPTH). False
+    alarms (strings full of brackets, escaped surrogate pairs) only cost a closer look."""
+    if ("\\u" in text or not text.isascii()) and _SURROGATE_OR_ESCAPE.search(text):
         return True
     if len(text) < 2 * MAX_DEPTH:  # too short to nest that deep (or to hold such an int): most records
         return False
@@ -1979,10 +1997,10 @@ def _check_entry(key: Any, value: Any) -> None:
     try:
         text = _python_json(value)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise SerializationError(f"session value for key {key!r} is not JSON-serialisable: {exc}") from None
+        raise SerializationError(f"session value for key {_shown(key)} is not JSON-serialisable: {exc}") from None
     why = _unstorable(value, 2) if _may_not_load_back(text) else None
     if why:
-        raise SerializationError(f"session value for key {key!r} cannot be stored: {why}")
+        raise SerializationError(f"session value for key {_shown(key)} cannot be stored: {why}")
 
 
 def _data_json(data: Dict[str, Any]) -> str:
@@ -2001,8 +2019,9 @@ def _data_json(data: Dict[str, Any]) -> str:
 
 
 #: What ``SessionManager._load`` gives ``Session._start``: data, its JSON, created (ms), originalMaxAge (ms),
-#: expires (ms), the expiry of the cookie last sent (ms)
-_LoadedRecord = Tuple[Dict[str, Any], str, Optional[int], Optional[float], Optional[int], Optional[int]]
+#: expires (ms), the expiry of the cookie last sent (ms), and whether the creation time is not in the record
+#: yet (under absolute_timeout: its clock starts now, and the next commit writes it)
+_LoadedRecord = Tuple[Dict[str, Any], str, Optional[int], Optional[float], Optional[int], Optional[int], bool]
 
 
 # Manager ##################################################################################################
@@ -2103,7 +2122,7 @@ class SessionManager:
             or not 0 < cookie_refresh <= 1
         ):
             raise ConfigurationError(
-                f"cookie_refresh must be a share of max_age, more than 0 and at most 1, not {cookie_refresh!r}"
+                f"cookie_refresh must be a share of max_age, more than 0 and at most 1, not {_shown(cookie_refresh)}"
             )
         self._cookie_refresh = cookie_refresh
         max_age = self.cookie_options.max_age
@@ -2191,16 +2210,13 @@ class SessionManager:
         return sid, key_index
 
     def _load(self, sid: str, now_ms: int) -> Optional[_LoadedRecord]:
-        """The live, sound record of ``sid`` as ``(data, data JSON, created ms, originalMaxAge ms, expires
-        ms)``, or None. A store that returns ``(record, expires_at)`` is the authority on expiry (SPEC 8):
+        """The live, sound record of ``sid`` as a ``_LoadedRecord``, or None. A store that returns ``(record, expires_at)`` is the authority on expiry (SPEC 8):
         its deadline replaces the record's ``cookie.expires``, which Node's connect-redis leaves stale."""
-        try:
+        with _store_failures("the session store failed to load a session"):
             got = self.store.get(sid)
             authority = isinstance(got, tuple)  # (record, expires_at): the store enforces expiry itself
             record, expires_at = got if authority else (got, None)
             deadline_ms = None if expires_at is None else round(float(expires_at) * 1000)
-        except Exception as exc:
-            raise _store_error("the session store failed to load a session", exc) from None
         if record is None:
             log.debug("session %s: no record in the store", _sid_hash(sid))
             return None
@@ -2209,19 +2225,23 @@ class SessionManager:
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             log.warning("session %s: corrupt record in the store treated as missing (%s)", _sid_hash(sid), exc)
             return None
+        why = _unstorable(data, 1) if _may_not_load_back(record) else None
+        if why:  # loaded, it could never be written back: every commit would fail (SPEC 7)
+            log.warning("session %s: record in the store treated as missing: %s", _sid_hash(sid), why)
+            return None
         # The store's deadline decides (None: it has none); for plain text the record's cookie.expires does.
         expiry = deadline_ms if authority else expires_ms
         if expiry is not None and expiry <= now_ms:
             log.debug("session %s: record expired", _sid_hash(sid))
             return None
-        if self._absolute_ms is not None:
-            if created_ms is None:
-                created_ms = now_ms  # a record from before absolute_timeout was enabled: start its clock now
-            elif created_ms + self._absolute_ms <= now_ms:
-                log.debug("session %s: absolute timeout reached", _sid_hash(sid))
-                return None
+        created_unsaved = self._absolute_ms is not None and created_ms is None
+        if created_unsaved:
+            created_ms = now_ms  # a record from before absolute_timeout was enabled, or Node's: start its clock
+        elif self._absolute_ms is not None and created_ms + self._absolute_ms <= now_ms:
+            log.debug("session %s: absolute timeout reached", _sid_hash(sid))
+            return None
         data_json = data_text if data_text is not None else _data_json(data)
-        return data, data_json, created_ms, original_max_age_ms, expires_ms, sent_ms
+        return data, data_json, created_ms, original_max_age_ms, expires_ms, sent_ms, created_unsaved
 
     def _start_new(self, session: Session, reason: str, now_ms: int) -> None:
         session._start(self._new_id(), reason, {}, "{}", now_ms, self._max_age_ms, None)
@@ -2251,8 +2271,9 @@ class SessionManager:
     def _save_now(self, session: Session) -> None:
         now_ms = self._now_ms()
         self._slide_expiry(session, now_ms)
-        self._write(session, _data_json(session._data))
+        data_json = _data_json(session._data)
         self._destroy_stale(session)
+        self._write(session, data_json)
 
     def _reload(self, session: Session) -> None:
         loaded = self._load(session._id, self._now_ms())
@@ -2288,7 +2309,8 @@ class SessionManager:
         """Decide and perform the store write or touch, close the session, and return the Set-Cookie
         header values to send. Call once, before any byte of the response. With a 5xx ``status`` nothing
         new is stored (the request failed). Raises ``StoreError`` or ``SerializationError`` (then nothing
-        was written; send a 500 without these cookies). A second call returns the first call's cookies
+        new was stored, though records that ``regenerate()`` left behind may be deleted already; send a 500
+        without these cookies). A second call returns the first call's cookies
         (none after a failure: the session was not stored)."""
         if session._status is _COMMITTED:
             return list(session._set_cookies)
@@ -2339,6 +2361,7 @@ class SessionManager:
         send = sendable and self._should_set_cookie(session, is_new, modified, now_ms)
         if send:  # before the write, so that the record knows the expiry the browser will have
             session._cookie_sending()
+        self._destroy_stale(session)  # first, as express-session does: a failure then leaves no second record
         # A new session whose cookie cannot reach the browser could never be found again: store nothing.
         if (sendable or not is_new) and self._should_save(session, is_new, modified, data_json):
             self._write(session, data_json)
@@ -2346,7 +2369,6 @@ class SessionManager:
             record, expires = self._record(session, data_json), self._store_expiry(session)
             if self._store_call("touch", session._id, record, expires) is False:
                 session._mark_gone()
-        self._destroy_stale(session)
         # A record destroyed or regenerated away by another request: never hand the browser its id again.
         return [self._session_cookie(session, now_ms)] if send and not session._record_gone else []
 
@@ -2356,7 +2378,11 @@ class SessionManager:
             return session._changed_since_saved(data_json)
         if is_new:
             return self.save_uninitialized or modified
-        return self.resave or modified or session._cookie_unsaved  # + a new cookie.max_age is stored
+        return (
+            self.resave or modified
+            or session._cookie_unsaved  # + a new cookie.max_age is stored
+            or session._created_unsaved  # + absolute_timeout: the creation time is stored, once
+        )
 
     def _should_set_cookie(self, session: Session, is_new: bool, modified: bool, now_ms: int) -> bool:
         if is_new:
@@ -2425,11 +2451,10 @@ class SessionManager:
           (without them, stored ones are kept as they are).
         - A stored text that is not a record (or holds what JSON cannot write back): replaced by ``record``.
         """
-        baseline = session._baseline_json
-        data, absolute = session._data, self._absolute_ms is not None
-        sent = None if self._cookie_refresh is None else session._sent_expires_ms
+        baseline, data = session._baseline_json, session._data
+        created, sent = self._record_times(session)
         # when this response sends the cookie, sent is new: the stored text then differs and merge() runs
-        unchanged = self._record_format.after_cookie(session._created_ms if absolute else None, baseline, sent)
+        unchanged = self._record_format.after_cookie(created, baseline, sent)
         changes: List[Tuple[Dict[str, Any], List[str]]] = []  # computed once, on the first conflict
 
         def merge(stored: str) -> str:
@@ -2445,26 +2470,20 @@ class SessionManager:
                 for key in deleted:
                     current.pop(key, None)
                 current.update(changed)
-                if absolute:
+                if self._absolute_ms is not None:
                     current.pop(CREATED_KEY, None)
                 if self._cookie_refresh is not None:
                     current.pop(SENT_EXPIRES_KEY, None)
                 merged = _encode_json(current)
             except (ValueError, TypeError, KeyError, AttributeError, RecursionError):  # not a record
                 return record
-            cookie = session._cookie
-            return self._record_format.text(
-                cookie.original_max_age_ms, cookie.expires_ms, self._secure_attribute(session),
-                session._created_ms if absolute else None, merged, sent,
-            )
+            return self._record(session, merged)
 
         return _Merge(record, unchanged, merge)
 
     def _store_call(self, method: str, *args: Any) -> Any:
-        try:
+        with _store_failures(f"the session store failed to {method} a session"):
             return getattr(self.store, method)(*args)
-        except Exception as exc:
-            raise _store_error(f"the session store failed to {method} a session", exc) from None
 
     def _store_expiry(self, session: Session) -> Optional[float]:
         expires = session._cookie.expires_ms
@@ -2474,10 +2493,17 @@ class SessionManager:
 
     def _record(self, session: Session, data_json: str) -> str:
         cookie = session._cookie
-        created = None if self._absolute_ms is None else session._created_ms
-        sent = None if self._cookie_refresh is None else session._sent_expires_ms
+        created, sent = self._record_times(session)
         return self._record_format.text(
             cookie.original_max_age_ms, cookie.expires_ms, self._secure_attribute(session), created, data_json, sent
+        )
+
+    def _record_times(self, session: Session) -> Tuple[Optional[int], Optional[int]]:
+        """What the record stores as ``CREATED_KEY`` and ``SENT_EXPIRES_KEY`` (None: left out): the creation
+        time only under ``absolute_timeout``, the expiry of the cookie last sent only under ``cookie_refresh``."""
+        return (
+            None if self._absolute_ms is None else session._created_ms,
+            None if self._cookie_refresh is None else session._sent_expires_ms,
         )
 
     def _secure_attribute(self, session: Session) -> bool:
@@ -2784,8 +2810,8 @@ class ASGISessionMiddleware:
     fails before starting its response commits nothing (the server or Starlette answers 500).
 
     The event loop never waits on store I/O at open or commit: for a store whose ``blocking`` attribute is
-    true (the default of ``Store``) a request with a Cookie header has its session loaded before the app
-    runs, and the session is committed, in a worker thread (``asyncio.to_thread``). A non-blocking store
+    true (the default of ``Store``) a request whose Cookie header holds the session cookie has its session
+    loaded before the app runs (other cookies alone cost no thread and no store call), and the session is committed, in a worker thread (``asyncio.to_thread``). A non-blocking store
     (``MemoryStore``) is used inline, and the session then opens on first use. The session methods that
     call the store at once (``save``, ``reload``, ``destroy``, ``flush``) run where they are called: with a
     blocking store, an async endpoint calls them through ``asyncio.to_thread``. HTTPS is
@@ -2806,7 +2832,7 @@ class ASGISessionMiddleware:
             await self.app(scope, receive, send)
             return
         request = _asgi_request(self.manager, scope)
-        if self._blocking and request[0]:  # a Cookie header: opening may load from the store
+        if self._blocking and parse_cookie_header(request[0], self.manager.name):  # may load from the store
             session = await self._to_thread(self.manager.open, *request)
         else:  # the lambda holds the request, not the scope, which will hold the session
             session = self.manager.open_lazy(lambda: request)

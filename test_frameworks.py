@@ -553,6 +553,30 @@ def test_asgi_websocket_session_is_committed_at_accept():
     assert len(store) == 1
 
 
+def test_asgi_hops_to_a_thread_only_for_a_request_with_the_session_cookie():
+    async def app(scope: Dict[str, Any], receive: Any, send: Any) -> None:  # never reads its session
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    class BlockingStore(sessions.Store):  # blocking, as a Store is by default
+        def get(self, sid):
+            return None
+
+    store = BlockingStore()
+    middleware = sessions.ASGISessionMiddleware(app, sessions.SessionManager("secret", store=store))
+    hops: List[Any] = []
+    to_thread = middleware._to_thread
+
+    async def counted(function: Any, *args: Any) -> Any:
+        hops.append(function.__name__)
+        return await to_thread(function, *args)
+
+    middleware._to_thread = counted
+    asgi_exchange(middleware, http_scope(headers=((b"cookie", b"_ga=GA1.2.3; theme=dark"),)))
+    assert hops == []  # analytics cookies alone: no thread, no store call
+    asgi_exchange(middleware, http_scope(headers=((b"cookie", b"_ga=GA1.2.3; sid=s:abc.x"),)))
+    assert hops == ["open", "response_headers"]
+
+
 def test_asgi_app_failing_before_its_response_stores_nothing():
     async def app(scope: Dict[str, Any], receive: Any, send: Any) -> None:
         scope["session"]["n"] = 1

@@ -107,6 +107,36 @@ def test_a_record_with_an_unusable_cookie_field_is_treated_as_missing(field):
     assert manager.open(cookie_for("abc")).is_new
 
 
+@pytest.mark.parametrize("make_store", [sessions.MemoryStore, TextStore])
+@pytest.mark.parametrize("data", ['"half":"\\ud83d"', '"half":{"k":["a\\uDE00"]}',
+                                  '"deep":' + "[" * sessions.MAX_DEPTH + "1" + "]" * sessions.MAX_DEPTH],
+                         ids=["lone-surrogate", "lone-surrogate-nested", "too-deep"])
+def test_a_record_that_could_not_be_written_back_is_treated_as_missing_and_logged(make_store, data, caplog):
+    store = make_store()  # Node wrote it: JSON.stringify escapes half an emoji, and nests as deep as it likes
+    manager = sessions.SessionManager(SECRET, store=store, absolute_timeout=3600, cookie_refresh=0.5)
+    stored(store, "abc", '{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},'
+                         + data + ',"n":1}')
+    with caplog.at_level("WARNING", logger="sessions"):
+        session = manager.open(cookie_for("abc"))
+    assert session.new_reason == "not-found" and "n" not in session
+    session["n"] = 2
+    assert manager.commit(session)  # a fresh session under a new id, stored as usual
+    assert any(r.levelname == "WARNING" and sessions._sid_hash("abc") in r.getMessage() for r in caplog.records)
+    assert "abc" not in caplog.text.replace(sessions._sid_hash("abc"), "")
+
+
+def test_an_escaped_surrogate_pair_still_loads():
+    store = TextStore()
+    manager = sessions.SessionManager(SECRET, store=store)
+    stored(store, "abc", '{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},'
+                         '"smile":"\\ud83d\\ude00"}')
+    session = manager.open(cookie_for("abc"))
+    assert session["smile"] == "\U0001F600"
+    session["n"] = 1
+    manager.commit(session)
+    assert manager.open(cookie_for("abc"))["smile"] == "\U0001F600"
+
+
 # Session data #############################################################################################
 
 
@@ -248,10 +278,18 @@ def test_open_never_raises_on_any_cookie_header(text):
     lambda: sessions.SessionManager(SECRET, name=10**5000),
     lambda: sessions.SessionManager(SECRET, rolling=-(10**5000)),
     lambda: sessions.MemoryStore(max_sessions=-(10**5000)),
+    lambda: sessions.SessionManager(SECRET, cookie_refresh=10**5000),
 ], ids=lambda make: "")
 def test_impossible_options_are_configuration_errors(make):
     with pytest.raises(sessions.ConfigurationError):
         make()
+
+
+def test_a_refused_value_names_its_key_shortened():
+    session = sessions.SessionManager(SECRET).open(None)
+    with pytest.raises(sessions.SerializationError) as info:
+        session["k" * 10_000] = object()
+    assert len(str(info.value)) < 200 and "'kkk" in str(info.value)
 
 
 @pytest.mark.parametrize("value", [HUGE, -1, float("inf"), "60", True])
@@ -798,6 +836,28 @@ def test_store_error_keeps_the_original_for_debugging_but_not_in_its_chain():
     assert isinstance(error.original, KeyError) and error.original.args == (sid,)
     assert error.__cause__ is None and error.__suppress_context__
     assert sid not in "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+@pytest.mark.parametrize("method", ["get", "set", "touch", "destroy"])
+def test_a_store_error_the_store_raised_itself_reaches_the_caller_as_it_was(method):
+    own = sessions.StoreError("the cache cluster is read-only")
+
+    class OwnErrors(TextStore):
+        def fail(self, *args):
+            raise own
+
+    setattr(OwnErrors, method, OwnErrors.fail)
+    store = OwnErrors()
+    manager = sessions.SessionManager(SECRET, store=store)
+    TextStore.set(store, "abc", '{"cookie":{"originalMaxAge":null,"expires":null,"path":"/"},"n":1}', None)
+    with pytest.raises(sessions.StoreError) as info:
+        session = manager.open(cookie_for("abc"))
+        if method == "destroy":
+            session.destroy()
+        if method == "set":
+            session["n"] = 2  # Store.update's default: a get and a set
+        manager.commit(session)  # unmodified: a touch
+    assert info.value is own
 
 
 def test_a_malformed_request_target_is_a_400_in_the_demo(caplog):

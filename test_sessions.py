@@ -925,9 +925,26 @@ def test_regenerate_writes_once_and_the_old_record_is_gone_after_commit():
 
     client.request(login)
     assert record_of(store.inner, "old") is None
-    assert [name for name, _ in store.calls if name != "get"] == ["set", "destroy"]
+    assert [name for name, _ in store.calls if name != "get"] == ["destroy", "set"]  # as express-session does
     assert sid_of(client.last_set_cookies[0]) == "new"
     assert dict(client.request()) == {"user": "bob"}
+
+
+@pytest.mark.parametrize("save", [False, True])
+def test_regenerate_whose_old_record_cannot_be_deleted_stores_no_second_record(save):
+    client = seeded(genid=ids_from("old", "new"))
+    store = client.manager.store
+    store.fail.add("destroy")
+
+    def login(session):
+        session.regenerate()
+        session["user"] = "bob"
+        if save:
+            session.save()
+
+    with pytest.raises(sessions.StoreError):
+        client.request(login)
+    assert store.inner.ids() == ["old"]  # the new record was not written: its cookie is never sent
 
 
 def test_regenerate_then_save_writes_once():
@@ -1151,6 +1168,21 @@ def test_absolute_timeout_without_max_age_expires_the_record():
     assert client.request().is_new
 
 
+@pytest.mark.parametrize("reload", [False, True])
+def test_absolute_timeout_ends_a_session_whose_record_had_no_creation_time_even_if_only_read(reload):
+    clock = Clock()
+    before = seeded(clock, cookie={"max_age": 3600})  # stored before absolute_timeout was enabled
+    assert sessions.CREATED_KEY not in record_of(before.manager.store, sid_of(before.cookie))
+    client = Client(make_manager(clock, store=before.manager.store, cookie={"max_age": 3600},
+                                 absolute_timeout=100), before.cookie)
+    for _ in range(2):  # read every 60 s: the first read starts the clock, and stores it, once
+        session = client.request(sessions.Session.reload if reload else None)
+        assert dict(session) == {"n": 1} and not session.is_new
+        clock.advance(60)
+    assert client.manager.store.count("set") == 1  # Store.update: a get and a set
+    assert client.request().is_new  # 120 s after the first read
+
+
 def test_absolute_timeout_restarts_on_regenerate():
     clock = Clock()
     client = seeded(clock, absolute_timeout=100, genid=ids_from("a", "b"))
@@ -1271,8 +1303,8 @@ def test_a_failed_commit_closes_the_session_and_a_repeat_stores_nothing():
         session["b"] = 2
     client.manager.store.fail = set()
     assert client.manager.commit(session) == []  # no cookie for a session that was not stored
-    assert [name for name, _ in client.manager.store.calls if name != "get"] == ["set"]
-    assert record_of(client.manager.store.inner, "apple") is not None  # what was stored before stays
+    assert [name for name, _ in client.manager.store.calls if name != "get"] == ["destroy", "set"]
+    assert client.manager.store.inner.ids() == []  # the old record went first, as in express-session
 
 
 def seeded_concurrent():
