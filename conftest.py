@@ -120,6 +120,23 @@ class RecordingStore(sessions.Store):
         return self.inner.ids()
 
 
+class LaxStore(sessions.Store):
+    """The least a third-party store writes: get, set and destroy on a dict, nothing ever expiring (so the
+    manager must check a record's ``expires`` itself) and Store's defaults for touch and update."""
+
+    def __init__(self) -> None:
+        self.records: dict = {}
+
+    def get(self, sid):
+        return self.records.get(sid)
+
+    def set(self, sid, record, expires):
+        self.records[sid] = record
+
+    def destroy(self, sid):
+        self.records.pop(sid, None)
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()

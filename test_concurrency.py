@@ -27,7 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sessions
-from conftest import T0, Clock, record_of, sid_of
+from conftest import T0, Clock, LaxStore, record_of, sid_of
 from test_interop import NAME, PREFIX, node, stack  # noqa: F401 - node and stack are fixtures
 from test_interop import SECRET as NODE_SECRET
 from test_interop import Browser as NodeBrowser
@@ -78,9 +78,9 @@ def pair(set_cookie: str) -> str:
 class Site:
     """A manager on a store, and sessions opened from one cookie as concurrent requests would."""
 
-    def __init__(self, store: sessions.Store, **options) -> None:
+    def __init__(self, store: sessions.Store, clock=None, **options) -> None:
         options.setdefault("cookie", {"max_age": 3600})
-        self.manager = sessions.SessionManager(SECRET, store=store, clock=store.clock, **options)
+        self.manager = sessions.SessionManager(SECRET, store=store, clock=clock or store.clock, **options)
         first = self.manager.open(None)
         first["user"] = "ada"
         first["theme"] = "dark"
@@ -266,24 +266,8 @@ def test_a_gone_session_can_still_regenerate(site):
                                                                            "late": True}
 
 
-class PlainStore(sessions.Store):
-    """A third-party store written before update existed: get, set, destroy only (Store's defaults)."""
-
-    def __init__(self, clock) -> None:
-        self.clock, self.records = clock, {}
-
-    def get(self, sid):
-        return self.records.get(sid)
-
-    def set(self, sid, record, expires):
-        self.records[sid] = record
-
-    def destroy(self, sid):
-        self.records.pop(sid, None)
-
-
 def test_a_store_without_update_merges_by_get_and_set_and_never_resurrects():
-    site = Site(PlainStore(Clock(T0)), rolling=True)
+    site = Site(LaxStore(), Clock(T0), rolling=True)  # get, set, destroy only: Store's update
     mine, other, reader = site.open(), site.open(), site.open()
     other["lang"] = "en"
     site.manager.commit(other)

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import sessions
-from conftest import T0, Clock, RecordingStore, record_of
+from conftest import T0, Clock, LaxStore, RecordingStore, record_of
 from conftest import sid_of as _sid_of
 
 SECRET = "keyboard cat"
@@ -37,22 +37,6 @@ SLOW = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], max
 
 
 # Helpers ##################################################################################################
-
-
-class LaxStore(sessions.Store):
-    """A store that never expires anything: the manager must check a record's ``expires`` itself."""
-
-    def __init__(self) -> None:
-        self.records: dict = {}
-
-    def get(self, sid):
-        return self.records.get(sid)
-
-    def set(self, sid, record, expires):
-        self.records[sid] = record
-
-    def destroy(self, sid):
-        self.records.pop(sid, None)
 
 
 def ids_from(*ids):
