@@ -58,7 +58,6 @@ def _importable(name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def quick_run():
-    pytest.importorskip("flask")
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
