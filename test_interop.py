@@ -33,7 +33,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 import sessions
-from conftest import free_port, require_binary, stop_process
+from conftest import free_port, missing, require_binary, stop_process
 
 try:
     import redis
@@ -65,13 +65,6 @@ UNICODE_DATA: Dict[str, Any] = {
 
 def id_hash(sid: str) -> str:
     return hashlib.sha256(sid.encode("utf-8")).hexdigest()[:16]
-
-
-def missing(message: str) -> None:
-    """CONTRACT decision 4: what the live tests need must be there under CI; elsewhere they may skip."""
-    if os.environ.get("CI"):
-        pytest.fail(message + " (required under CI)")
-    pytest.skip(message)
 
 
 def wait_for_port(port: int, process: subprocess.Popen, log_path: Path) -> None:
