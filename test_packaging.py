@@ -32,6 +32,9 @@ def source_version() -> str:
 
 
 VERSION = source_version()
+README = (HERE / "README.md").read_text(encoding="utf-8")
+#: How the README's "Installing" builds a wheel; the fixture ``wheel`` runs exactly this.
+WHEEL_COMMAND = "python3 -m pip wheel . --no-deps --wheel-dir dist"
 
 
 def run(args: List[str], cwd: Path) -> str:
@@ -50,13 +53,18 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def wheel(checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``pip wheel . --no-deps``, as a user builds it (pip fetches the build backend into an isolated
+def wheel(checkout: Path) -> Path:
+    """The README's command, as a user runs it (pip fetches the build backend into an isolated
     environment)."""
-    out = tmp_path_factory.mktemp("wheelhouse")
-    run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--quiet", "--wheel-dir", str(out)], cwd=checkout)
-    (built,) = out.glob("*.whl")
+    run([sys.executable if word == "python3" else word for word in WHEEL_COMMAND.split()], cwd=checkout)
+    (built,) = (checkout / "dist").glob("*.whl")
     return built
+
+
+def test_the_readme_builds_the_wheel_with_this_command():
+    install = README.split("### Installing", 1)[1].split("\n## ", 1)[0]
+    assert WHEEL_COMMAND in install
+    assert "python3 -m pip install .  " in install and 'python3 -m pip install ".[redis]"' in install
 
 
 @pytest.fixture(scope="module")
