@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -104,10 +105,8 @@ def demo(request):
     """The site on a free port; parametrize it indirectly with a dict of SessionManager options."""
     threads_before = set(threading.enumerate())
     clock = Clock(time.time())  # the real time: the cookie jar judges Max-Age by it
-    manager = sessions.SessionManager(
-        "test secret", store=sessions.MemoryStore(clock=clock), cookie={"max_age": MAX_AGE}, clock=clock,
-        **getattr(request, "param", {}),
-    )
+    options = {"store": sessions.MemoryStore(clock=clock), **getattr(request, "param", {})}
+    manager = sessions.SessionManager("test secret", cookie={"max_age": MAX_AGE}, clock=clock, **options)
     server = demo_server.build_server(0, manager, log_requests=False)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -335,12 +334,92 @@ def test_session_json_returns_the_session_data(demo):
     assert set(data) == {"visits", "csrf_token"}
 
 
+# Many tabs ################################################################################################
+
+
+class WholeRecordStore(sessions.MemoryStore):
+    """What express-session (and Flask's, Django's, Starlette's sessions) do, for comparison: a request
+    writes back the whole record as it loaded it, with its own change applied (the last write wins)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loaded = threading.local()  # the record each request thread loaded
+
+    def get(self, sid):
+        found = super().get(sid)
+        self.loaded.record = found[0] if isinstance(found, tuple) else found
+        return found
+
+    def update(self, sid, change, expires):
+        if super().get(sid) is None:
+            return False
+        self.set(sid, change(self.loaded.record), expires)
+        return True
+
+
+def many_tabs_round(client: Client) -> list:
+    """What the page's script does: forget the last round, send TABS writes at once, read what was kept."""
+    page = client.get("/many-tabs")
+    token = html.unescape(re.search(r'data-csrf="([^"]*)"', page.text).group(1))
+    assert client.post("/many-tabs/start", {"csrf_token": token}).status == 204
+    start = threading.Barrier(demo_server.TABS)
+
+    def write(tab: int) -> int:
+        start.wait(5)
+        return client.post("/many-tabs/write", {"csrf_token": token, "tab": str(tab)}).status
+
+    with ThreadPoolExecutor(demo_server.TABS) as pool:
+        assert set(pool.map(write, range(1, demo_server.TABS + 1))) == {204}
+    result = json.loads(client.get("/many-tabs/result").text)
+    assert result["of"] == demo_server.TABS
+    return result["kept"]
+
+
+def test_many_tabs_keeps_every_one_of_the_concurrent_writes(demo):
+    client = demo.client()
+    assert many_tabs_round(client) == list(range(1, demo_server.TABS + 1))
+    stored = json.loads(client.get("/session.json").text)
+    assert {f"tab-{tab:02d}" for tab in range(1, demo_server.TABS + 1)} <= set(stored)
+    assert many_tabs_round(client) == list(range(1, demo_server.TABS + 1))  # a second round, from scratch
+
+
+@pytest.mark.parametrize("demo", [{"store": WholeRecordStore()}], indirect=True)
+def test_many_tabs_with_whole_record_writes_keeps_only_some(demo):
+    """The same round where the last write wins: what the page's sentence says of other libraries."""
+    assert len(many_tabs_round(demo.client())) < demo_server.TABS
+
+
+def test_many_tabs_page_creates_the_session_and_runs_only_its_own_script(demo):
+    client = demo.client()
+    page = client.get("/many-tabs")
+    assert client.cookie() is not None  # the session exists before the requests race
+    assert '<script src="/many-tabs.js"></script>' in page.text and "<script>" not in page.text
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "connect-src 'self'" in policy and "default-src 'none'" in policy
+    assert "script-src" not in client.get("/").headers["Content-Security-Policy"]  # other pages: no script
+    script = client.get("/many-tabs.js")
+    assert script.status == 200 and script.headers["Content-Type"] == "text/javascript; charset=utf-8"
+    assert "/many-tabs/write" in script.text and "last write wins" in page.text
+
+
+def test_many_tabs_refuses_a_forged_token_and_a_bad_tab(demo):
+    client = demo.client()
+    token = html.unescape(re.search(r'data-csrf="([^"]*)"', client.get("/many-tabs").text).group(1))
+    assert client.post("/many-tabs/write", {"csrf_token": "forged", "tab": "1"}).status == 403
+    assert client.post("/many-tabs/start", {"csrf_token": "forged"}).status == 403
+    for tab in ("0", "21", "x", "1.5", ""):
+        assert client.post("/many-tabs/write", {"csrf_token": token, "tab": tab}).status == 400, tab
+    assert client.get("/many-tabs/write").status == 405
+    assert json.loads(client.get("/many-tabs/result").text) == {"kept": [], "of": demo_server.TABS}
+
+
 # What a newcomer sees ######################################################################################
 
 PAGES = [  # path, method, form, status
     ("/", "GET", None, 200),
     ("/login", "GET", None, 200),
     ("/pitfall", "GET", None, 200),
+    ("/many-tabs", "GET", None, 200),
     ("/nope", "GET", None, 404),
     ("/logout", "GET", None, 405),
     ("/login", "POST", {"csrf_token": "forged", "username": "alice", "password": "wonderland"}, 403),
@@ -355,7 +434,7 @@ def check_layout(response: Response, status: int) -> str:
     assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>\n")
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
     nav = re.search(r"<nav>(.*?)</nav>", page, re.S).group(1)
-    assert re.findall(r'href="([^"]+)"', nav) == ["/", "/login", "/pitfall", "/session.json"]
+    assert re.findall(r'href="([^"]+)"', nav) == ["/", "/login", "/pitfall", "/many-tabs", "/session.json"]
     assert page.count("<h1>") == 1
     match = re.search(r'<span class="who muted" id="who">(.*?)</span></nav>', page)
     assert match, "the nav ends with the account status"
