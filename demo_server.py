@@ -592,6 +592,7 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
 <tr><th>Store</th><td id="store">{ESCAPE(self.store_label)}</td></tr>
 {expiry_rows}
 <tr><th>Rolling</th><td id="rolling">{"on" if rolling else "off"}</td></tr>
+{self.express_row(session.id)}
 <tr><th>User</th><td id="user">{account}</td></tr>
 </table>
 <h2>Try it</h2>
@@ -607,6 +608,15 @@ how many of them the session keeps.</li>
 """
         marker = [] if self.seen_before() else [("Set-Cookie", f"{SEEN_COOKIE}=1; Max-Age=86400; Path=/; HttpOnly; SameSite=Lax")]
         self.send_page(200, layout("Home", body, self.who()).encode("utf-8"), headers=marker)
+
+    def express_row(self, sid: str) -> str:
+        """The home page's link to this session on the Express twin, when it runs."""
+        url = self.server.express_url
+        if url is None:
+            return ""
+        return (f'<tr><th>Express</th><td><a id="express" href="{ESCAPE(url)}get">This session on Express</a> '
+                '<span class="muted">(express-session and connect-redis, on the same Redis, the same cookie: '
+                f"the JSON's <code>id</code> starts with <code>{short_hash(sid)}</code>, as above)</span></td></tr>")
 
     def page_login(self) -> None:
         user = self.user()
@@ -778,6 +788,8 @@ class DemoServer(ThreadingHTTPServer):
     # socketserver's default backlog is 5: more connections arriving at once than that (the many-tabs page's
     # requests, from several clients) could be refused or reset before a thread accepts them.
     request_queue_size = 64
+    #: The Express twin's base URL when ``--with-express`` started it (the home page links to it).
+    express_url: Optional[str] = None
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind also calls socket.getfqdn(), a reverse DNS lookup that can take seconds.
@@ -825,8 +837,7 @@ def make_store(spec: str) -> Tuple[sessions.Store, str]:
     if spec.startswith("sqlite:"):
         path = spec[len("sqlite:"):]
         return library_store("SQLiteStore")(path), f"SQLiteStore ({path})"
-    host, port, db = REDIS_URL.fullmatch(spec).groups()
-    port, db = int(port or 6379), int(db or 0)
+    host, port, db = redis_address(spec)
     try:
         import redis  # only when asked for: the demo itself needs nothing outside the standard library
     except ImportError:
@@ -834,6 +845,63 @@ def make_store(spec: str) -> Tuple[sessions.Store, str]:
     # Short timeouts: while Redis is down, a page says so in 2 s instead of hanging.
     client = redis.Redis(host=host, port=port, db=db, socket_timeout=2, socket_connect_timeout=2)
     return library_store("RedisStore")(client), f"RedisStore (redis://{host}:{port}/{db})"
+
+
+def redis_address(spec: str) -> Tuple[str, int, int]:
+    """Host, port and database of a ``redis://`` ``--store`` value (already checked by store_option)."""
+    host, port, db = REDIS_URL.fullmatch(spec).groups()
+    return host, int(port or 6379), int(db or 0)
+
+
+#: The Node app that shares sessions with this demo (the one test_interop.py runs).
+EXPRESS_APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "express")
+EXPRESS_START_SECONDS = 15
+
+
+def start_express(port: int, store: str, secret: str, manager: sessions.SessionManager) -> subprocess.Popen:
+    """fixtures/express/app.js on 127.0.0.1:``port`` with this demo's Redis, secret, cookie name, max-age
+    and rolling, so a browser's session cookie opens the same session there. Its errors go to this
+    terminal. Returns once it accepts connections; StartupError otherwise (the process stopped)."""
+    node = shutil.which("node")
+    if node is None:
+        raise StartupError("node is not installed")
+    if not os.path.isdir(os.path.join(EXPRESS_APP, "node_modules", "express-session")):
+        raise StartupError("its packages are not installed: run npm ci --prefix fixtures/express")
+    host, redis_port, db = redis_address(store)
+    max_age = manager.cookie_options.max_age
+    env = dict(os.environ, PORT=str(port), REDIS_URL=f"redis://{host}:{redis_port}/{db}", SECRET=secret,
+               COOKIE_NAME=manager.name, ROLLING="1" if manager.rolling else "0")
+    if max_age is not None:
+        env["MAX_AGE_MS"] = str(round(max_age * 1000))
+    process = subprocess.Popen([node, "app.js"], cwd=EXPRESS_APP, env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_until_listening(process, port)
+    except BaseException:  # StartupError, or Ctrl+C while it starts: never leave it running
+        stop_express(process)
+        raise
+    return process
+
+
+def wait_until_listening(process: subprocess.Popen, port: int) -> None:
+    deadline = time.monotonic() + EXPRESS_START_SECONDS
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise StartupError(f"it did not listen on 127.0.0.1:{port} (its error, if any, is above)")
+
+
+def stop_express(process: subprocess.Popen) -> None:
+    """Stop the twin by its PID: SIGTERM (it closes its Redis client), then SIGKILL after 5 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 def library_store(name: str) -> type:
@@ -869,7 +937,13 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--secret", default=None,
                         help="cookie signing secret (default: $SESSION_SECRET, else a random one; prefer the "
                              "environment variable, command lines are visible to other users)")
-    return parser.parse_args(argv)
+    parser.add_argument("--with-express", action="store_true",
+                        help="with --store redis://...: also start the Express twin (fixtures/express, needs node) "
+                             "on the next port, sharing the sessions")
+    args = parser.parse_args(argv)
+    if args.with_express and not args.store.startswith("redis://"):
+        parser.error("--with-express needs --store redis://HOST:PORT/DB (Express shares the sessions through Redis)")
+    return args
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -894,8 +968,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OSError as exc:
         print(f"Cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}. Try another --port.", file=sys.stderr)
         return 1
+    express = None
+    if args.with_express:
+        express_port = server.server_address[1] + 1
+        try:
+            express = start_express(express_port, args.store, secret, manager)
+        except StartupError as exc:
+            server.server_close()
+            print(f"Cannot start the Express twin: {exc}", file=sys.stderr)
+            return 1
+        server.express_url = f"http://127.0.0.1:{express_port}/"
     print(f"Serving the sessions.py demo on {server_url(server)}  "
           f"(store {args.store}, max-age {args.max_age} s, rolling {'on' if args.rolling else 'off'})")
+    if express is not None:
+        print(f"The Express twin (express-session + connect-redis, the same sessions) on {server.express_url}get")
     print("Ctrl+C to stop", flush=True)
     signal.signal(signal.SIGTERM, _stop)  # `kill` stops as cleanly as Ctrl+C
     try:
@@ -904,6 +990,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("\nStopped.", flush=True)
     finally:
         server.server_close()
+        if express is not None:
+            stop_express(express)
     return 0
 
 

@@ -29,7 +29,7 @@ import pytest
 
 import demo_server
 import sessions
-from conftest import Clock, free_port, sid_of, stop_process
+from conftest import Clock, free_port, missing, require_binary, sid_of, stop_process
 
 HERE = Path(__file__).resolve().parent
 MAX_AGE = 60
@@ -789,6 +789,8 @@ def test_port_in_use_is_a_clear_message():
     (["--store", "redis://127.0.0.1:99999/0"], "--store: expected memory"),
     (["--port", "eighty"], "--port: invalid int value"),
     (["--host", "0.0.0.0"], "unrecognized arguments: --host"),  # the demo listens on 127.0.0.1 only
+    (["--with-express"], "--with-express needs --store redis://HOST:PORT/DB"),
+    (["--with-express", "--store", "sqlite:x.db"], "--with-express needs --store redis://HOST:PORT/DB"),
 ])
 def test_a_bad_option_is_a_one_line_usage_error(args, message):
     result = subprocess.run([sys.executable, str(HERE / "demo_server.py"), *args, "--secret", "s"],
@@ -851,3 +853,66 @@ def test_redis_store_outage_is_the_500_page_and_the_site_recovers(redis_server):
         assert home_store_and_visits(port, jar) == (f"RedisStore ({url})", 1)
     finally:
         stop_process(process)
+
+
+# --with-express: the Express twin shares the sessions ######################################################
+
+
+def express_get(port: int, jar: http.cookiejar.CookieJar, path: str, body: dict | None = None) -> dict:
+    """A request to fixtures/express/app.js (JSON in, JSON out) with the browser's cookie jar."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    with opener.open(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def refuses_connections(port: int) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_with_express_the_twin_opens_the_same_session_on_the_next_port(redis_server):
+    require_binary("node")
+    if not (HERE / "fixtures" / "express" / "node_modules" / "express-session").is_dir():
+        missing("fixtures/express/node_modules is missing: run `npm ci --prefix fixtures/express`")
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    process, port = start_demo("--store", url, "--with-express", env_secret="shared with express")
+    express = port + 1
+    try:
+        wait_for_home(process, port)
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with opener.open(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            page = response.read().decode()
+        link = re.search(r'<a id="express" href="([^"]+)"', page).group(1)
+        assert link == f"http://127.0.0.1:{express}/get"
+        on_node = express_get(express, jar, "/get")  # the link, with the browser's cookie
+        assert on_node["id"].startswith(by_id(page, "sid-hash"))  # the same session id
+        assert on_node["data"]["visits"] == 1
+        express_get(express, jar, "/set", {"written_by": "express"})  # and back: Node writes, Python reads
+        with opener.open(f"http://127.0.0.1:{port}/session.json", timeout=10) as response:
+            assert json.loads(response.read())["written_by"] == "express"
+        process.terminate()
+        out, err = process.communicate(timeout=15)
+    finally:
+        stop_process(process)
+    assert f"http://127.0.0.1:{express}/get" in out
+    assert "Traceback" not in err and process.returncode == 0
+    assert refuses_connections(express), "the Express twin outlived the demo"
+
+
+def test_with_express_without_node_is_one_clear_line(tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path))  # no node on this PATH
+    result = subprocess.run(
+        [sys.executable, str(HERE / "demo_server.py"), "--port", "0", "--store", "redis://127.0.0.1:6379/0",
+         "--with-express", "--secret", "s"], cwd=HERE, env=env, capture_output=True, text=True, timeout=10)
+    assert result.returncode == 1
+    assert result.stderr == "Cannot start the Express twin: node is not installed\n"
