@@ -2,7 +2,7 @@
 """demo_server.py: a small site that shows what sessions.py does, usable in a real browser.
 
     python3 demo_server.py            # http://127.0.0.1:8000/, Ctrl+C to stop
-    python3 demo_server.py --help     # --port, --store, --max-age, --rolling, --secret
+    python3 demo_server.py --help     # --port, --store, --max-age, --rolling, --secret, --with-express
 
 Standard library only: http.server + sessions.SessionHandlerMixin + a MemoryStore (``--store`` picks
 SQLiteStore or RedisStore instead; the redis package is imported only then). It listens on 127.0.0.1 only.
@@ -234,8 +234,10 @@ function show (result) {
     cell.title = 'request ' + tab + (kept.has(tab) ? ': its key was kept' : ': its key was lost')
     cells.append(cell)
   }
-  status.innerHTML = 'The session kept <strong id="kept">' + result.kept.length + '</strong> of the ' +
-    result.of + ' keys.'
+  const count = document.createElement('strong')
+  count.id = 'kept'
+  count.textContent = result.kept.length
+  status.replaceChildren('The session kept ', count, ' of the ' + result.of + ' keys.')
 }
 
 async function fire () {

@@ -91,7 +91,8 @@ class Example:
         self.process = subprocess.Popen([sys.executable, filename], cwd=folder, env=example_env(port), text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines: List[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         with contextlib.suppress(ValueError, OSError):  # the pipe closed when the process was stopped
@@ -102,8 +103,11 @@ class Example:
         """The first line of output holding ``text``, waiting for it (bounded) while the program runs."""
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
+            exited = self.process.poll() is not None
+            if exited:
+                self.reader.join(5)  # all it printed has been read
             found = next((line for line in list(self.lines) if text in line), None)
-            if found is not None or self.process.poll() is not None:
+            if found is not None or exited:
                 return found
             time.sleep(0.05)
         return None
