@@ -51,7 +51,7 @@ from binascii import b2a_base64
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
+from typing import Any, Dict, Generator, List, Optional, Protocol, Tuple, Union
 from urllib.parse import quote, unquote_to_bytes
 
 __all__ = [
@@ -142,6 +142,21 @@ def _store_error(message: str, exc: BaseException) -> StoreError:
     """``raise _store_error(...) from None``: the StoreError for a store's exception, its text and chain
     free of the exception's own message."""
     return StoreError(f"{message} ({type(exc).__name__})", exc)
+
+
+#: What the application is told when a store method fails (never the store's own message: it may quote an id).
+_STORE_FAILURE = {method: f"the session store failed to {action} a session" for method, action in (
+    ("get", "load"), ("set", "set"), ("update", "update"), ("touch", "touch"), ("destroy", "destroy"))}
+
+
+def _store_failure(method: str, exc: Exception) -> SessionError:
+    """What a store method's exception becomes: a SessionError the store raised itself, as it is; anything
+    else a StoreError naming the action, its chain hidden as ``raise ... from None`` hides it."""
+    if isinstance(exc, SessionError):
+        return exc
+    error = _store_error(_STORE_FAILURE[method], exc)
+    error.__suppress_context__ = True
+    return error
 
 
 @contextlib.contextmanager
@@ -1751,14 +1766,14 @@ class Session(Dict[str, Any]):
         """The application uses the session: open it if it is not yet (may raise StoreError; a later use
         retries) and remember that it was used."""
         if not self._opened:
-            self._manager._open_into(self, *self._request())
+            self._manager._run(self._manager._open_into(self, *self._request()))
         self._accessed = True
 
     def _preload(self) -> None:
         """Open the session without counting it as used: an adapter reads it before the application runs
         (so that even ``json.dumps`` sees its data); unused, it costs no store write, touch or header."""
         if not self._opened:
-            self._manager._open_into(self, *self._request())
+            self._manager._run(self._manager._open_into(self, *self._request()))
 
     @property
     def opened(self) -> bool:
@@ -1963,17 +1978,17 @@ class Session(Dict[str, Any]):
     def save(self) -> None:
         """Write the session to the store now; the end-of-request write is skipped if nothing changes after."""
         self._writable()
-        self._manager._save_now(self)
+        self._manager._run(self._manager._save_now(self))
 
     def reload(self) -> None:
         """Replace the data and cookie with what the store holds now (raises SessionNotFoundError if gone)."""
         self._writable()
-        self._manager._reload(self)
+        self._manager._run(self._manager._reload(self))
 
     def destroy(self) -> None:
         """Delete the record now and have the response expire the browser's cookie."""
         self._writable()
-        self._manager._destroy(self)
+        self._manager._run(self._manager._destroy(self))
 
     def regenerate(self, keep_data: bool = False) -> None:
         """Move to a new session id, dropping the data unless ``keep_data``. Call it on every privilege
@@ -1991,7 +2006,38 @@ class Session(Dict[str, Any]):
         message) is stored and its cookie sent; if nothing is written, the response expires the
         browser's cookie."""
         self._writable(allow_destroyed=True)
-        self._manager._flush(self)
+        self._manager._run(self._manager._flush(self))
+
+    # The same for async code: an AsyncStore is awaited, a sync store called inline (MemoryStore) or in a
+    # worker thread (a blocking one), so an async endpoint never blocks its event loop on the store.
+    async def asave(self) -> None:
+        """``save()`` for async code."""
+        self._writable()
+        await self._manager._arun(self._manager._save_now(self))
+
+    async def areload(self) -> None:
+        """``reload()`` for async code."""
+        self._writable()
+        await self._manager._arun(self._manager._reload(self))
+
+    async def adestroy(self) -> None:
+        """``destroy()`` for async code."""
+        self._writable()
+        await self._manager._arun(self._manager._destroy(self))
+
+    async def aflush(self) -> None:
+        """``flush()`` for async code."""
+        self._writable(allow_destroyed=True)
+        await self._manager._arun(self._manager._flush(self))
+
+    async def aregenerate(self, keep_data: bool = False) -> None:
+        """``regenerate()`` for async code (it calls no store until the commit, so this only mirrors it)."""
+        self.regenerate(keep_data)
+
+    async def _apreload(self) -> None:
+        """``_preload`` for async code."""
+        if not self._opened:
+            await self._manager._arun(self._manager._open_into(self, *self._request()))
 
     def touch(self) -> None:
         """Restart the expiry now (every committed request does this anyway; with ``touch_after`` the
@@ -2283,6 +2329,34 @@ def _data_json(data: Dict[str, Any], codec: Optional["Codec"] = None) -> str:
 _LoadedRecord = Tuple[Dict[str, Any], str, Optional[int], Optional[float], Optional[int], Optional[int], bool]
 
 
+#: A piece of the manager's policy that calls the store: a generator that yields each call as
+#: ``(method, args)``, is sent the call's result, and returns its own result (see ``SessionManager._run``).
+_Steps = Generator[Tuple[str, Tuple[Any, ...]], Any, Any]
+
+_SYNC_CALL_ON_ASYNC_STORE = (
+    "this manager's store is async, so the session cannot call it from sync code: use the async methods "
+    "(await session.asave(), areload(), adestroy(), aflush(); manager.aopen(), acommit()), as "
+    "ASGISessionMiddleware does"
+)
+
+
+def _is_coroutine_function(function: Any) -> bool:
+    """``inspect.iscoroutinefunction`` for a store's method, without importing inspect."""
+    code = getattr(getattr(function, "__func__", function), "__code__", None)
+    return code is not None and bool(code.co_flags & 0x80)  # CO_COROUTINE
+
+
+def _with_cache_headers(cookies: List[str], used: bool) -> List[Tuple[str, str]]:
+    """The Set-Cookie headers, ``Cache-Control: no-cache="Set-Cookie"`` when there are any, and ``Vary:
+    Cookie`` when the session was used (SPEC 9.11)."""
+    headers = [("Set-Cookie", value) for value in cookies]
+    if headers:
+        headers.append(("Cache-Control", 'no-cache="Set-Cookie"'))
+    if used:
+        headers.append(("Vary", "Cookie"))
+    return headers
+
+
 # Manager ##################################################################################################
 
 
@@ -2357,7 +2431,10 @@ class SessionManager:
         self._keys = _keys(secret)
         self.store = MemoryStore() if store is None else store
         if not all(callable(getattr(self.store, m, None)) for m in ("get", "set", "touch", "destroy")):
-            raise ConfigurationError("store must have get, set, touch and destroy methods (subclass sessions.Store)")
+            raise ConfigurationError(
+                "store must have get, set, touch and destroy methods (subclass sessions.Store or sessions.AsyncStore)"
+            )
+        self._async_store = _is_coroutine_function(self.store.get)
         if not isinstance(name, str) or not _TOKEN.match(name):
             raise ConfigurationError(f"name must be a valid cookie name (an HTTP token): {_shown(name)}")
         self.name = name
@@ -2417,8 +2494,18 @@ class SessionManager:
         record. ``secure`` says whether the request came over HTTPS; ``path`` is its URL path. Raises
         ``StoreError`` if the store fails."""
         session = Session(self)
-        self._open_into(session, cookie_header, secure, path)
+        self._run(self._open_into(session, cookie_header, secure, path))
         session._use()  # opened by the caller itself: in use
+        return session
+
+    async def aopen(
+        self, cookie_header: Union[str, Iterable[str], None], secure: bool = False, path: str = "/"
+    ) -> Session:
+        """``open`` for async code: the store is awaited (an ``AsyncStore``), called inline (a non-blocking
+        store such as ``MemoryStore``) or in a worker thread (a blocking one)."""
+        session = Session(self)
+        await self._arun(self._open_into(session, cookie_header, secure, path))
+        session._use()
         return session
 
     def open_lazy(self, request: Callable[[], Tuple[Any, bool, str]]) -> Session:
@@ -2434,7 +2521,7 @@ class SessionManager:
             return forwarded_proto.split(",", 1)[0].strip().lower() == "https"
         return False
 
-    def _open_into(self, session: Session, cookie_header: Any, secure: bool, path: str) -> None:
+    def _open_into(self, session: Session, cookie_header: Any, secure: bool, path: str) -> _Steps:
         session._secure = bool(secure)  # what the request is, not session state: read per response
         now_ms = self._now_ms()
         if not _path_matches(path or "/", self.cookie_options.path):
@@ -2450,7 +2537,7 @@ class SessionManager:
             if sid is None:
                 reason = "bad-signature" if reason == "no-cookie" else reason
                 continue
-            loaded = self._load(sid, now_ms)
+            loaded = yield from self._load(sid, now_ms)
             if loaded is None:
                 reason = "not-found"
                 continue
@@ -2475,11 +2562,11 @@ class SessionManager:
         self._verified[value] = sid, key_index
         return sid, key_index
 
-    def _load(self, sid: str, now_ms: int) -> Optional[_LoadedRecord]:
+    def _load(self, sid: str, now_ms: int) -> _Steps:
         """The live, sound record of ``sid`` as a ``_LoadedRecord``, or None. A store that returns ``(record, expires_at)`` is the authority on expiry (SPEC 8):
         its deadline replaces the record's ``cookie.expires``, which Node's connect-redis leaves stale."""
-        with _store_failures("the session store failed to load a session"):
-            got = self.store.get(sid)
+        got = yield "get", (sid,)
+        with _store_failures(_STORE_FAILURE["get"]):  # a malformed answer is the store's failure too
             authority = isinstance(got, tuple)  # (record, expires_at): the store enforces expiry itself
             record, expires_at = got if authority else (got, None)
             deadline_ms = None if expires_at is None else round(float(expires_at) * 1000)
@@ -2541,22 +2628,22 @@ class SessionManager:
 
     # Session methods ------------------------------------------------------------------------------------
 
-    def _save_now(self, session: Session) -> None:
+    def _save_now(self, session: Session) -> _Steps:
         now_ms = self._now_ms()
         self._slide_expiry(session, now_ms)
         data_json = _data_json(session, self.codec)
-        self._destroy_stale(session)
-        self._write(session, data_json)
+        yield from self._destroy_stale(session)
+        yield from self._write(session, data_json)
 
-    def _reload(self, session: Session) -> None:
-        loaded = self._load(session._id, self._now_ms())
+    def _reload(self, session: Session) -> _Steps:
+        loaded = yield from self._load(session._id, self._now_ms())
         if loaded is None:
             raise SessionNotFoundError("failed to load session: it expired or was destroyed")
         session._reloaded(*loaded)
 
-    def _destroy(self, session: Session) -> None:
-        self._store_call("destroy", session._id)
-        self._destroy_stale(session)
+    def _destroy(self, session: Session) -> _Steps:
+        yield "destroy", (session._id,)
+        yield from self._destroy_stale(session)
         session._mark_destroyed()
 
     def _regenerate(self, session: Session, keep_data: bool) -> None:
@@ -2565,15 +2652,15 @@ class SessionManager:
         session._restart(self._new_id(), data, now_ms, self._max_age_ms)
         self._slide_expiry(session, now_ms)
 
-    def _flush(self, session: Session) -> None:
-        self._destroy(session)  # at once: the old id is dead whatever this request does next
+    def _flush(self, session: Session) -> _Steps:
+        yield from self._destroy(session)  # at once: the old id is dead whatever this request does next
         now_ms = self._now_ms()
         session._restart(self._new_id(), {}, now_ms, self._max_age_ms, flushed=True)
         self._slide_expiry(session, now_ms)
 
-    def _destroy_stale(self, session: Session) -> None:
+    def _destroy_stale(self, session: Session) -> _Steps:
         while session._stale_ids:  # one at a time: after a failure the rest are still to delete
-            self._store_call("destroy", session._stale_ids[0])
+            yield "destroy", (session._stale_ids[0],)
             session._stale_deleted()
 
     # Response side: commit ------------------------------------------------------------------------------
@@ -2585,48 +2672,64 @@ class SessionManager:
         new was stored, though records that ``regenerate()`` left behind may be deleted already; send a 500
         without these cookies). A second call returns the first call's cookies
         (none after a failure: the session was not stored)."""
-        if session._status is _COMMITTED:
-            return list(session._set_cookies)
-        if not session._accessed:  # never used: nothing to do, but late use must not pass silently
-            session._close([])
-            return []
-        cookies: List[str] = []
-        try:
-            cookies = self._commit(session, status)
-        finally:
-            session._close(cookies)
-        return list(cookies)
+        if not session._accessed or session._status is _COMMITTED:
+            return self._commit_unstored(session)
+        return self._run(self._closing_commit(session, status))
+
+    async def acommit(self, session: Session, status: int = 200) -> List[str]:
+        """``commit`` for async code (the store awaited, called inline, or in a worker thread, as ``aopen``)."""
+        if not session._accessed or session._status is _COMMITTED:
+            return self._commit_unstored(session)
+        return await self._arun(self._closing_commit(session, status))
 
     def response_headers(self, session: Session, status: int = 200) -> List[Tuple[str, str]]:
         """``commit`` plus cache safety: ``Vary: Cookie`` when the session was used, and
         ``Cache-Control: no-cache="Set-Cookie"`` when a cookie is set, so no shared cache serves one
         visitor's session to another."""
         used = session.accessed
-        headers = [("Set-Cookie", value) for value in self.commit(session, status)]
-        if headers:
-            headers.append(("Cache-Control", 'no-cache="Set-Cookie"'))
-        if used:
-            headers.append(("Vary", "Cookie"))
-        return headers
+        return _with_cache_headers(self.commit(session, status), used)
 
-    def _commit(self, session: Session, status: int) -> List[str]:
+    async def aresponse_headers(self, session: Session, status: int = 200) -> List[Tuple[str, str]]:
+        """``response_headers`` for async code."""
+        used = session.accessed
+        return _with_cache_headers(await self.acommit(session, status), used)
+
+    @staticmethod
+    def _commit_unstored(session: Session) -> List[str]:
+        """The commit of a session that was never used (nothing to do, but late use must not pass
+        silently) or was committed already (its first commit's cookies)."""
+        if session._status is _COMMITTED:
+            return list(session._set_cookies)
+        session._close([])
+        return []
+
+    def _closing_commit(self, session: Session, status: int) -> _Steps:
+        """``_commit``, then the session is closed whatever happened (a store failure included)."""
+        cookies: List[str] = []
+        try:
+            cookies = yield from self._commit(session, status)
+        finally:
+            session._close(cookies)
+        return list(cookies)
+
+    def _commit(self, session: Session, status: int) -> _Steps:
         """The end of a request, by the session's status (scs decides it in one switch too)."""
         if session._status is _OUT_OF_SCOPE:
             return []
         if session._status is _DESTROYED:
-            self._destroy_stale(session)
+            yield from self._destroy_stale(session)
             return [self._clearing_cookie(session)]
         sendable = self._cookie_allowed(session)
         if status >= 500:  # keep what was stored before; send the cookie only for what a save() stored
             sent = sendable and session.is_new and session._saved
             cookies = [self._session_cookie(session, self._now_ms())] if sent else []
         else:
-            cookies = self._save_and_decide_cookie(session, sendable)
+            cookies = yield from self._save_and_decide_cookie(session, sendable)
         if not cookies and session._expire_browser_cookie:  # flush() and nothing stored after it
             cookies = [self._clearing_cookie(session)]
         return cookies
 
-    def _save_and_decide_cookie(self, session: Session, sendable: bool) -> List[str]:
+    def _save_and_decide_cookie(self, session: Session, sendable: bool) -> _Steps:
         now_ms = self._now_ms()
         self._slide_expiry(session, now_ms)
         data_json = _data_json(session, self.codec)
@@ -2634,13 +2737,13 @@ class SessionManager:
         send = sendable and self._should_set_cookie(session, is_new, modified, now_ms)
         if send:  # before the write, so that the record knows the expiry the browser will have
             session._cookie_sending()
-        self._destroy_stale(session)  # first, as express-session does: a failure then leaves no second record
+        yield from self._destroy_stale(session)  # first, as express-session does: a failure then leaves no second record
         # A new session whose cookie cannot reach the browser could never be found again: store nothing.
         if (sendable or not is_new) and self._should_save(session, is_new, modified, data_json):
-            self._write(session, data_json)
+            yield from self._write(session, data_json)
         elif not is_new and not session._record_gone and self._touch_due(session, now_ms):
             record, expires = self._record(session, data_json), self._store_expiry(session)
-            if self._store_call("touch", session._id, record, expires) is False:
+            if (yield "touch", (session._id, record, expires)) is False:
                 session._mark_gone()
         # A record destroyed or regenerated away by another request: never hand the browser its id again.
         return [self._session_cookie(session, now_ms)] if send and not session._record_gone else []
@@ -2696,7 +2799,7 @@ class SessionManager:
             return False
         return True
 
-    def _write(self, session: Session, data_json: str) -> None:
+    def _write(self, session: Session, data_json: str) -> _Steps:
         """Store the session. Nobody else knows a new or regenerated id yet: a plain ``set``. A loaded
         session may have been changed by concurrent requests since it was loaded: ``update`` applies this
         request's changes (``_merge``) to the record as stored now, and writes nothing if it is gone."""
@@ -2704,8 +2807,8 @@ class SessionManager:
             return
         record, expires = self._record(session, data_json), self._store_expiry(session)
         if session._new_reason is not None:
-            self._store_call("set", session._id, record, expires)
-        elif not self._store_call("update", session._id, self._merge(session, data_json, record), expires):
+            yield "set", (session._id, record, expires)
+        elif not (yield "update", (session._id, self._merge(session, data_json, record), expires)):
             session._mark_gone()
             return
         session._mark_saved(data_json)
@@ -2754,9 +2857,50 @@ class SessionManager:
 
         return _Merge(record, unchanged, merge)
 
-    def _store_call(self, method: str, *args: Any) -> Any:
-        with _store_failures(f"the session store failed to {method} a session"):
-            return getattr(self.store, method)(*args)
+    # Drivers: the policy above yields each store call as ``(method, args)`` and is sent its result.
+    # One policy, two ways to perform its calls: here for sync code, awaited for async code.
+
+    def _run(self, steps: _Steps) -> Any:
+        """Perform the store calls ``steps`` yields on this (sync) store; return what ``steps`` returns. A
+        store's exception is thrown into ``steps`` as a StoreError (see ``_store_failure``)."""
+        store = self.store
+        try:
+            call = next(steps)
+            while True:
+                if self._async_store:
+                    raise SessionError(_SYNC_CALL_ON_ASYNC_STORE)
+                method, args = call
+                try:
+                    result = getattr(store, method)(*args)
+                except Exception as exc:
+                    call = steps.throw(_store_failure(method, exc))
+                else:
+                    call = steps.send(result)
+        except StopIteration as done:
+            return done.value
+
+    async def _arun(self, steps: _Steps) -> Any:
+        """``_run`` for async code: an ``AsyncStore``'s calls are awaited; a sync store runs inline when it
+        does not block (``MemoryStore``), else in a worker thread, the event loop never waiting on it."""
+        if not self._async_store:
+            if not getattr(self.store, "blocking", True):
+                return self._run(steps)
+            import asyncio
+
+            return await asyncio.to_thread(self._run, steps)
+        store = self.store
+        try:
+            call = next(steps)
+            while True:
+                method, args = call
+                try:
+                    result = await getattr(store, method)(*args)
+                except Exception as exc:
+                    call = steps.throw(_store_failure(method, exc))
+                else:
+                    call = steps.send(result)
+        except StopIteration as done:
+            return done.value
 
     def _store_expiry(self, session: Session) -> Optional[float]:
         expires = session._cookie.expires_ms
