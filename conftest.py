@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from typing import Any, Iterator, List, Optional, Set, Tuple, Union
 from urllib.parse import unquote
@@ -280,6 +281,95 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 # --- end stores fixtures ---
+
+
+# --- postgres fixtures ---
+
+
+def postgres_bin() -> str:
+    """The directory of PostgreSQL's server programs (Debian keeps them off PATH, in
+    /usr/lib/postgresql/<version>/bin; the newest wins), or ``missing``."""
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda path: int(path.split("/")[4]))
+    if found:
+        return os.path.dirname(found[-1])
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        missing("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    return os.path.dirname(initdb)
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server on 127.0.0.1 (a fresh ``initdb``, fsync off), its socket in its own
+    temporary directory, started and stopped with ``pg_ctl``. As root the programs run as the ``postgres``
+    user (``initdb`` refuses root). ``port`` and ``dsn`` stay the same across ``stop()`` / ``start()``."""
+
+    def __init__(self, bindir: str, workdir: str) -> None:
+        self.bindir = bindir
+        self.workdir = workdir
+        self.data = os.path.join(workdir, "data")
+        self.port = free_port()
+        self.dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres connect_timeout=2"
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.as_user: List[str] = []
+        if os.geteuid() == 0:
+            self.as_user = [require_binary("runuser"), "-u", "postgres", "--"]
+            shutil.chown(workdir, "postgres", "postgres")
+            os.chmod(workdir, 0o700)
+
+    def _run(self, program: str, *args: str) -> None:
+        done = subprocess.run([*self.as_user, os.path.join(self.bindir, program), *args], timeout=60,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if done.returncode:
+            raise RuntimeError(f"{program} failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
+
+    def initdb(self) -> None:
+        self._run("initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8",
+                  "--no-sync")
+
+    def start(self) -> None:
+        """``pg_ctl start -w``: returns once the server accepts connections."""
+        options = (f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+                   " -c synchronous_commit=off -c full_page_writes=off")
+        self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.workdir, "server.log"), "-w", "-t", "30",
+                  "-o", options, "start")
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m fast -w``: the postmaster ends its connections and exits (a no-op if stopped)."""
+        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "30", "stop")
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """Stop the server for the block, and start it again on the same port afterwards, whatever happens."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL for the test session (about half a second to start): ``.dsn``, ``.url``,
+    ``.port``, ``.stop()``, ``.start()``, ``.stopped()``. Its directory is a new one in /tmp, not under
+    pytest's root-only temporary directory, which the ``postgres`` user could not enter."""
+    bindir = postgres_bin()
+    workdir = tempfile.mkdtemp(prefix="sessions-postgres-")
+    try:
+        server = PostgresServer(bindir, workdir)
+        server.initdb()
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- end postgres fixtures ---
 
 
 # --- hardening fixtures ---

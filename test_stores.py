@@ -86,8 +86,50 @@ def readme_example_store(clock):
     return namespace["DictStore"](clock=clock)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "readme-example"])
+def psycopg_module():
+    """psycopg 3, or a skip: the library suites also run on Pythons whose venv has only pytest, hypothesis
+    and redis (.ci/run); requirements-dev.txt installs it for the main run."""
+    return pytest.importorskip("psycopg")
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server):
+    """The test server's DSN, its "session" table dropped (a store with ``create_table=True`` makes it)."""
+    with psycopg_module().connect(postgres_server.dsn, autocommit=True) as conn:
+        conn.execute('DROP TABLE IF EXISTS "session"')
+    return postgres_server.dsn
+
+
+@pytest.fixture
+def postgres_pool(postgres_dsn):
+    """A psycopg_pool ConnectionPool on the test server, as the README recommends (checked connections)."""
+    pool_module = pytest.importorskip("psycopg_pool")
+    pool = pool_module.ConnectionPool(postgres_dsn, min_size=1, max_size=8, open=True,
+                                      check=pool_module.ConnectionPool.check_connection)
+    yield pool
+    pool.close()
+
+
+def postgres_store(request, driver, clock, **options):
+    """A PostgresStore on the test server through ``driver``: "pool" (psycopg_pool), "psycopg" (a connect
+    callable) or "psycopg2"; its table created by the store (``create_table=True``)."""
+    dsn = request.getfixturevalue("postgres_dsn")
+    if driver == "pool":
+        connect = request.getfixturevalue("postgres_pool")
+    elif driver == "psycopg":
+        psycopg = psycopg_module()
+        connect = lambda: psycopg.connect(dsn)  # noqa: E731
+    else:
+        connect = lambda: pytest.importorskip("psycopg2").connect(dsn)  # noqa: E731
+    return sessions.PostgresStore(connect, create_table=True, clock=clock, **options)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres-pool", "postgres-psycopg", "postgres-psycopg2",
+                        "readme-example"])
 def store_and_clock(request, tmp_path):
+    if request.param.startswith("postgres-"):
+        clock = Clock(T0)
+        return postgres_store(request, request.param[len("postgres-"):], clock), clock
     if request.param == "memory":
         clock = Clock(T0)
         return sessions.MemoryStore(clock=clock), clock
