@@ -1686,7 +1686,7 @@ class PostgresStore(Store):
         self._table_checked = not create_table
         self._table_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._next_prune = 0.0  # time.monotonic() of the next write that deletes a batch of expired rows
+        self._pruned_at: Optional[float] = None  # when (per clock) a write last deleted a batch not full
 
     def get(self, sid: str) -> Optional[Tuple[str, float]]:
         """``(record, expires_at)`` for a live row, else None; ``expires_at`` is ``expire`` in seconds."""
@@ -1815,19 +1815,19 @@ class PostgresStore(Store):
                 return self._once(work)
 
     def _with_prune(self, work: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """``work`` preceded by a batch of deletions of expired rows when one is due (``PRUNE_INTERVAL``
-        after the last, or at once after a full batch). ``SKIP LOCKED``: writers never wait for each other's
-        pruning."""
-        now = time.monotonic()
+        """``work`` preceded by a batch of deletions of expired rows when one is due: ``PRUNE_INTERVAL``
+        seconds (by ``clock``; at once if it went back) after the last batch, or at once after a full one.
+        ``SKIP LOCKED``: writers never wait for each other's pruning."""
+        now = self.clock()
         with self._lock:
-            if now < self._next_prune:
+            if self._pruned_at is not None and 0 <= now - self._pruned_at < self.PRUNE_INTERVAL:
                 return work
-            self._next_prune = now + self.PRUNE_INTERVAL
+            self._pruned_at = now
 
         def pruned_first(cur: Any) -> Any:
-            if self._rowcount(cur, "prune_batch", (math.ceil(self.clock()), self.PRUNE_BATCH)) >= self.PRUNE_BATCH:
+            if self._rowcount(cur, "prune_batch", (math.ceil(now), self.PRUNE_BATCH)) >= self.PRUNE_BATCH:
                 with self._lock:
-                    self._next_prune = 0.0
+                    self._pruned_at = None
             return work(cur)
 
         return pruned_first
