@@ -977,6 +977,9 @@ def test_postgres_time_zone_is_the_connection_s_as_in_connect_pg_simple(request)
     # early, so already dead to a session living an hour.
     assert stores["UTC"].get("Asia/Tokyo") == (rec("Asia/Tokyo"), T0 + 3600 + 9 * 3600)
     assert stores["Asia/Tokyo"].get("UTC") is None
+    clock.advance(sessions.PostgresStore.PRUNE_INTERVAL)  # Tokyo's next write prunes: UTC's live row goes
+    stores["Asia/Tokyo"].set("later", rec(), T0 + 3600)
+    assert stores["UTC"].get("UTC") is None and stores["UTC"].get("Asia/Tokyo") is not None
 
 
 def test_postgres_store_works_on_connections_in_autocommit_mode(request):
@@ -1349,8 +1352,9 @@ def test_postgres_connections_a_restart_broke_are_replaced_without_a_failed_call
 
 def test_readme_stores_snippets_run_as_files(tmp_path, redis_server):
     """Each block runs as a file of its own, in order, in one directory (the backup copies the database
-    the first block made); the Redis block gets the test server's URL instead of the default one."""
-    snippets = readme_stores_snippets()
+    the first block made); the Redis block gets the test server's URL instead of the default one. The
+    PostgreSQL block has a test of its own (below)."""
+    snippets = [snippet for snippet in readme_stores_snippets() if "PostgresStore" not in snippet]
     assert len(snippets) == 4
     redis_server.flushall()
     for number, snippet in enumerate(snippets):
@@ -1361,3 +1365,17 @@ def test_readme_stores_snippets_run_as_files(tmp_path, redis_server):
                        check=True, timeout=60)
     with sqlite3.connect(tmp_path / "sessions-backup.db") as copy:
         assert copy.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_readme_postgres_snippet_runs_as_a_file(tmp_path, postgres_dsn, postgres_server):
+    """The PostgreSQL block runs against the test server (its URL instead of the README's) and creates the
+    table; then the store it describes works there."""
+    pytest.importorskip("psycopg_pool")
+    (snippet,) = [block for block in readme_stores_snippets() if "PostgresStore" in block]
+    assert snippet.count("postgresql://app@127.0.0.1:5432/app") == 1
+    path = tmp_path / "snippet.py"
+    path.write_text(snippet.replace("postgresql://app@127.0.0.1:5432/app", postgres_server.url)
+                    + "\nstore.set('from-readme', '{}', None)\npool.close()\n")
+    subprocess.run([sys.executable, str(path)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(HERE)},
+                   check=True, timeout=60)
+    assert pg_rows(postgres_dsn, "SELECT sid FROM session") == [("from-readme",)]
