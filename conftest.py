@@ -369,6 +369,28 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """The test server's DSN, its "session" table dropped (a store with ``create_table=True`` makes it).
+    psycopg is a test dependency, but the library suites also run where only pytest, hypothesis and redis
+    are installed (.ci/run's other Pythons): there the PostgreSQL tests skip."""
+    psycopg = pytest.importorskip("psycopg")
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+        conn.execute('DROP TABLE IF EXISTS "session"')
+    return postgres_server.dsn
+
+
+@pytest.fixture
+def postgres_pool(postgres_dsn: str) -> Iterator[Any]:
+    """A psycopg_pool ConnectionPool on the test server, as the README recommends (a wait bound, connections
+    checked before use)."""
+    pool_module = pytest.importorskip("psycopg_pool")
+    pool = pool_module.ConnectionPool(postgres_dsn, min_size=1, max_size=8, open=True, timeout=2,
+                                      check=pool_module.ConnectionPool.check_connection)
+    yield pool
+    pool.close()
+
+
 # --- end postgres fixtures ---
 
 

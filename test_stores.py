@@ -92,24 +92,6 @@ def psycopg_module():
     return pytest.importorskip("psycopg")
 
 
-@pytest.fixture
-def postgres_dsn(postgres_server):
-    """The test server's DSN, its "session" table dropped (a store with ``create_table=True`` makes it)."""
-    with psycopg_module().connect(postgres_server.dsn, autocommit=True) as conn:
-        conn.execute('DROP TABLE IF EXISTS "session"')
-    return postgres_server.dsn
-
-
-@pytest.fixture
-def postgres_pool(postgres_dsn):
-    """A psycopg_pool ConnectionPool on the test server, as the README recommends (checked connections)."""
-    pool_module = pytest.importorskip("psycopg_pool")
-    pool = pool_module.ConnectionPool(postgres_dsn, min_size=1, max_size=8, open=True, timeout=2,
-                                      check=pool_module.ConnectionPool.check_connection)
-    yield pool
-    pool.close()
-
-
 def postgres_store(request, driver, clock, **options):
     """A PostgresStore on the test server through ``driver``: "pool" (psycopg_pool), "psycopg" (a connect
     callable) or "psycopg2"; its table created by the store (``create_table=True``)."""
