@@ -3,7 +3,8 @@ into the record as it is now, and never re-creates a record that another request
 away.
 
 First the merge rules in-process, on every store; then real ``ThreadingHTTPServer``s with
-``SessionHandlerMixin`` on MemoryStore, SQLiteStore, RedisStore and PostgresStore (real servers), driven
+``SessionHandlerMixin`` on MemoryStore, SQLiteStore, RedisStore (one server, a Redis Cluster, Sentinel) and
+PostgresStore (real servers), driven
 by urllib clients in threads. Orderings that matter are forced with events (a request loads, waits for the
 test, then writes), never with sleeps; the short pause in the disjoint-keys handler only widens the window
 in which requests overlap. Loops are bounded and every server is stopped.
@@ -22,7 +23,6 @@ from typing import List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +31,7 @@ from conftest import T0, Clock, LaxStore, record_of, sid_of
 from test_interop import NAME, node, long_lived_stack, stack  # noqa: F401 - node and the stacks are fixtures
 from test_interop import SECRET as NODE_SECRET
 from test_interop import Browser as NodeBrowser
-from test_stores import RedisClock, postgres_store
+from test_stores import RedisClock, postgres_store, redis_client_of
 
 SECRET = "concurrency secret"
 CLIENTS, REQUESTS = 8, 25  # the issue's measurement: 8 clients x 25 requests on one session
@@ -42,11 +42,8 @@ WAIT = 30  # seconds: the bound on any one wait for a request or an event
 def make_store(kind: str, request: pytest.FixtureRequest, test_clock: bool = True) -> sessions.Store:
     """A fresh store of ``kind``; its ``clock`` is a test clock (for Redis one that also moves the TTLs)
     or, with ``test_clock=False``, the real time (for the servers, whose clients judge cookies by it)."""
-    if kind == "redis":
-        server = request.getfixturevalue("redis_server")
-        server.flushall()
-        client = redis.Redis.from_url(server.url, socket_timeout=5, socket_connect_timeout=5)
-        request.addfinalizer(client.close)
+    if kind.startswith("redis"):
+        client = redis_client_of(kind, request)
         return sessions.RedisStore(client, clock=RedisClock(client) if test_clock else time.time)
     clock = Clock(T0) if test_clock else time.time
     if kind == "postgres":
@@ -56,7 +53,7 @@ def make_store(kind: str, request: pytest.FixtureRequest, test_clock: bool = Tru
     return sessions.SQLiteStore(request.getfixturevalue("tmp_path") / "sessions.db", clock=clock)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "redis-sentinel", "postgres"])
 def store_kind(request) -> str:
     return request.param
 

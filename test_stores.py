@@ -9,6 +9,7 @@ TTLs in whole seconds (connect-redis's format) and real milliseconds pass betwee
 
 from __future__ import annotations
 
+import hashlib
 import http.cookiejar
 import http.server
 import json
@@ -29,6 +30,8 @@ from urllib.parse import unquote
 
 import pytest
 import redis
+import redis.cluster
+import redis.sentinel
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -71,6 +74,27 @@ def redis_client(redis_server):
     client.close()
 
 
+def redis_client_of(kind, request):
+    """A client on an empty Redis of ``kind``: "redis" (one server), "redis-cluster" (``redis.RedisCluster``
+    on three primaries) or "redis-sentinel" (``Sentinel.master_for``); short timeouts; closed after the test."""
+    if kind == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flushall()
+        client = redis.RedisCluster(startup_nodes=[redis.cluster.ClusterNode("127.0.0.1", port) for port in cluster.ports],
+                                    socket_timeout=2, socket_connect_timeout=2)
+    elif kind == "redis-sentinel":
+        sentinel = request.getfixturevalue("redis_sentinel")
+        sentinel.master.flushall()
+        client = redis.sentinel.Sentinel([("127.0.0.1", sentinel.port)], socket_timeout=2).master_for(
+            sentinel.SERVICE, socket_timeout=2, socket_connect_timeout=2)
+    else:
+        server = request.getfixturevalue("redis_server")
+        server.flushall()
+        client = redis_client_for(server)
+    request.addfinalizer(client.close)
+    return client
+
+
 def readme_stores_snippets():
     """The Python blocks of the README's Stores section, in order."""
     text = (HERE / "README.md").read_text()
@@ -107,8 +131,8 @@ def postgres_store(request, driver, clock, **options):
     return sessions.PostgresStore(connect, clock=clock, **options)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres-pool", "postgres-psycopg", "postgres-psycopg2",
-                        "readme-example"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "redis-sentinel", "postgres-pool",
+                        "postgres-psycopg", "postgres-psycopg2", "readme-example"])
 def store_and_clock(request, tmp_path):
     if request.param.startswith("postgres-"):
         clock = Clock(T0)
@@ -122,7 +146,7 @@ def store_and_clock(request, tmp_path):
     if request.param == "sqlite":
         clock = Clock(T0)
         return sessions.SQLiteStore(tmp_path / "sessions.db", clock=clock), clock
-    client = request.getfixturevalue("redis_client")
+    client = redis_client_of(request.param, request)
     clock = RedisClock(client)
     return sessions.RedisStore(client, clock=clock), clock
 
@@ -594,6 +618,41 @@ def test_redis_store_options_are_checked_at_construction(redis_client, options, 
     options.setdefault("client", redis_client)
     with pytest.raises(sessions.ConfigurationError, match=word):
         sessions.RedisStore(options.pop("client"), **options)
+
+
+def test_redis_cluster_ids_len_and_clear_reach_every_primary(request):
+    """Keys spread over the three primaries' slots: SCAN runs on each (redis-py's scan_iter on a cluster)."""
+    client = redis_client_of("redis-cluster", request)
+    cluster = request.getfixturevalue("redis_cluster")
+    store = sessions.RedisStore(client, scan_count=10)
+    sids = [f"s{n}" for n in range(60)]
+    for sid in sids:
+        store.set(sid, rec(sid), time.time() + 60)
+    per_node = [redis.Redis(port=port).dbsize() for port in cluster.ports]
+    assert all(count > 0 for count in per_node) and sum(per_node) == 60
+    assert sorted(store.ids()) == sorted(sids) and len(store) == 60
+    store.clear()
+    assert len(store) == 0 and [redis.Redis(port=port).dbsize() for port in cluster.ports] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("kind", ["redis-cluster", "redis-sentinel"])
+def test_redis_script_flushed_from_the_servers_is_loaded_again(request, kind):
+    """A loaded session's write runs its script by EVALSHA; after SCRIPT FLUSH (a restart, a failover to a
+    node that never saw it) redis-py loads it again on NOSCRIPT, on every primary of a cluster."""
+    client = redis_client_of(kind, request)
+    manager = sessions.SessionManager(SECRET, store=sessions.RedisStore(client))
+    session = manager.open(None)
+    session["n"] = 1
+    cookie = manager.commit(session)[0].split(";")[0]
+    sha = hashlib.sha1(sessions._SET_IF_UNCHANGED.encode()).hexdigest()
+    for n in (2, 3):
+        client.script_flush()
+        assert not any(client.script_exists(sha))
+        session = manager.open(cookie)
+        session["n"] = n
+        manager.commit(session)
+        assert manager.open(cookie)["n"] == n
+        assert all(client.script_exists(sha))  # the write ran the script: it is loaded again
 
 
 # 4. SQLiteStore: the file, its schema, its errors ##########################################################
