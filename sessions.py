@@ -1562,10 +1562,12 @@ def _quoted_identifier(name: Any, option: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _connection_lost(conn: Any) -> bool:
+def _connection_lost(conn: Any, exc: Exception) -> bool:
     """Whether a DB-API connection died under the statement that just failed (the server restarted, the
-    network dropped): psycopg 3 and psycopg2 then report ``closed``, psycopg 3 also ``broken``."""
-    return bool(getattr(conn, "closed", False)) or bool(getattr(conn, "broken", False))
+    network dropped): psycopg 3 and psycopg2 then report ``closed`` (psycopg 3 also ``broken``); pg8000
+    reports nothing, but raises its ``InterfaceError`` ("network error"), told by class name."""
+    return (bool(getattr(conn, "closed", False)) or bool(getattr(conn, "broken", False))
+            or type(exc).__name__ == "InterfaceError")
 
 
 class _Reconnecting:
@@ -1858,8 +1860,8 @@ class PostgresStore(Store):
                     if autocommit:
                         cur.execute("BEGIN")
                     result = work(cur)
-                except Exception:
-                    if retry_stale and _connection_lost(conn):
+                except Exception as exc:
+                    if retry_stale and _connection_lost(conn, exc):
                         raise _StaleConnection() from None
                     with contextlib.suppress(Exception):
                         self._end(conn, cur, autocommit, "ROLLBACK")

@@ -118,21 +118,26 @@ def psycopg_module():
 
 def postgres_store(request, driver, clock, **options):
     """A PostgresStore on the test server through ``driver``: "pool" (psycopg_pool), "psycopg" (a connect
-    callable) or "psycopg2"; its table created by the store (``create_table=True``)."""
+    callable), "psycopg2" or "pg8000" (pure Python, no libpq); its table created by the store
+    (``create_table=True``)."""
     dsn = request.getfixturevalue("postgres_dsn")
     if driver == "pool":
         connect = request.getfixturevalue("postgres_pool")
     elif driver == "psycopg":
         psycopg = psycopg_module()
         connect = lambda: psycopg.connect(dsn)  # noqa: E731
-    else:
+    elif driver == "psycopg2":
         connect = lambda: pytest.importorskip("psycopg2").connect(dsn)  # noqa: E731
+    else:
+        pg8000 = pytest.importorskip("pg8000.dbapi")
+        port = int(re.search(r"port=(\d+)", dsn).group(1))
+        connect = lambda: pg8000.connect(user="postgres", host="127.0.0.1", port=port)  # noqa: E731
     options.setdefault("create_table", True)
     return sessions.PostgresStore(connect, clock=clock, **options)
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "redis-sentinel", "postgres-pool",
-                        "postgres-psycopg", "postgres-psycopg2", "readme-example"])
+                        "postgres-psycopg", "postgres-psycopg2", "postgres-pg8000", "readme-example"])
 def store_and_clock(request, tmp_path):
     if request.param.startswith("postgres-"):
         clock = Clock(T0)
@@ -1376,7 +1381,7 @@ def test_postgres_outage_gives_clean_500s_then_recovers_by_itself(postgres_serve
         assert attempts == 1
 
 
-@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "pg8000"])
 def test_postgres_connections_a_restart_broke_are_replaced_without_a_failed_call(postgres_server, request, driver):
     """Idle connections die with a restart unnoticed; the first call on one finds it dead at its first
     statement and runs again on a new connection, so no request fails once the database is back."""
