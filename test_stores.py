@@ -1246,6 +1246,35 @@ def test_updates_from_two_processes_at_once_lose_nothing(db_path, processes):
     assert text_of(sessions.SQLiteStore(db_path).get("counter")) == "300"
 
 
+#: A process incrementing a counter record through its own PostgresStore: prints "ready", then on "go"
+#: runs argv[3] updates and prints their results.
+POSTGRES_INCREMENTER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import psycopg
+import sessions
+store = sessions.PostgresStore(lambda: psycopg.connect(sys.argv[2]))
+print("ready", flush=True)
+sys.stdin.readline()
+print(json.dumps([store.update("counter", lambda record: str(int(record) + 1), None)
+                  for _ in range(int(sys.argv[3]))]), flush=True)
+"""
+
+
+def test_postgres_updates_from_processes_at_once_lose_nothing(request, processes):
+    """update is one transaction holding the row lock from its SELECT to its UPDATE: other processes (other
+    machines alike) wait, then change what it wrote."""
+    store = postgres_store(request, "psycopg", time.time)
+    store.set("counter", "0", None)
+    dsn = request.getfixturevalue("postgres_dsn")
+    workers = [processes(POSTGRES_INCREMENTER, dsn, "100") for _ in range(3)]
+    assert all(worker.read_line().strip() == "ready" for worker in workers)
+    for worker in workers:
+        worker.popen.stdin.write("go\n")
+    assert all(json.loads(worker.read_line(timeout=60)) == [True] * 100 for worker in workers)
+    assert text_of(store.get("counter")) == "300"
+
+
 class CounterHandler(sessions.SessionHandlerMixin, http.server.BaseHTTPRequestHandler):
     """Counts the visits of a session; the server's process ends in the restart test."""
 
