@@ -71,6 +71,7 @@ __all__ = [
     "MemoryStore",
     "SQLiteStore",
     "RedisStore",
+    "PostgresStore",
     "Session",
     "SessionManager",
     "SessionHandlerMixin",
@@ -1585,6 +1586,335 @@ class RedisStore(Store):
         """The keys under ``prefix``; SCAN may report a key twice, so they are collected in a set."""
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + "*"
         return set(self.client.scan_iter(match=pattern, count=self.scan_count))
+
+
+def _quoted_identifier(name: Any, option: str) -> str:
+    """``name`` as connect-pg-simple quotes a table or schema name: in double quotes, any ``"`` doubled."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ConfigurationError(f"{option} must be a non-empty str without NUL characters: {_shown(name)}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _connection_lost(conn: Any, exc: Exception) -> bool:
+    """Whether a DB-API connection died under the statement that just failed (the server restarted, the
+    network dropped): psycopg 3 and psycopg2 then report ``closed`` (psycopg 3 also ``broken``); pg8000
+    reports nothing, but raises its ``InterfaceError`` ("network error"), told by class name."""
+    return (bool(getattr(conn, "closed", False)) or bool(getattr(conn, "broken", False))
+            or type(exc).__name__ == "InterfaceError")
+
+
+class _Reconnecting:
+    """The connections of a PostgresStore given a ``connect`` callable: a connection is taken for one store
+    call and given back after it, so each thread uses its own at any moment; idle ones are reused. A
+    connection that failed is closed, never reused (the next call opens a new one), and a process forked
+    after connections were opened opens its own: a connection must not be used across ``fork``, nor
+    closed there (that would end the parent's), so the inherited ones are merely kept unused. Unlike
+    thread-locals this leaks nothing under a server that starts a thread per request."""
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._idle: List[Any] = []
+        self._pid = os.getpid()
+        self._forked_away: List[Any] = []
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        conn = self._take()
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+        with self._lock:
+            if self._pid == os.getpid():
+                self._idle.append(conn)
+
+    def _take(self) -> Any:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._forked_away.extend(self._idle)
+                self._idle, self._pid = [], os.getpid()
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+
+class _StaleConnection(Exception):
+    """A reused connection was found dead at its first statement: the call is run again on a fresh one."""
+
+
+class PostgresStore(Store):
+    """Sessions in PostgreSQL, in connect-pg-simple 10's table and format, so Node and Python apps share them.
+
+    ``connect`` is a pool with a ``connection()`` context manager (psycopg_pool's ``ConnectionPool``), or a
+    zero-argument callable returning a new DB-API connection (``lambda: psycopg.connect(dsn)``,
+    ``psycopg2.connect``, pg8000's ``dbapi.connect``); this module imports no driver. With a callable, the
+    store opens connections as threads need them, reuses idle ones, and replaces one that failed or that a
+    forked process inherited. Connections may be in autocommit mode or not: each store call is one
+    explicit transaction.
+
+    The table is connect-pg-simple's (``create_table=True`` runs its ``table.sql`` when the table is
+    missing; ``schema`` and ``table`` are quoted as it quotes them)::
+
+        CREATE TABLE "session" (
+          "sid" varchar NOT NULL COLLATE "default",
+          "sess" json NOT NULL,
+          "expire" timestamp(6) NOT NULL
+        ) WITH (OIDS=FALSE);
+        ALTER TABLE "session" ADD CONSTRAINT "session_pkey" PRIMARY KEY ("sid") NOT DEFERRABLE INITIALLY IMMEDIATE;
+        CREATE INDEX "IDX_session_expire" ON "session" ("expire");
+
+    ``sess`` holds the record's text byte for byte (``json``, unlike ``jsonb``, keeps its input exactly)
+    and is read back as ``sess::text``, never parsed by the driver. ``expire`` is what connect-pg-simple
+    writes: ``to_timestamp(n)``, where n is the record's expiry in whole seconds rounded up, or now plus
+    ``default_ttl`` without one. ``expire`` is the authority on expiry: ``get`` returns it, ``touch``
+    moves it alone (connect-pg-simple's ``UPDATE ... SET expire``), and expired rows are never returned.
+    Times come from ``clock``, never from the database's ``now()``, as in connect-pg-simple.
+
+    ``expire`` is a ``timestamp`` without time zone: PostgreSQL converts ``to_timestamp(n)`` to the wall
+    clock of the connection's ``TimeZone`` setting when it stores it, and back when it compares. This
+    store runs connect-pg-simple's statements unchanged and never sets ``TimeZone``, so Python and Node
+    agree whenever they connect with the same ``TimeZone`` (the database's default, unless ``PGTZ`` or a
+    connection option changes it); see the README.
+
+    ``update`` is one transaction, ``SELECT ... FOR UPDATE``, ``change``, ``UPDATE``: the row stays locked
+    from the read to the write, so concurrent requests of one session, in any process on any machine,
+    keep each other's keys. Writes delete expired rows, ``PRUNE_BATCH`` at a time, at most every
+    ``PRUNE_INTERVAL`` seconds per store (at once again while batches come back full), so no background
+    thread is needed; ``prune()`` is connect-pg-simple's own ``DELETE``. Any driver error becomes a
+    ``StoreError`` (a clean 500); a connection found dead at its first statement is replaced and the call
+    run once more, so a restarted database is used again without a failed request where that suffices.
+    """
+
+    blocking = True
+    #: Expired rows deleted by one write, and the seconds between two such batches of one store.
+    PRUNE_BATCH = 256
+    PRUNE_INTERVAL = 1.0
+
+    def __init__(
+        self,
+        connect: Any,
+        *,
+        table: str = "session",
+        schema: Optional[str] = None,
+        default_ttl: Seconds = 86400,
+        create_table: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if callable(getattr(connect, "connection", None)):
+            self._connections: Any = connect
+        elif callable(connect):
+            self._connections = _Reconnecting(connect)
+        else:
+            raise ConfigurationError(
+                "connect must be a pool with connection() (psycopg_pool) or a callable returning a DB-API connection"
+            )
+        quoted = _quoted_identifier(table, "table")
+        if schema is not None:
+            quoted = _quoted_identifier(schema, "schema") + "." + quoted
+        self.table = quoted
+        self.default_ttl = _default_ttl(default_ttl)
+        self.clock = clock
+        self._sql = self._statements(quoted)
+        self._table_checked = not create_table
+        self._table_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._pruned_at: Optional[float] = None  # when (per clock) a write last deleted a batch not full
+
+    def get(self, sid: str) -> Optional[Tuple[str, float]]:
+        """``(record, expires_at)`` for a live row, else None; ``expires_at`` is ``expire`` in seconds."""
+        row = self._run("load", lambda cur: self._fetch(cur, "get", (sid, self.clock())), prune=False)
+        return None if row is None else (row[0], row[1])
+
+    def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """connect-pg-simple's UPSERT of the row; a record already expired is deleted instead."""
+        now = self.clock()
+        expire = self._expire(expires, now)
+
+        def write(cur: Any) -> None:
+            if expire > now:
+                cur.execute(self._sql["put"], (record, expire, sid))
+            else:
+                cur.execute(self._sql["destroy"], (sid,))
+
+        self._run("save", write)
+
+    def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        """``SELECT sess::text ... FOR UPDATE`` of the live row, ``change``, ``UPDATE``, in one transaction:
+        a concurrent writer waits for the lock, then works on this write's result. A missing or expired row
+        stays missing (False)."""
+        now = self.clock()
+        expire = self._expire(expires, now)
+
+        def write(cur: Any) -> bool:
+            row = self._fetch(cur, "lock", (sid, now))
+            if row is None:
+                return False
+            if expire > now:
+                cur.execute(self._sql["update"], (change(row[0]), expire, sid))
+            else:
+                cur.execute(self._sql["destroy"], (sid,))
+            return True
+
+        return self._run("save", write)
+
+    def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
+        """connect-pg-simple's ``UPDATE ... SET expire`` of a live row (one statement, ``RETURNING sid``): the
+        stored record is left as it is, and a missing or expired row stays missing (False)."""
+        now = self.clock()
+        params = (self._expire(expires, now), sid, now)
+        return self._run("touch", lambda cur: self._fetch(cur, "touch", params) is not None)
+
+    def destroy(self, sid: str) -> None:
+        """``DELETE`` the row; a missing one is not an error."""
+        self._run("destroy", lambda cur: cur.execute(self._sql["destroy"], (sid,)))
+
+    def clear(self) -> None:
+        self._run("clear", lambda cur: cur.execute(self._sql["clear"]), prune=False)
+
+    def prune(self) -> int:
+        """connect-pg-simple's ``DELETE`` of every expired row now; returns how many were deleted."""
+        return self._run("prune", lambda cur: self._rowcount(cur, "prune", (math.ceil(self.clock()),)), prune=False)
+
+    def __len__(self) -> int:
+        return self._run("count", lambda cur: self._fetch(cur, "count", (self.clock(),))[0], prune=False)
+
+    def ids(self) -> List[str]:
+        def fetch(cur: Any) -> List[str]:
+            cur.execute(self._sql["ids"], (self.clock(),))
+            return [row[0] for row in cur.fetchall()]
+
+        return self._run("list", fetch, prune=False)
+
+    @staticmethod
+    def _statements(table: str) -> Dict[str, str]:
+        """connect-pg-simple's statements (``$n`` as ``%s``, which psycopg 3, psycopg2 and pg8000 take), plus
+        ``FOR UPDATE`` for update, count, ids and a batched prune. A row is live while ``expire`` is after
+        now: connect-pg-simple's ``expire >= to_timestamp(ceil(now))`` but for the instant ``expire`` itself."""
+        live = "expire > to_timestamp(%s)"
+        return {
+            "get": f"SELECT sess::text, extract(epoch FROM expire::timestamptz)::float8 FROM {table}"
+                   f" WHERE sid = %s AND {live}",
+            "lock": f"SELECT sess::text FROM {table} WHERE sid = %s AND {live} FOR UPDATE",
+            "put": f"INSERT INTO {table} (sess, expire, sid) VALUES (%s, to_timestamp(%s), %s)"
+                   " ON CONFLICT (sid) DO UPDATE SET sess = EXCLUDED.sess, expire = EXCLUDED.expire",
+            "update": f"UPDATE {table} SET sess = %s, expire = to_timestamp(%s) WHERE sid = %s",
+            "touch": f"UPDATE {table} SET expire = to_timestamp(%s) WHERE sid = %s AND {live} RETURNING sid",
+            "destroy": f"DELETE FROM {table} WHERE sid = %s",
+            "clear": f"DELETE FROM {table}",
+            "prune": f"DELETE FROM {table} WHERE expire < to_timestamp(%s)",
+            "prune_batch": f"DELETE FROM {table} WHERE sid IN (SELECT sid FROM {table}"
+                           " WHERE expire < to_timestamp(%s) ORDER BY expire LIMIT %s FOR UPDATE SKIP LOCKED)",
+            "count": f"SELECT count(*) FROM {table} WHERE {live}",
+            "ids": f"SELECT sid FROM {table} WHERE {live}",
+            "exists": "SELECT to_regclass(%s::text)",
+        }
+
+    def _table_sql(self) -> List[str]:
+        """connect-pg-simple's ``table.sql``, its ``"session"`` replaced by the quoted table (it keeps the
+        constraint and index names), one statement at a time (not every driver runs several in one)."""
+        table = self.table
+        return [
+            f'CREATE TABLE {table} ("sid" varchar NOT NULL COLLATE "default", "sess" json NOT NULL,'
+            ' "expire" timestamp(6) NOT NULL) WITH (OIDS=FALSE)',
+            f'ALTER TABLE {table} ADD CONSTRAINT "session_pkey" PRIMARY KEY ("sid") NOT DEFERRABLE INITIALLY IMMEDIATE',
+            f'CREATE INDEX "IDX_session_expire" ON {table} ("expire")',
+        ]
+
+    def _expire(self, expires: Optional[float], now: float) -> int:
+        """connect-pg-simple's ``expire`` in seconds: the expiry rounded up to a whole second, or now plus
+        ``default_ttl`` (rounded up) without one."""
+        return math.ceil(_deadline(expires, now, self.default_ttl))
+
+    def _fetch(self, cur: Any, statement: str, params: Tuple[Any, ...]) -> Any:
+        cur.execute(self._sql[statement], params)
+        return cur.fetchone()
+
+    def _rowcount(self, cur: Any, statement: str, params: Tuple[Any, ...]) -> int:
+        cur.execute(self._sql[statement], params)
+        return cur.rowcount
+
+    def _run(self, action: str, work: Callable[[Any], Any], prune: bool = True) -> Any:
+        """``work(cursor)`` in one transaction (after the table check and, with ``prune`` when one is due, a
+        batch of expired rows deleted), as ``_store_errors``' StoreError if it fails. A connection found dead at
+        its first statement is replaced and the call run once more."""
+        with _store_errors("PostgreSQL", action):
+            if not self._table_checked:
+                self._check_table()
+            work = self._with_prune(work) if prune else work
+            try:
+                return self._once(work, retry_stale=True)
+            except _StaleConnection:
+                return self._once(work)
+
+    def _with_prune(self, work: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``work`` preceded by a batch of deletions of expired rows when one is due: ``PRUNE_INTERVAL``
+        seconds (by ``clock``; at once if it went back) after the last batch, or at once after a full one.
+        ``SKIP LOCKED``: writers never wait for each other's pruning."""
+        now = self.clock()
+        with self._lock:
+            if self._pruned_at is not None and 0 <= now - self._pruned_at < self.PRUNE_INTERVAL:
+                return work
+            self._pruned_at = now
+
+        def pruned_first(cur: Any) -> Any:
+            if self._rowcount(cur, "prune_batch", (math.ceil(now), self.PRUNE_BATCH)) >= self.PRUNE_BATCH:
+                with self._lock:
+                    self._pruned_at = None
+            return work(cur)
+
+        return pruned_first
+
+    def _check_table(self) -> None:
+        """Create the table if it is missing, once per store, one thread at a time (concurrent CREATEs
+        fail). Another process creating it at the same moment fails this call only: the next one finds it."""
+        with self._table_lock:
+            if not self._table_checked:
+                self._once(self._create_table_if_missing)
+                self._table_checked = True
+
+    def _create_table_if_missing(self, cur: Any) -> None:
+        """connect-pg-simple's ``createTableIfMissing``: ``table.sql`` when ``to_regclass`` finds no table."""
+        if self._fetch(cur, "exists", (self.table,))[0] is None:
+            for statement in self._table_sql():
+                cur.execute(statement)
+
+    def _once(self, work: Callable[[Any], Any], retry_stale: bool = False) -> Any:
+        """``work(cursor)`` then COMMIT on one connection; on a failure, ROLLBACK and re-raise (the
+        connection is then discarded by ``_Reconnecting``, and checked by a pool). With ``retry_stale``, a
+        failure that left the connection dead before the COMMIT raises ``_StaleConnection`` instead."""
+        with self._connections.connection() as conn:
+            autocommit = bool(getattr(conn, "autocommit", False))
+            cur = conn.cursor()
+            try:
+                try:
+                    if autocommit:
+                        cur.execute("BEGIN")
+                    result = work(cur)
+                except Exception as exc:
+                    if retry_stale and _connection_lost(conn, exc):
+                        raise _StaleConnection() from None
+                    with contextlib.suppress(Exception):
+                        self._end(conn, cur, autocommit, "ROLLBACK")
+                    raise
+                self._end(conn, cur, autocommit, "COMMIT")
+                return result
+            finally:
+                with contextlib.suppress(Exception):
+                    cur.close()
+
+    @staticmethod
+    def _end(conn: Any, cur: Any, autocommit: bool, command: str) -> None:
+        """COMMIT or ROLLBACK: the statement on a connection in autocommit mode (which began with an explicit
+        BEGIN), else the DB-API method."""
+        if autocommit:
+            cur.execute(command)
+        elif command == "COMMIT":
+            conn.commit()
+        else:
+            conn.rollback()
 
 
 
