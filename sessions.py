@@ -75,6 +75,7 @@ __all__ = [
     "SessionHandlerMixin",
     "SessionMiddleware",
     "FlaskSessionInterface",
+    "FlaskTaggedJSON",
     "ASGISessionMiddleware",
     "DjangoSessionMiddleware",
 ]
@@ -2847,6 +2848,91 @@ def _check_flask_agrees(app: Any, manager: SessionManager) -> None:
                 f"app.config[{setting!r}] is {_shown(config.get(setting))}, but the session manager's {shown} "
                 f"is {_shown(current)}: the manager decides; remove the setting or make the two agree"
             )
+
+
+class FlaskTaggedJSON:
+    """Flask's own tagged JSON (``flask.json.tag.TaggedJSONSerializer``) as a ``SessionManager`` codec, so the
+    values Flask's session round-trips come back with their types: ``tuple``, ``bytes``, ``Markup``, ``UUID``,
+    ``datetime`` and dicts and lists holding them. A record stays JSON any reader (an Express app) can read:
+    ``(1, 2)`` is stored as ``{" t":[1,2]}``, as Flask's cookie holds it.
+
+    ``serializer`` is Flask's serializer (by default ``flask.sessions.session_json_serializer``, the one
+    Flask's own session uses, so tags an extension registered on it apply here too).
+
+    A value that would not come back equal and of the same types is refused (``SerializationError``)
+    instead of changing silently: a str or dict subclass (it comes back a plain str or dict), a dict with
+    keys that are not str, an object with ``__html__`` that is not ``Markup``, a naive datetime or one with
+    microseconds (Flask's tag keeps UTC to the second). A whole float comes back as an int, as any JSON
+    number does here (README "Record and cookie format").
+    """
+
+    __slots__ = ("_serializer",)
+
+    def __init__(self, serializer: Any = None) -> None:
+        self._serializer = serializer
+
+    @property
+    def serializer(self) -> Any:
+        if self._serializer is None:  # Flask is imported by the time an app uses its session
+            self._serializer = sys.modules["flask.sessions"].session_json_serializer
+        return self._serializer
+
+    def encode(self, value: Any) -> Any:
+        """The tagged, JSON-ready form of ``value``; SerializationError if it would not come back the same."""
+        try:
+            tagged = self.serializer.tag(value)
+            why = self._changes(value, self.decode(tagged))
+        except RecursionError:
+            why = "it nests too deep"
+        if why:
+            raise SerializationError(f"Flask's tagged JSON would not give this value back: {why}")
+        return tagged
+
+    def decode(self, value: Any) -> Any:
+        """``value`` (loaded JSON) with its tags turned back into Python types, innermost first."""
+        untag = self.serializer.untag
+        if isinstance(value, dict):
+            return untag({key: self.decode(item) for key, item in value.items()})
+        if isinstance(value, list):
+            return [self.decode(item) for item in value]
+        return value
+
+    def _changes(self, value: Any, back: Any) -> Optional[str]:
+        """How ``back`` (``value`` tagged and untagged) differs from ``value``, or None when it is the same:
+        equal, and of the same types all the way down (an int and a float of equal value count as the same,
+        JSON having one number type). A value of another type than JSON's that the serializer leaves
+        untagged comes back as itself here, and as something else from JSON: a change too."""
+        kind = type(value)
+        if kind is not type(back):
+            if kind in _JSON_NUMBERS and type(back) in _JSON_NUMBERS:
+                return None if value == back else f"{_shown(value)} comes back as {_shown(back)}"
+            return f"type {kind.__name__} comes back as {type(back).__name__}"
+        if kind is dict:
+            for key, item in value.items():
+                if type(key) is not str:
+                    return f"a dict key of type {type(key).__name__} comes back as a str (JSON's keys are str)"
+                why = self._changes(item, back[key])
+                if why:
+                    return why
+            return None
+        if kind is list or kind is tuple:
+            for item, item_back in zip(value, back):
+                why = self._changes(item, item_back)
+                if why:
+                    return why
+            return None
+        if kind not in _JSON_LEAVES and self.serializer.tag(value) is value:
+            return (f"type {kind.__name__} is not one Flask's tagged JSON gives back (JSON's types, tuple, "
+                    "bytes, Markup, UUID, datetime)")
+        if value != back:
+            if kind is datetime:
+                return "a datetime is kept in UTC to the second: give an aware datetime without microseconds"
+            return f"{_shown(value)} comes back as {_shown(back)}"
+        return None
+
+
+_JSON_NUMBERS = (int, float)
+_JSON_LEAVES = (str, int, float, bool, type(None))
 
 
 class _FlaskApp:
