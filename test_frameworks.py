@@ -554,7 +554,11 @@ def test_asgi_websocket_session_is_committed_at_accept():
 
 
 def test_asgi_hops_to_a_thread_only_for_a_request_with_the_session_cookie():
-    async def app(scope: Dict[str, Any], receive: Any, send: Any) -> None:  # never reads its session
+    used = {"session": False}
+
+    async def app(scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        if used["session"]:
+            scope["session"].get("views")
         await send({"type": "http.response.start", "status": 200, "headers": []})
 
     class BlockingStore(sessions.Store):  # blocking, as a Store is by default
@@ -574,7 +578,10 @@ def test_asgi_hops_to_a_thread_only_for_a_request_with_the_session_cookie():
     asgi_exchange(middleware, http_scope(headers=((b"cookie", b"_ga=GA1.2.3; theme=dark"),)))
     assert hops == []  # analytics cookies alone: no thread, no store call
     asgi_exchange(middleware, http_scope(headers=((b"cookie", b"_ga=GA1.2.3; sid=s:abc.x"),)))
-    assert hops == ["open", "response_headers"]
+    assert hops == ["_preload"]  # read up front; unused, its commit needs no thread
+    used["session"] = True
+    asgi_exchange(middleware, http_scope(headers=((b"cookie", b"_ga=GA1.2.3; sid=s:abc.x"),)))
+    assert hops == ["_preload", "_preload", "response_headers"]
 
 
 def test_asgi_app_failing_before_its_response_stores_nothing():
