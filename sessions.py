@@ -3059,16 +3059,19 @@ class _FlaskManager(SessionManager):
         return refreshed or super()._should_set_cookie(session, is_new, modified, now_ms)
 
 
-def _flask_manager(app: Any, store: Store) -> Optional[SessionManager]:
-    """A SessionManager configured the way Flask configures its own session, from ``app.config``; None without
-    a ``SECRET_KEY`` (Flask then gives the request its null session, which refuses writes)."""
+def _flask_manager(app: Any, store: Store, codec: FlaskTaggedJSON) -> Optional[SessionManager]:
+    """A SessionManager configured the way Flask configures its own session, from ``app.config``, storing
+    values in Flask's tagged JSON; None without a ``SECRET_KEY`` (Flask then gives the request its null
+    session, which refuses writes)."""
     config = app.config
     if not config.get("SECRET_KEY"):
         return None
     secrets = [config["SECRET_KEY"], *(config.get("SECRET_KEY_FALLBACKS") or ())]  # the current key signs
     name, refresh, cookie = _flask_cookie(app)
     try:
-        return _FlaskManager(secrets, store=store, name=name, cookie=cookie, refresh_each_request=refresh)
+        return _FlaskManager(
+            secrets, store=store, name=name, cookie=cookie, codec=codec, refresh_each_request=refresh
+        )
     except ConfigurationError as exc:
         raise _flask_config_error(app, exc) from None
 
@@ -3102,11 +3105,10 @@ class FlaskTaggedJSON:
     ``serializer`` is Flask's serializer (by default ``flask.sessions.session_json_serializer``, the one
     Flask's own session uses, so tags an extension registered on it apply here too).
 
-    A value that would not come back equal and of the same types is refused (``SerializationError``)
-    instead of changing silently: a str or dict subclass (it comes back a plain str or dict), a dict with
-    keys that are not str, an object with ``__html__`` that is not ``Markup``, a naive datetime or one with
-    microseconds (Flask's tag keeps UTC to the second). A whole float comes back as an int, as any JSON
-    number does here (README "Record and cookie format").
+    The manager refuses at assignment (``SerializationError``) what would not come back equal and of the
+    same types: a str or dict subclass other than ``Markup`` (it would come back a plain str or dict), a
+    dict with keys that are not str, a naive datetime or one with microseconds (Flask's tag keeps UTC to the
+    second), a whole float (JSON gives back an int), a set or any other type.
     """
 
     __slots__ = ("_serializer",)
@@ -3121,61 +3123,18 @@ class FlaskTaggedJSON:
         return self._serializer
 
     def encode(self, value: Any) -> Any:
-        """The tagged, JSON-ready form of ``value``; SerializationError if it would not come back the same."""
-        try:
-            tagged = self.serializer.tag(value)
-            why = self._changes(value, self.decode(tagged))
-        except RecursionError:
-            why = "it nests too deep"
-        if why:
-            raise SerializationError(f"Flask's tagged JSON would not give this value back: {why}")
-        return tagged
+        """The tagged, JSON-ready form of ``value`` (``{" t":[1,2]}`` for ``(1, 2)``)."""
+        return self.serializer.tag(value)
 
     def decode(self, value: Any) -> Any:
-        """``value`` (loaded JSON) with its tags turned back into Python types, innermost first."""
+        """``value`` (loaded JSON) with its tags turned back into Python types, innermost first (as Flask's
+        ``TaggedJSONSerializer.loads`` does, through its public ``untag``)."""
         untag = self.serializer.untag
         if isinstance(value, dict):
             return untag({key: self.decode(item) for key, item in value.items()})
         if isinstance(value, list):
             return [self.decode(item) for item in value]
         return value
-
-    def _changes(self, value: Any, back: Any) -> Optional[str]:
-        """How ``back`` (``value`` tagged and untagged) differs from ``value``, or None when it is the same:
-        equal, and of the same types all the way down (an int and a float of equal value count as the same,
-        JSON having one number type). A value of another type than JSON's that the serializer leaves
-        untagged comes back as itself here, and as something else from JSON: a change too."""
-        kind = type(value)
-        if kind is not type(back):
-            if kind in _JSON_NUMBERS and type(back) in _JSON_NUMBERS:
-                return None if value == back else f"{_shown(value)} comes back as {_shown(back)}"
-            return f"type {kind.__name__} comes back as {type(back).__name__}"
-        if kind is dict:
-            for key, item in value.items():
-                if type(key) is not str:
-                    return f"a dict key of type {type(key).__name__} comes back as a str (JSON's keys are str)"
-                why = self._changes(item, back[key])
-                if why:
-                    return why
-            return None
-        if kind is list or kind is tuple:
-            for item, item_back in zip(value, back):
-                why = self._changes(item, item_back)
-                if why:
-                    return why
-            return None
-        if kind not in _JSON_LEAVES and self.serializer.tag(value) is value:
-            return (f"type {kind.__name__} is not one Flask's tagged JSON gives back (JSON's types, tuple, "
-                    "bytes, Markup, UUID, datetime)")
-        if value != back:
-            if kind is datetime:
-                return "a datetime is kept in UTC to the second: give an aware datetime without microseconds"
-            return f"{_shown(value)} comes back as {_shown(back)}"
-        return None
-
-
-_JSON_NUMBERS = (int, float)
-_JSON_LEAVES = (str, int, float, bool, type(None))
 
 
 class _FlaskApp:
@@ -3205,9 +3164,9 @@ class _FlaskSession(Session):
 
     @property
     def accessed(self) -> bool:
-        """Whether the request used the session: Flask (3.1.3+) sets it whenever ``flask.session`` is used;
-        reading the session (``opened``) counts too, for older Flask. It adds ``Vary: Cookie``."""
-        return self._flask_accessed or self.opened
+        """Whether the request used the session: the core's ``accessed``, or Flask (3.1.3+) set it (it does
+        whenever ``flask.session`` is touched). It adds ``Vary: Cookie``, as in Flask."""
+        return self._flask_accessed or self._accessed
 
     @accessed.setter
     def accessed(self, value: bool) -> None:
@@ -3229,7 +3188,7 @@ class _FlaskSession(Session):
     @property
     def _emptied(self) -> bool:
         """A loaded session this request emptied: Flask deletes such a session's cookie."""
-        return (self.opened and self._status is _OPEN and self._new_reason is None
+        return (self._accessed and self._status is _OPEN and self._new_reason is None
                 and not len(self) and self.modified)
 
 
@@ -3279,13 +3238,19 @@ class FlaskSessionInterface:
     #: Flask's flag for extensions: the session is not pickled.
     pickle_based = False
 
-    def __init__(self, manager: Optional[SessionManager] = None, *, store: Optional[Store] = None) -> None:
-        if manager is not None and store is not None:
-            raise ConfigurationError("pass either a manager or store=, not both: the manager has its store")
+    def __init__(
+        self, manager: Optional[SessionManager] = None, *, store: Optional[Store] = None, serializer: Any = None
+    ) -> None:
+        if manager is not None and (store is not None or serializer is not None):
+            raise ConfigurationError(
+                "pass either a manager or store= and serializer=, not both: the manager has its store and codec"
+            )
         if manager is not None and not callable(getattr(manager, "response_headers", None)):
             raise ConfigurationError(f"manager must be a sessions.SessionManager, not a {type(manager).__name__}")
         self.manager = manager
         self.store = manager.store if manager is not None else (MemoryStore() if store is None else store)
+        #: How values are stored without a manager: Flask's tagged JSON.
+        self.codec = FlaskTaggedJSON(serializer)
         self._apps: "weakref.WeakKeyDictionary[Any, _FlaskApp]" = weakref.WeakKeyDictionary()
 
     def manager_for(self, app: Any) -> Optional[SessionManager]:
@@ -3299,7 +3264,7 @@ class FlaskSessionInterface:
             _check_flask_agrees(app, self.manager)
             manager = self.manager
         else:
-            manager = _flask_manager(app, self.store)
+            manager = _flask_manager(app, self.store, self.codec)
         self._apps[app] = _FlaskApp(settings, manager)
         return manager
 
@@ -3331,6 +3296,12 @@ class FlaskSessionInterface:
                 response.headers.add(name, value)
         if accessed:
             response.vary.add("Cookie")
+
+    @property
+    def serializer(self) -> Any:
+        """Flask's ``TaggedJSONSerializer`` the session stores values with (``flask.sessions
+        .session_json_serializer``, as Flask's own session interface): register an extension's tags on it."""
+        return self.codec.serializer
 
     # Flask's null session: a request without SECRET_KEY -------------------------------------------------
 

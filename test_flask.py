@@ -8,14 +8,21 @@ server on 127.0.0.1 with urllib and a cookie jar. Every test runs with MemorySto
 
 from __future__ import annotations
 
+import collections
+import json
 import re
 import threading
+import uuid
 import urllib.parse
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
 import flask
 import pytest
+from flask.json.tag import JSONTag, TaggedJSONSerializer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from markupsafe import Markup
 from werkzeug.http import parse_date
 
 import sessions
@@ -333,6 +340,212 @@ def test_one_interface_serves_two_apps_each_with_its_settings(store):
     sid_of(cookies[0], "k one"), sid_of(cookies[1], "k two")
 
 
+# Flask's types survive (item 3) ###########################################################################
+
+
+def test_session_special_types(app, client, store):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    the_uuid = uuid.uuid4()
+
+    @app.route("/")
+    def dump_session_contents():
+        flask.session["t"] = (1, 2, 3)
+        flask.session["b"] = b"\xff"
+        flask.session["m"] = Markup("<html>")
+        flask.session["u"] = the_uuid
+        flask.session["d"] = now
+        flask.session["t_tag"] = {" t": "not-a-tuple"}
+        flask.session["di_t_tag"] = {" t__": "not-a-tuple"}
+        flask.session["di_tag"] = {" di": "not-a-dict"}
+        flask.session["nested"] = {"pair": ("a", b"b"), "list": [Markup("<i>"), the_uuid]}
+        return "", 204
+
+    @app.route("/read")
+    def read():
+        s = flask.session
+        assert s["t"] == (1, 2, 3)
+        assert type(s["b"]) is bytes  # noqa: E721
+        assert s["b"] == b"\xff"
+        assert type(s["m"]) is Markup  # noqa: E721
+        assert s["m"] == Markup("<html>")
+        assert s["u"] == the_uuid
+        assert s["d"] == now
+        assert s["t_tag"] == {" t": "not-a-tuple"}
+        assert s["di_t_tag"] == {" t__": "not-a-tuple"}
+        assert s["di_tag"] == {" di": "not-a-dict"}
+        assert s["nested"] == {"pair": ("a", b"b"), "list": [Markup("<i>"), the_uuid]}
+        assert type(s["nested"]["list"][0]) is Markup  # noqa: E721
+        return "ok"
+
+    sid = sid_of(cookie_of(client.get("/")))
+    assert client.get("/read").text == "ok"  # loaded back from the store, not the request's objects
+    record = json.loads(record_of(store, sid))  # plain JSON, in Flask's tagged form: an Express app reads it
+    assert record["t"] == {" t": [1, 2, 3]} and record["b"] == {" b": "/w=="} and record["m"] == {" m": "<html>"}
+    assert record["u"] == {" u": the_uuid.hex} and record["di_tag"] == {" di": {" di__": "not-a-dict"}}
+
+
+def test_extended_flashing(app):
+    @app.route("/")
+    def index():
+        flask.flash("Hello World")
+        flask.flash("Hello World", "error")
+        flask.flash(Markup("<em>Testing</em>"), "warning")
+        return ""
+
+    @app.route("/test/")
+    def test():
+        messages = flask.get_flashed_messages()
+        assert list(messages) == ["Hello World", "Hello World", Markup("<em>Testing</em>")]
+        assert type(messages[2]) is Markup  # noqa: E721  # renders as HTML on the next page, not escaped
+        return ""
+
+    @app.route("/test_with_categories/")
+    def test_with_categories():
+        messages = flask.get_flashed_messages(with_categories=True)
+        assert len(messages) == 3
+        assert list(messages) == [
+            ("message", "Hello World"),
+            ("error", "Hello World"),
+            ("warning", Markup("<em>Testing</em>")),
+        ]
+        return ""
+
+    @app.route("/test_filter/")
+    def test_filter():
+        messages = flask.get_flashed_messages(category_filter=["message"], with_categories=True)
+        assert list(messages) == [("message", "Hello World")]
+        return ""
+
+    @app.route("/test_filters/")
+    def test_filters():
+        messages = flask.get_flashed_messages(category_filter=["message", "warning"], with_categories=True)
+        assert list(messages) == [("message", "Hello World"), ("warning", Markup("<em>Testing</em>"))]
+        return ""
+
+    for path in ("/test/", "/test_with_categories/", "/test_filter/", "/test_filters/"):
+        client = app.test_client()
+        client.get("/")
+        assert client.get(path).status_code == 200
+
+
+def test_a_markup_flash_renders_as_html_on_the_next_page(app, client):
+    @app.route("/flash")
+    def flash():
+        flask.flash(Markup("<b>saved</b>"))
+        return flask.redirect("/show")
+
+    @app.route("/show")
+    def show():
+        return flask.render_template_string("{% for m in get_flashed_messages() %}{{ m }}{% endfor %}")
+
+    assert client.get("/flash", follow_redirects=True).text == "<b>saved</b>"
+
+
+class Tagged(str):
+    pass
+
+
+@pytest.mark.parametrize("value", [
+    datetime(2024, 1, 2, 3, 4, 5),  # naive: Flask's tag gives it back in UTC, aware
+    datetime(2024, 1, 2, 3, 4, 5, 678, tzinfo=timezone.utc),  # microseconds: Flask's tag keeps seconds
+    Tagged("a str subclass"),
+    {1: "int key"},
+    collections.OrderedDict(a=1),
+    {"a set"},
+    [("nested", {"a set"})],
+    1.0,
+], ids=repr)
+def test_what_would_not_come_back_the_same_is_refused_at_assignment(app, client, store, value):
+    @app.route("/")
+    def index():
+        flask.session["kept"] = 1
+        with pytest.raises(sessions.SerializationError, match="'v'"):
+            flask.session["v"] = value
+        assert "v" not in flask.session
+        return "refused"
+
+    assert client.get("/").text == "refused"
+
+
+_flask_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text() | st.binary() | st.uuids()
+    | st.builds(Markup, st.text())
+    | st.datetimes(datetime(1000, 1, 1), timezones=st.just(timezone.utc)).map(lambda d: d.replace(microsecond=0)),
+    lambda children: st.lists(children, max_size=3) | st.tuples(children, children)
+    | st.dictionaries(st.text(), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(value=_flask_values)
+@settings(max_examples=60, deadline=None)
+def test_every_value_flasks_session_keeps_comes_back_with_its_types(value):
+    """A property over Flask's types: stored by one request, loaded by the next, equal with its types."""
+    store = sessions.MemoryStore()
+    app = flask.Flask("flask_test")
+    app.config.update(TESTING=True, SECRET_KEY="test key")
+    app.session_interface = sessions.FlaskSessionInterface(store=store)
+    seen = []
+
+    @app.route("/set")
+    def set_value():
+        flask.session["v"] = value
+        return ""
+
+    @app.route("/get")
+    def get_value():
+        seen.append(flask.session["v"])
+        return ""
+
+    client = app.test_client()
+    client.get("/set")
+    client.get("/get")
+    assert sessions._same_value(seen[0], value)
+
+
+def test_an_explicit_manager_keeps_flasks_types_with_the_codec(store):
+    manager = sessions.SessionManager("secret", store=store, codec=sessions.FlaskTaggedJSON())
+    app = explicit_app(manager)
+    app.add_url_rule("/set", "set", lambda: flask.session.update(pair=(1, Markup("<i>"))) or "")
+    app.add_url_rule("/get", "get", lambda: repr(flask.session["pair"]))
+    client = app.test_client()
+    client.get("/set")
+    assert client.get("/get").text == "(1, Markup('<i>'))"
+
+
+def test_an_extensions_tag_registered_on_the_interfaces_serializer_is_used(app):
+    class TagFrozenSet(JSONTag):
+        __slots__ = ()
+        key = " fs"
+
+        def check(self, value):
+            return isinstance(value, frozenset)
+
+        def to_json(self, value):
+            return sorted(value)
+
+        def to_python(self, value):
+            return frozenset(value)
+
+    # a serializer of its own (Flask's shared one stays as it is); by default the interface's is Flask's
+    assert sessions.FlaskSessionInterface().serializer is flask.sessions.session_json_serializer
+    app.session_interface = sessions.FlaskSessionInterface(serializer=TaggedJSONSerializer())
+    app.session_interface.serializer.register(TagFrozenSet)
+    client = app.test_client()
+
+    @app.route("/set")
+    def set_value():
+        flask.session["f"] = frozenset({2, 1})
+        return ""
+
+    @app.route("/get")
+    def get_value():
+        return repr(flask.session["f"])
+
+    client.get("/set")
+    assert client.get("/get").text == "frozenset({1, 2})"
+
+
 # An explicit manager decides; a contradicting Flask setting is an error ###################################
 
 
@@ -378,6 +591,8 @@ def test_settings_that_agree_with_the_manager_or_are_flask_defaults_are_fine(sto
 def test_a_manager_and_a_store_together_are_refused(store):
     with pytest.raises(sessions.ConfigurationError, match="not both"):
         sessions.FlaskSessionInterface(sessions.SessionManager("secret"), store=store)
+    with pytest.raises(sessions.ConfigurationError, match="not both"):
+        sessions.FlaskSessionInterface(sessions.SessionManager("secret"), serializer=TaggedJSONSerializer())
 
 
 # Vary, Cache-Control and the rest of the contract (item 4) ################################################
