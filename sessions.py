@@ -2989,7 +2989,24 @@ def _wsgi_request(manager: SessionManager, environ: Dict[str, Any]) -> Tuple[Opt
 _FLASK_SESSION_SETTINGS = (
     "SECRET_KEY", "SECRET_KEY_FALLBACKS", "SESSION_COOKIE_NAME", "SESSION_COOKIE_DOMAIN", "SESSION_COOKIE_PATH",
     "APPLICATION_ROOT", "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SECURE", "SESSION_COOKIE_SAMESITE",
-    "SESSION_COOKIE_PARTITIONED", "SESSION_REFRESH_EACH_REQUEST",
+    "SESSION_COOKIE_PARTITIONED", "SESSION_REFRESH_EACH_REQUEST", "SESSION_PERMANENT", "PERMANENT_SESSION_LIFETIME",
+)
+
+_FLASK_SESSION_STORE = "choose the store with FlaskSessionInterface(store=...)"
+#: Flask-Session's settings that sessions.py does not read, and what to do instead. One left in app.config is
+#: a ConfigurationError (never silently ignored); its SESSION_PERMANENT is read, and SESSION_USE_SIGNER is
+#: moot (the id is always signed).
+_FLASK_SESSION_EXTENSION_SETTINGS = dict.fromkeys(
+    ("SESSION_TYPE", "SESSION_CLEANUP_N_REQUESTS", "SESSION_REDIS", "SESSION_MEMCACHED", "SESSION_CACHELIB",
+     "SESSION_FILE_DIR", "SESSION_FILE_THRESHOLD", "SESSION_FILE_MODE", "SESSION_MONGODB", "SESSION_MONGODB_DB",
+     "SESSION_MONGODB_COLLECT", "SESSION_SQLALCHEMY", "SESSION_SQLALCHEMY_TABLE", "SESSION_SQLALCHEMY_SEQUENCE",
+     "SESSION_SQLALCHEMY_SCHEMA", "SESSION_SQLALCHEMY_BIND_KEY", "SESSION_DYNAMODB", "SESSION_DYNAMODB_TABLE"),
+    _FLASK_SESSION_STORE,
+)
+_FLASK_SESSION_EXTENSION_SETTINGS.update(
+    SESSION_KEY_PREFIX="the key prefix is the store's (RedisStore(client, prefix=...))",
+    SESSION_ID_LENGTH="ids are 32 characters of 24 random bytes (SessionManager(genid=...) makes others)",
+    SESSION_SERIALIZATION_FORMAT="records are JSON, values in Flask's tagged JSON",
 )
 
 
@@ -3013,6 +3030,8 @@ def _flask_options(config: Any) -> Dict[str, Tuple[str, Any]]:
     if isinstance(same_site, str):
         same_site = _SAME_SITE.get(same_site.lower(), same_site)
     partitioned = bool(config.get("SESSION_COOKIE_PARTITIONED", False))
+    permanent = config.get("SESSION_PERMANENT")  # Flask-Session's: every new session permanent
+    lifetime = config.get("PERMANENT_SESSION_LIFETIME", timedelta(days=31))
     return {
         "name": ("SESSION_COOKIE_NAME", config.get("SESSION_COOKIE_NAME", "session")),
         "refresh": ("SESSION_REFRESH_EACH_REQUEST", bool(config.get("SESSION_REFRESH_EACH_REQUEST", True))),
@@ -3022,7 +3041,18 @@ def _flask_options(config: Any) -> Dict[str, Tuple[str, Any]]:
         "secure": ("SESSION_COOKIE_SECURE", bool(config.get("SESSION_COOKIE_SECURE", False)) or partitioned),
         "same_site": ("SESSION_COOKIE_SAMESITE", same_site),
         "partitioned": ("SESSION_COOKIE_PARTITIONED", partitioned),
+        "max_age": ("SESSION_PERMANENT", _seconds(lifetime, "PERMANENT_SESSION_LIFETIME") if permanent else None),
     }
+
+
+def _check_no_flask_session_settings(config: Any) -> None:
+    """ConfigurationError naming a Flask-Session setting left in ``config``, which sessions.py does not read."""
+    for setting, instead in _FLASK_SESSION_EXTENSION_SETTINGS.items():
+        if setting in config:
+            raise ConfigurationError(
+                f"app.config[{setting!r}] is Flask-Session's setting, which sessions.py does not read: {instead}; "
+                "remove it (README: Migrating from Flask's session / Flask-Session)"
+            )
 
 
 def _flask_cookie(app: Any) -> Tuple[str, bool, Dict[str, Any]]:
@@ -3221,12 +3251,20 @@ class FlaskSessionInterface:
     manager rebuilt when they change (a rotated key takes effect at the next request). The store is
     ``store`` (a ``MemoryStore`` by default), shared by every app the interface serves.
 
-    With a manager, its options decide; a session setting the app changed from Flask's default that
-    contradicts them is a ``ConfigurationError`` at the first request, naming the setting.
+    Values are stored in Flask's tagged JSON (``FlaskTaggedJSON`` over ``serializer``): ``tuple``,
+    ``bytes``, ``Markup``, ``UUID`` and ``datetime`` come back with their types, and what would not come
+    back the same is refused at assignment with ``SerializationError``.
+
+    With a manager, its options decide (its ``codec`` too: give it ``codec=sessions.FlaskTaggedJSON()`` for
+    Flask's types); a session setting the app changed from Flask's default that contradicts them is a
+    ``ConfigurationError`` at the first request, naming the setting. So is a Flask-Session setting left in
+    ``app.config`` (``SESSION_TYPE``, ...), in either form; Flask-Session's ``SESSION_PERMANENT`` is read.
 
     ``flask.session`` is then a ``Session`` (opened on first use: a view that never touches it costs no
-    store call and sends no header), so ``flash``/``get_flashed_messages`` work and
-    ``flask.session.regenerate(keep_data=True)`` is there for logins. ``PERMANENT_SESSION_LIFETIME`` is the
+    store call and sends no header; one that does gets ``Vary: Cookie`` merged into its one Vary header), so
+    ``flash``/``get_flashed_messages`` work and ``flask.session.regenerate(keep_data=True)`` is there for
+    logins. A loaded session the request empties (``session.clear()``) is deleted with its cookie, as Flask
+    deletes an emptied session's cookie. ``PERMANENT_SESSION_LIFETIME`` is the
     lifetime ``session.permanent = True`` gives a browser-session cookie. Flask calls ``save_session`` when
     the response object is complete, before the server sends anything: the commit happens there with the
     response's status, so a 500 (an exception in the view) saves nothing new. A store failure there
@@ -3249,8 +3287,8 @@ class FlaskSessionInterface:
             raise ConfigurationError(f"manager must be a sessions.SessionManager, not a {type(manager).__name__}")
         self.manager = manager
         self.store = manager.store if manager is not None else (MemoryStore() if store is None else store)
-        #: How values are stored without a manager: Flask's tagged JSON.
-        self.codec = FlaskTaggedJSON(serializer)
+        #: How values are stored: Flask's tagged JSON, or with a manager, the manager's codec.
+        self.codec = manager.codec if manager is not None else FlaskTaggedJSON(serializer)
         self._apps: "weakref.WeakKeyDictionary[Any, _FlaskApp]" = weakref.WeakKeyDictionary()
 
     def manager_for(self, app: Any) -> Optional[SessionManager]:
@@ -3260,6 +3298,7 @@ class FlaskSessionInterface:
         known = self._apps.get(app)
         if known is not None and known.settings == settings:
             return known.manager
+        _check_no_flask_session_settings(app.config)
         if self.manager is not None:
             _check_flask_agrees(app, self.manager)
             manager = self.manager
@@ -3300,8 +3339,9 @@ class FlaskSessionInterface:
     @property
     def serializer(self) -> Any:
         """Flask's ``TaggedJSONSerializer`` the session stores values with (``flask.sessions
-        .session_json_serializer``, as Flask's own session interface): register an extension's tags on it."""
-        return self.codec.serializer
+        .session_json_serializer`` unless ``serializer=`` says otherwise, as Flask's own session interface):
+        register an extension's tags on it. None for a manager whose codec has none."""
+        return getattr(self.codec, "serializer", None)
 
     # Flask's null session: a request without SECRET_KEY -------------------------------------------------
 

@@ -340,6 +340,37 @@ def test_one_interface_serves_two_apps_each_with_its_settings(store):
     sid_of(cookies[0], "k one"), sid_of(cookies[1], "k two")
 
 
+# Migrating from Flask-Session ############################################################################
+
+
+def test_flask_sessions_session_permanent_makes_every_new_session_permanent(app, client):
+    app.config.update(SESSION_PERMANENT=True, PERMANENT_SESSION_LIFETIME=600)
+
+    @app.route("/")
+    def index():
+        flask.session["n"] = 1
+        return str(flask.session.permanent)
+
+    rv = client.get("/")
+    assert rv.text == "True" and "Max-Age=600;" in cookie_of(rv)
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("SESSION_TYPE", "redis"), ("SESSION_KEY_PREFIX", "session:"), ("SESSION_SERIALIZATION_FORMAT", "json"),
+    ("SESSION_SQLALCHEMY_TABLE", "sessions"), ("SESSION_ID_LENGTH", 32),
+])
+def test_a_flask_session_setting_left_in_the_config_is_an_error_naming_it(app, client, setting, value):
+    app.config[setting] = value
+    with pytest.raises(sessions.ConfigurationError, match=f"{setting}.*Flask-Session's setting"):
+        client.get("/")
+
+
+def test_flask_sessions_use_signer_is_moot(app, client):
+    app.config["SESSION_USE_SIGNER"] = False  # the id is signed anyway
+    app.add_url_rule("/", "index", lambda: str(flask.session.setdefault("n", 1)))
+    sid_of(cookie_of(client.get("/")), "test key")
+
+
 # Flask's types survive (item 3) ###########################################################################
 
 
@@ -569,6 +600,12 @@ def explicit_app(manager: sessions.SessionManager, **config: Any) -> flask.Flask
 def test_a_setting_that_contradicts_the_manager_is_an_error_at_the_first_request(store, setting, value, message):
     app = explicit_app(sessions.SessionManager("secret", store=store), **{setting: value})
     with pytest.raises(sessions.ConfigurationError, match=re.escape(setting) + ".*" + re.escape(message)):
+        app.test_client().get("/")
+
+
+def test_session_permanent_contradicts_a_manager_without_a_lifetime(store):
+    app = explicit_app(sessions.SessionManager("secret", store=store), SESSION_PERMANENT=True)
+    with pytest.raises(sessions.ConfigurationError, match="SESSION_PERMANENT.*cookie max_age is None"):
         app.test_client().get("/")
 
 
