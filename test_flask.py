@@ -9,12 +9,13 @@ server on 127.0.0.1 with urllib and a cookie jar. Every test runs with MemorySto
 from __future__ import annotations
 
 import collections
+import enum
 import json
 import re
 import threading
 import uuid
 import urllib.parse
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterator
 
 import flask
@@ -476,6 +477,13 @@ class Tagged(str):
     pass
 
 
+class Color(enum.IntEnum):
+    RED = 1
+
+
+Pair = collections.namedtuple("Pair", "a b")
+
+
 @pytest.mark.parametrize("value", [
     datetime(2024, 1, 2, 3, 4, 5),  # naive: Flask's tag gives it back in UTC, aware
     datetime(2024, 1, 2, 3, 4, 5, 678, tzinfo=timezone.utc),  # microseconds: Flask's tag keeps seconds
@@ -485,6 +493,9 @@ class Tagged(str):
     {"a set"},
     [("nested", {"a set"})],
     1.0,
+    date(2024, 1, 2),
+    Color.RED,
+    Pair(1, 2),
 ], ids=repr)
 def test_what_would_not_come_back_the_same_is_refused_at_assignment(app, client, store, value):
     @app.route("/")
