@@ -9,6 +9,8 @@ server on 127.0.0.1 with urllib and a cookie jar. Every test runs with MemorySto
 from __future__ import annotations
 
 import collections
+import os
+import sys
 import enum
 import json
 import re
@@ -27,8 +29,8 @@ from markupsafe import Markup
 from werkzeug.http import parse_date
 
 import sessions
-from conftest import RecordingStore, record_of, sid_of
-from test_frameworks import Browser, serve_wsgi
+from conftest import RecordingStore, free_port, record_of, sid_of, stop_process
+from test_frameworks import Browser, accepts_connections, fail_to_start, serve_wsgi, spawn, wait_for
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -945,3 +947,50 @@ def test_real_server_concurrent_requests_each_get_an_answer(served):
     for thread in threads:
         thread.join(30)
     assert results == ["1"] * 8
+
+
+GUNICORN_APP = """
+import os, flask, markupsafe, sessions
+
+app = flask.Flask(__name__)
+app.config.update(SECRET_KEY="test key", SESSION_COOKIE_NAME="sid", SESSION_COOKIE_SAMESITE="Lax")
+app.session_interface = sessions.FlaskSessionInterface(store=sessions.SQLiteStore(os.environ["SESSIONS_DB"]))
+
+@app.get("/count")
+def count():
+    flask.session["n"] = flask.session.get("n", 0) + 1
+    if flask.session["n"] == 1:
+        flask.flash(markupsafe.Markup("<b>hi</b>"), "welcome")
+    return f"{flask.session['n']} {os.getpid()}"
+
+@app.get("/flashes")
+def flashes():
+    return repr(flask.get_flashed_messages(with_categories=True))
+"""
+
+
+@pytest.fixture
+def gunicorn(tmp_path) -> Iterator[str]:
+    """Two gunicorn workers (processes) sharing one SQLiteStore; yields the base URL."""
+    (tmp_path / "flask_gunicorn_app.py").write_text(GUNICORN_APP, encoding="utf-8")
+    here = os.path.dirname(os.path.abspath(__file__))
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=here, SESSIONS_DB=str(tmp_path / "sessions.db"))
+    process = spawn([sys.executable, "-m", "gunicorn", "--workers", "2", "--graceful-timeout", "5",
+                     "--bind", f"127.0.0.1:{port}", "flask_gunicorn_app:app"], cwd=tmp_path, env=env)
+    try:
+        if not wait_for(lambda: process.poll() is not None or accepts_connections(port)) or process.poll() is not None:
+            fail_to_start(process, "gunicorn")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(process)
+        process.output.close()  # type: ignore[attr-defined]
+
+
+def test_gunicorn_workers_share_the_session_and_its_types(gunicorn):
+    browser = Browser(gunicorn)
+    replies = [browser.open("/count") for _ in range(12)]
+    assert [reply.body.split()[0] for reply in replies] == [str(n) for n in range(1, 13)]
+    assert "SameSite=Lax" in replies[0].set_cookies[0] and "HttpOnly" in replies[0].set_cookies[0]
+    # the flash, written by one worker, read back by whichever serves this request: a tuple holding Markup
+    assert browser.open("/flashes").body == "[('welcome', Markup('<b>hi</b>'))]"
