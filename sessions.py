@@ -3064,8 +3064,8 @@ def _flask_cookie(app: Any) -> Tuple[str, bool, Dict[str, Any]]:
 def _changed_flask_settings(app: Any) -> List[str]:
     """The session settings ``app`` changed from Flask's defaults, for error messages (never the secrets)."""
     config, defaults = app.config, getattr(app, "default_config", {})
-    return [f"{key}={_shown(config.get(key))}" for key in _FLASK_SESSION_SETTINGS[2:]
-            if config.get(key) != defaults.get(key)]
+    return [f"{key}={_shown(config.get(key))}" for key in _FLASK_SESSION_SETTINGS
+            if not key.startswith("SECRET_KEY") and config.get(key) != defaults.get(key)]
 
 
 def _flask_config_error(app: Any, exc: ConfigurationError) -> ConfigurationError:
