@@ -2,8 +2,9 @@
 modified, accessed, permanent, Vary, session_transaction, stream_with_context, the SessionInterface hooks).
 
 Most tests are Flask's own session tests (flask/tests/test_basic.py), run on sessions.py with Flask's test
-client; where sessions.py deliberately differs the test says so. The end-to-end tests run a real werkzeug
-server on 127.0.0.1 with urllib and a cookie jar. Every test runs with MemoryStore and SQLiteStore.
+client; where sessions.py deliberately differs the test says so. The end-to-end tests run real servers on
+127.0.0.1 (werkzeug's, and gunicorn with two workers sharing an SQLiteStore) with urllib and a cookie jar.
+The tests on the ``app`` fixture run with MemoryStore and with SQLiteStore.
 """
 
 from __future__ import annotations
