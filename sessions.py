@@ -1682,40 +1682,69 @@ class Session(Dict[str, Any]):
     ``_changed_since_saved``), ``_baseline_json`` and ``_status``.
     """
 
-    # Class-level defaults keep creating a session (every request in WSGI) cheap; instances only ever
-    # assign immutable values over them. The data itself is the dict.
-    _status = _OPEN
-    _closed_reason: Optional[str] = None  # why the session can no longer change, when not open
-    _new_reason: Optional[str] = None  # why the session is new (see new_reason); None when loaded
-    _opened = False  # the cookie was verified and the record loaded (or a new session started)
-    _accessed = False  # the application used the session this request (set by _use, which opens it)
-    _id: Optional[str] = None
-    _cookie: Optional[SessionCookie] = None
-    _created_ms: Optional[int] = None
-    _secure = False  # the request came over HTTPS
-    _loaded_json = "{}"  # the data's JSON when the request opened it: "modified" compares with it
-    _synced_json: Optional[str] = None  # the data's JSON the store holds under _id, known because this
-    #                                     request wrote it (save(), commit) or read it (reload())
-    _record_gone = False  # the store found no live record under _id when this request wrote or touched
-    #                       it (another request destroyed it or regenerated it away): write nothing more
-    _id_changed = False  # regenerate() gave a new id: that alone counts as modified (express-session)
-    _forced = False  # `session.modified = True`: save at commit even if the data is unchanged
-    _cookie_unsaved = False  # cookie.max_age was set and not yet written to the store...
-    _cookie_unsent = False  # ...or not yet sent to the browser
-    _created_unsaved = False  # absolute_timeout: the record has no creation time; its clock started this request
-    _signed: Optional[str] = None  # "s:<id>.<mac>" from the request, verified with the current secret
-    _resign = False  # the request's cookie was signed with an older secret: send a fresh one
-    _stale_ids: Tuple[str, ...] = ()  # ids that regenerate() left behind, deleted at commit
-    _expire_browser_cookie = False  # flush(): unless a new cookie is sent, expire the browser's
-    _stored_expires_ms: Optional[int] = None  # the expiry the store holds (as loaded or last written): touch_after
-    _sent_expires_ms: Optional[int] = None  # when the browser's copy of the cookie expires, if known: cookie_refresh
-    _set_cookies: List[str] = []  # what commit returned (never mutated: commit hands out copies)
+    # Slots: a dict subclass's own attributes are read much faster from slots than from an instance dict,
+    # and the manager reads them throughout a request. The data itself is the dict.
+    __slots__ = (
+        "_manager",
+        "_request",
+        "_status",
+        "_closed_reason",
+        "_new_reason",
+        "_opened",
+        "_accessed",
+        "_id",
+        "_cookie",
+        "_created_ms",
+        "_secure",
+        "_loaded_json",
+        "_synced_json",
+        "_record_gone",
+        "_id_changed",
+        "_forced",
+        "_cookie_unsaved",
+        "_cookie_unsent",
+        "_created_unsaved",
+        "_signed",
+        "_resign",
+        "_stale_ids",
+        "_expire_browser_cookie",
+        "_stored_expires_ms",
+        "_sent_expires_ms",
+        "_set_cookies",
+        "__weakref__",
+    )
 
     def __init__(
         self, manager: "SessionManager", request: Optional[Callable[[], Tuple[Any, bool, str]]] = None
     ) -> None:
         self._manager = manager
         self._request = request  # for a lazy session: () -> (cookie header, secure, path)
+        self._status = _OPEN
+        self._closed_reason: Optional[str] = None  # why the session can no longer change, when not open
+        self._new_reason: Optional[str] = None  # why the session is new (see new_reason); None when loaded
+        self._opened = False  # the cookie was verified and the record loaded (or a new session started)
+        self._accessed = False  # the application used the session this request (set by _use, which opens it)
+        self._id: Optional[str] = None
+        self._cookie: Optional[SessionCookie] = None
+        self._created_ms: Optional[int] = None
+        self._secure = False  # the request came over HTTPS
+        self._loaded_json = "{}"  # the data's JSON when the request opened it: "modified" compares with it
+        self._synced_json: Optional[str] = None  # the data's JSON the store holds under _id, known because this
+        #                                     request wrote it (save(), commit) or read it (reload())
+        self._record_gone = False  # the store found no live record under _id when this request wrote or touched
+        #                       it (another request destroyed it or regenerated it away): write nothing more
+        self._id_changed = False  # regenerate() gave a new id: that alone counts as modified (express-session)
+        self._forced = False  # `session.modified = True`: save at commit even if the data is unchanged
+        self._cookie_unsaved = False  # cookie.max_age was set and not yet written to the store...
+        self._cookie_unsent = False  # ...or not yet sent to the browser
+        self._created_unsaved = False  # absolute_timeout: the record has no creation time; its clock started this request
+        self._signed: Optional[str] = None  # "s:<id>.<mac>" from the request, verified with the current secret
+        self._resign = False  # the request's cookie was signed with an older secret: send a fresh one
+        self._stale_ids: Tuple[str, ...] = ()  # ids that regenerate() left behind, deleted at commit
+        self._expire_browser_cookie = False  # flush(): unless a new cookie is sent, expire the browser's
+        self._stored_expires_ms: Optional[int] = None  # the expiry the store holds (as loaded or last written): touch_after
+        self._sent_expires_ms: Optional[int] = None  # when the browser's copy of the cookie expires, if known: cookie_refresh
+        self._set_cookies: List[str] = []  # what commit returned (never mutated: commit hands out copies)
 
     # Opening is lazy: the adapters create sessions that load on first use. Every public method starts
     # with ``if not self._accessed: self._use()``, one attribute test once the session is in use.
@@ -1800,7 +1829,7 @@ class Session(Dict[str, Any]):
         """A plain ``dict`` of the data (as ``dict.copy`` gives for any dict subclass)."""
         if not self._accessed:
             self._use()
-        return dict.copy(self)
+        return dict(dict.items(self))  # dict.copy would read a subclass key by key through __getitem__
 
     def __eq__(self, other: object) -> bool:
         if not self._accessed:
@@ -1825,7 +1854,8 @@ class Session(Dict[str, Any]):
         return dict.__ror__(self, other)  # type: ignore[operator]
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self._writable()
+        if not self._accessed or self._status is not _OPEN:
+            self._writable()
         _check_entry(key, value, self._manager.codec)
         dict.__setitem__(self, key, value)
 
@@ -2084,7 +2114,8 @@ class Session(Dict[str, Any]):
 
     def _replace_data(self, data: Dict[str, Any]) -> None:
         if data is not self:
-            dict.clear(self)
+            if dict.__len__(self):
+                dict.clear(self)
             dict.update(self, data)
 
     def _close(self, set_cookies: List[str]) -> None:
@@ -2147,19 +2178,20 @@ def _check_entry(key: Any, value: Any, codec: Optional["Codec"] = None) -> None:
         raise SerializationError(f"session key {_shown(key)} is reserved by the record format")
     if not key.isascii() and _SURROGATE.search(key):
         raise SerializationError(f"session key {_shown(key)} holds a lone surrogate, which is not valid Unicode text")
+    stored = value if codec is None else _encode_value(codec, key, value)
+    kind = type(stored)
+    if kind is str:
+        simple = stored.isascii() or not _SURROGATE.search(stored)
+    else:
+        simple = (kind is int and -_INT_BOUND < stored < _INT_BOUND) or kind is bool or stored is None
+    if not simple:
+        _check_json_value(key, stored)
     if codec is not None:
-        _check_codec_round_trip(key, value, codec)
-        return
-    _check_json_value(key, value)
+        _check_codec_round_trip(key, value, stored, codec)
 
 
 def _check_json_value(key: str, value: Any) -> None:
-    kind = type(value)
-    if kind is str:
-        if value.isascii() or not _SURROGATE.search(value):
-            return
-    elif (kind is int and -_INT_BOUND < value < _INT_BOUND) or kind is bool or value is None:
-        return
+    """SerializationError naming the key unless ``value`` is JSON that loads back equal."""
     try:
         text = _python_json(value)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -2169,11 +2201,9 @@ def _check_json_value(key: str, value: Any) -> None:
         raise SerializationError(f"session value for key {_shown(key)} cannot be stored: {why}")
 
 
-def _check_codec_round_trip(key: str, value: Any, codec: "Codec") -> None:
-    """The codec's JSON form of ``value`` is storable, and decodes back to ``value`` with its types: what
-    would come back changed (a type the codec does not know, precision it drops) is refused now."""
-    encoded = _encode_value(codec, key, value)
-    _check_json_value(key, encoded)
+def _check_codec_round_trip(key: str, value: Any, encoded: Any, codec: "Codec") -> None:
+    """``encoded``, the codec's JSON form of ``value``, decodes back to ``value`` with its types: what would
+    come back changed (a type the codec does not know, precision it drops) is refused now."""
     try:
         back = codec.decode(_decode_json(_encode_json(encoded)))
     except Exception as exc:
@@ -2532,7 +2562,7 @@ class SessionManager:
 
     def _regenerate(self, session: Session, keep_data: bool) -> None:
         now_ms = self._now_ms()
-        data = dict.copy(session) if keep_data else {}
+        data = dict(dict.items(session)) if keep_data else {}
         session._restart(self._new_id(), data, now_ms, self._max_age_ms)
         self._slide_expiry(session, now_ms)
 
