@@ -19,7 +19,7 @@ import threading
 import uuid
 import urllib.parse
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any, Dict, Iterator
 
 import flask
 import pytest
@@ -309,6 +309,56 @@ def test_session_refresh_vary(app, client, store):
     assert "Vary" not in rv.headers and "Set-Cookie" not in rv.headers and store.calls == []
     rv = client.get("/read")
     assert rv.headers["Vary"] == "Cookie" and "Max-Age=" in rv.headers["Set-Cookie"]
+
+
+def cookie_attributes(set_cookie: str) -> Dict[str, Any]:
+    """A Set-Cookie value's attributes, compared the way a browser reads them (Max-Age or Expires: expires)."""
+    attributes: Dict[str, Any] = {}
+    for part in set_cookie.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        name = name.lower()
+        if name in ("max-age", "expires"):
+            attributes["expires"] = True
+        else:
+            attributes[name] = value.lower() if name == "samesite" else value or True
+    return attributes
+
+
+@given(
+    domain=st.sampled_from([None, "example.com", ".example.com"]),
+    cookie_path=st.sampled_from([None, "/", "/app"]),
+    root=st.sampled_from(["/", "/app"]),
+    http_only=st.booleans(),
+    secure=st.booleans(),
+    same_site=st.sampled_from([None, "Lax", "Strict", "lax"]),
+    partitioned=st.booleans(),
+    permanent=st.booleans(),
+)
+@settings(max_examples=40, deadline=None)
+def test_the_cookie_has_the_attributes_flasks_own_session_gives_it(
+    domain, cookie_path, root, http_only, secure, same_site, partitioned, permanent
+):
+    """Any mix of Flask's cookie settings: our cookie carries what Flask's own session cookie carries."""
+    config = dict(SECRET_KEY="k", SESSION_COOKIE_DOMAIN=domain, SESSION_COOKIE_PATH=cookie_path,
+                  APPLICATION_ROOT=root, SESSION_COOKIE_HTTPONLY=http_only, SESSION_COOKIE_SECURE=secure,
+                  SESSION_COOKIE_SAMESITE=same_site, SESSION_COOKIE_PARTITIONED=partitioned)
+    prefix = (cookie_path or root).rstrip("/")
+    cookies = []
+    for interface in (None, sessions.FlaskSessionInterface()):
+        app = flask.Flask("flask_test")
+        app.config.update(config)
+        if interface is not None:
+            app.session_interface = interface
+
+        @app.route("/")
+        def index():
+            flask.session["n"] = 1
+            flask.session.permanent = permanent
+            return ""
+
+        cookies.append(cookie_of(app.test_client().get("/", "https://example.com" + prefix)))
+    flasks, ours = map(cookie_attributes, cookies)
+    assert ours == flasks
 
 
 def test_settings_are_read_again_when_they_change(app, client):
