@@ -77,6 +77,7 @@ __all__ = [
     "SessionHandlerMixin",
     "SessionMiddleware",
     "FlaskSessionInterface",
+    "FlaskTaggedJSON",
     "ASGISessionMiddleware",
     "DjangoSessionMiddleware",
 ]
@@ -3472,10 +3473,11 @@ def _wsgi_request(manager: SessionManager, environ: Dict[str, Any]) -> Tuple[Opt
     tls = environ.get("wsgi.url_scheme") == "https"
     secure = manager.is_secure(tls, text("HTTP_X_FORWARDED_PROTO"))
     raw = text("RAW_URI") or text("REQUEST_URI")  # as sent: what browsers path-match
-    if raw:
-        path = _request_path(raw)
-    else:  # PEP 3333 only has the decoded path
-        path = text("SCRIPT_NAME") + text("PATH_INFO")
+    path, script = (_request_path(raw) if raw else ""), text("SCRIPT_NAME")
+    # PEP 3333 only has the decoded path; it is also the browser's when a middleware mounted the app under a
+    # prefix the raw URI lacks (ProxyFix's X-Forwarded-Prefix, werkzeug's test client)
+    if not path or (script and not _path_matches(path, script)):
+        path = script + text("PATH_INFO")
     return text("HTTP_COOKIE"), secure, path or "/"
 
 
@@ -3486,13 +3488,204 @@ def _wsgi_request(manager: SessionManager, environ: Dict[str, Any]) -> Tuple[Opt
 # framework's request into open (or open_lazy) and its response into response_headers, and nothing more.
 
 
+#: The Flask settings the session reads (``SECRET_KEY_FALLBACKS`` and ``SESSION_COOKIE_PARTITIONED`` are Flask
+#: 3.1's; older Flask has neither, which reads as their defaults).
+_FLASK_SESSION_SETTINGS = (
+    "SECRET_KEY", "SECRET_KEY_FALLBACKS", "SESSION_COOKIE_NAME", "SESSION_COOKIE_DOMAIN", "SESSION_COOKIE_PATH",
+    "APPLICATION_ROOT", "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SECURE", "SESSION_COOKIE_SAMESITE",
+    "SESSION_COOKIE_PARTITIONED", "SESSION_REFRESH_EACH_REQUEST", "SESSION_PERMANENT", "PERMANENT_SESSION_LIFETIME",
+)
+
+_FLASK_SESSION_STORE = "choose the store with FlaskSessionInterface(store=...)"
+#: Flask-Session's settings that sessions.py does not read, and what to do instead. One left in app.config is
+#: a ConfigurationError (never silently ignored); its SESSION_PERMANENT is read, and SESSION_USE_SIGNER is
+#: moot (the id is always signed).
+_FLASK_SESSION_EXTENSION_SETTINGS = dict.fromkeys(
+    ("SESSION_TYPE", "SESSION_CLEANUP_N_REQUESTS", "SESSION_REDIS", "SESSION_MEMCACHED", "SESSION_CACHELIB",
+     "SESSION_FILE_DIR", "SESSION_FILE_THRESHOLD", "SESSION_FILE_MODE", "SESSION_MONGODB", "SESSION_MONGODB_DB",
+     "SESSION_MONGODB_COLLECT", "SESSION_SQLALCHEMY", "SESSION_SQLALCHEMY_TABLE", "SESSION_SQLALCHEMY_SEQUENCE",
+     "SESSION_SQLALCHEMY_SCHEMA", "SESSION_SQLALCHEMY_BIND_KEY", "SESSION_DYNAMODB", "SESSION_DYNAMODB_TABLE"),
+    _FLASK_SESSION_STORE,
+)
+_FLASK_SESSION_EXTENSION_SETTINGS.update(
+    SESSION_KEY_PREFIX="the key prefix is the store's (RedisStore(client, prefix=...))",
+    SESSION_ID_LENGTH="ids are 32 characters of 24 random bytes (SessionManager(genid=...) makes others)",
+    SESSION_SERIALIZATION_FORMAT="records are JSON, values in Flask's tagged JSON",
+)
+
+
+def _flask_settings(config: Any) -> Tuple[Any, ...]:
+    """The session settings of a Flask app's config, as a comparable snapshot (lists copied to tuples, so a
+    list changed in place still counts as a change)."""
+    values = (config.get(key) for key in _FLASK_SESSION_SETTINGS)
+    return tuple(tuple(value) if isinstance(value, list) else value for value in values)
+
+
+def _flask_options(config: Any) -> Dict[str, Tuple[str, Any]]:
+    """What Flask's own session would do with ``config``: option -> (the setting it comes from, value), each
+    value read as Flask's ``SessionInterface.get_cookie_*`` and werkzeug's ``dump_cookie`` read it (a domain's
+    port and leading dot dropped, ``Partitioned`` implying ``Secure``). ``name`` and ``refresh`` are the
+    manager's; the rest are ``CookieOptions`` fields."""
+    domain = config.get("SESSION_COOKIE_DOMAIN")
+    if isinstance(domain, str):
+        domain = domain.partition(":")[0].lstrip(".") or None
+    path_setting = "SESSION_COOKIE_PATH" if config.get("SESSION_COOKIE_PATH") else "APPLICATION_ROOT"
+    same_site = config.get("SESSION_COOKIE_SAMESITE")
+    if isinstance(same_site, str):
+        same_site = _SAME_SITE.get(same_site.lower(), same_site)
+    partitioned = bool(config.get("SESSION_COOKIE_PARTITIONED", False))
+    permanent = config.get("SESSION_PERMANENT")  # Flask-Session's: every new session permanent
+    lifetime = config.get("PERMANENT_SESSION_LIFETIME", timedelta(days=31))
+    return {
+        "name": ("SESSION_COOKIE_NAME", config.get("SESSION_COOKIE_NAME", "session")),
+        "refresh": ("SESSION_REFRESH_EACH_REQUEST", bool(config.get("SESSION_REFRESH_EACH_REQUEST", True))),
+        "domain": ("SESSION_COOKIE_DOMAIN", domain),
+        "path": (path_setting, config.get(path_setting) or "/"),
+        "http_only": ("SESSION_COOKIE_HTTPONLY", bool(config.get("SESSION_COOKIE_HTTPONLY", True))),
+        "secure": ("SESSION_COOKIE_SECURE", bool(config.get("SESSION_COOKIE_SECURE", False)) or partitioned),
+        "same_site": ("SESSION_COOKIE_SAMESITE", same_site),
+        "partitioned": ("SESSION_COOKIE_PARTITIONED", partitioned),
+        "max_age": ("SESSION_PERMANENT", _seconds(lifetime, "PERMANENT_SESSION_LIFETIME") if permanent else None),
+    }
+
+
+def _check_no_flask_session_settings(config: Any) -> None:
+    """ConfigurationError naming a Flask-Session setting left in ``config``, which sessions.py does not read."""
+    for setting, instead in _FLASK_SESSION_EXTENSION_SETTINGS.items():
+        if setting in config:
+            raise ConfigurationError(
+                f"app.config[{setting!r}] is Flask-Session's setting, which sessions.py does not read: {instead}; "
+                "remove it (README: Migrating from Flask's session / Flask-Session)"
+            )
+
+
+def _flask_cookie(app: Any) -> Tuple[str, bool, Dict[str, Any]]:
+    """(cookie name, refresh each request, CookieOptions fields) from ``app.config``."""
+    options = {option: value for option, (_, value) in _flask_options(app.config).items()}
+    return options.pop("name"), options.pop("refresh"), options
+
+
+def _changed_flask_settings(app: Any) -> List[str]:
+    """The session settings ``app`` changed from Flask's defaults, for error messages (never the secrets)."""
+    config, defaults = app.config, getattr(app, "default_config", {})
+    return [f"{key}={_shown(config.get(key))}" for key in _FLASK_SESSION_SETTINGS
+            if not key.startswith("SECRET_KEY") and config.get(key) != defaults.get(key)]
+
+
+def _flask_config_error(app: Any, exc: ConfigurationError) -> ConfigurationError:
+    return ConfigurationError(
+        f"Flask's session settings cannot be used: {exc} (app.config: {', '.join(_changed_flask_settings(app))})"
+    )
+
+
+class _FlaskManager(SessionManager):
+    """The manager ``app.config`` gives: Flask's ``SESSION_REFRESH_EACH_REQUEST`` as its own rule. A loaded
+    permanent session (one whose cookie has a lifetime) re-sends its cookie on every request that uses it,
+    so an active user's cookie never expires; a browser-session cookie is sent only as the save rules say
+    (``rolling`` would re-send it too, which Flask does not)."""
+
+    def __init__(self, *args: Any, refresh_each_request: bool, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.refresh_each_request = refresh_each_request
+
+    def _should_set_cookie(self, session: Session, is_new: bool, modified: bool, now_ms: int) -> bool:
+        refreshed = self.refresh_each_request and not is_new and session._cookie.expires_ms is not None
+        return refreshed or super()._should_set_cookie(session, is_new, modified, now_ms)
+
+
+def _flask_manager(app: Any, store: Store, codec: FlaskTaggedJSON) -> Optional[SessionManager]:
+    """A SessionManager configured the way Flask configures its own session, from ``app.config``, storing
+    values in Flask's tagged JSON; None without a ``SECRET_KEY`` (Flask then gives the request its null
+    session, which refuses writes)."""
+    config = app.config
+    if not config.get("SECRET_KEY"):
+        return None
+    secrets = [config["SECRET_KEY"], *(config.get("SECRET_KEY_FALLBACKS") or ())]  # the current key signs
+    name, refresh, cookie = _flask_cookie(app)
+    try:
+        return _FlaskManager(
+            secrets, store=store, name=name, cookie=cookie, codec=codec, refresh_each_request=refresh
+        )
+    except ConfigurationError as exc:
+        raise _flask_config_error(app, exc) from None
+
+
+def _check_flask_agrees(app: Any, manager: SessionManager) -> None:
+    """ConfigurationError naming the first session setting the app changed from Flask's default that the
+    explicit ``manager`` contradicts: the manager decides, and a setting is never silently ignored. The
+    secrets are not compared: ``SECRET_KEY`` serves the app's other signatures too, and the manager has its
+    own. ``SESSION_REFRESH_EACH_REQUEST = False`` contradicts a ``rolling`` manager (``True`` is Flask's
+    default, so a manager without ``rolling`` decides that permanent cookies are not refreshed)."""
+    config, defaults = app.config, getattr(app, "default_config", {})
+    has = {"name": manager.name, "refresh": manager.rolling}
+    for option, (setting, value) in _flask_options(config).items():
+        if config.get(setting) == defaults.get(setting):
+            continue
+        current = has[option] if option in has else getattr(manager.cookie_options, option)
+        if value != current:
+            shown = {"name": "name", "refresh": "rolling"}.get(option, f"cookie {option}")
+            raise ConfigurationError(
+                f"app.config[{setting!r}] is {_shown(config.get(setting))}, but the session manager's {shown} "
+                f"is {_shown(current)}: the manager decides; remove the setting or make the two agree"
+            )
+
+
+class FlaskTaggedJSON:
+    """Flask's own tagged JSON (``flask.json.tag.TaggedJSONSerializer``) as a ``SessionManager`` codec, so the
+    values Flask's session round-trips come back with their types: ``tuple``, ``bytes``, ``Markup``, ``UUID``,
+    ``datetime`` and dicts and lists holding them. A record stays JSON any reader (an Express app) can read:
+    ``(1, 2)`` is stored as ``{" t":[1,2]}``, as Flask's cookie holds it.
+
+    ``serializer`` is Flask's serializer (by default ``flask.sessions.session_json_serializer``, the one
+    Flask's own session uses, so tags an extension registered on it apply here too).
+
+    The manager refuses at assignment (``SerializationError``) what would not come back equal and of the
+    same types: a str or dict subclass other than ``Markup`` (it would come back a plain str or dict), a
+    dict with keys that are not str, a naive datetime or one with microseconds (Flask's tag keeps UTC to the
+    second), a whole float (JSON gives back an int), a set or any other type.
+    """
+
+    __slots__ = ("_serializer",)
+
+    def __init__(self, serializer: Any = None) -> None:
+        self._serializer = serializer
+
+    @property
+    def serializer(self) -> Any:
+        if self._serializer is None:  # Flask is imported by the time an app uses its session
+            self._serializer = sys.modules["flask.sessions"].session_json_serializer
+        return self._serializer
+
+    def encode(self, value: Any) -> Any:
+        """The tagged, JSON-ready form of ``value`` (``{" t":[1,2]}`` for ``(1, 2)``)."""
+        return self.serializer.tag(value)
+
+    def decode(self, value: Any) -> Any:
+        """``value`` (loaded JSON) with its tags turned back into Python types, innermost first (as Flask's
+        ``TaggedJSONSerializer.loads`` does, through its public ``untag``)."""
+        untag = self.serializer.untag
+        if isinstance(value, dict):
+            return untag({key: self.decode(item) for key, item in value.items()})
+        if isinstance(value, list):
+            return [self.decode(item) for item in value]
+        return value
+
+
+class _FlaskApp:
+    """The session state of one Flask app: the settings it was built from and the manager they give."""
+
+    __slots__ = ("settings", "manager")
+
+    def __init__(self, settings: Tuple[Any, ...], manager: Optional[SessionManager]) -> None:
+        self.settings, self.manager = settings, manager
+
+
 class _FlaskSession(Session):
     """``flask.session``: our session plus the names Flask and its extensions use (``new``, ``accessed``,
     ``permanent``; ``modified`` is the core's). It reads its request from the WSGI environ, like the WSGI
     adapter's session, and opens on first use."""
 
-    #: Set by Flask itself whenever ``flask.session`` is used (Flask 3.1+); nothing here depends on it.
-    accessed = False
+    _flask_accessed = False
 
     def __init__(self, manager: SessionManager, environ: Dict[str, Any], lifetime: Seconds) -> None:
         super().__init__(manager, lambda: _wsgi_request(manager, environ))
@@ -3502,6 +3695,16 @@ class _FlaskSession(Session):
     def new(self) -> bool:
         """Flask's name for ``is_new``."""
         return self.is_new
+
+    @property
+    def accessed(self) -> bool:
+        """Whether the request used the session: the core's ``accessed``, or Flask (3.1.3+) set it (it does
+        whenever ``flask.session`` is touched). It adds ``Vary: Cookie``, as in Flask."""
+        return self._flask_accessed or self._accessed
+
+    @accessed.setter
+    def accessed(self, value: bool) -> None:
+        self._flask_accessed = bool(value)
 
     @property
     def permanent(self) -> bool:
@@ -3516,35 +3719,194 @@ class _FlaskSession(Session):
         if bool(value) != self.permanent:
             self.cookie.max_age = self._lifetime if value else None
 
+    @property
+    def _emptied(self) -> bool:
+        """A loaded session this request emptied: Flask deletes such a session's cookie."""
+        return (self._accessed and self._status is _OPEN and self._new_reason is None
+                and not len(self) and self.modified)
+
+
+def _add_cache_safety(response: Any, directive: str) -> None:
+    """Add ``directive`` (``no-cache="Set-Cookie"``) to the response's one Cache-Control header, unless the
+    view already set one that keeps shared caches from storing the cookie (``no-store``, ``no-cache``,
+    ``private``); a ``no-cache`` listing fields gets ``Set-Cookie`` added to its list."""
+    control = response.cache_control  # werkzeug's parsed view of the header
+    no_cache = control.no_cache
+    if control.no_store or no_cache is True or control.private is True:
+        return
+    if isinstance(no_cache, str):
+        if "set-cookie" not in no_cache.lower():
+            control.no_cache = f"{no_cache}, Set-Cookie"
+        return
+    present = ", ".join(response.headers.getlist("Cache-Control"))
+    response.headers["Cache-Control"] = f"{present}, {directive}" if present else directive
+
 
 class FlaskSessionInterface:
-    """Sessions for Flask: ``app.session_interface = sessions.FlaskSessionInterface(manager)``.
+    """Sessions for Flask: ``app.session_interface = sessions.FlaskSessionInterface(store=store)``, configured
+    the Flask way, or ``FlaskSessionInterface(manager)`` where a ``SessionManager`` decides.
+
+    Without a manager, each app gets a manager built from its ``app.config`` as Flask configures its own
+    session: ``SECRET_KEY`` signs and ``SECRET_KEY_FALLBACKS`` verify (without a ``SECRET_KEY`` the request
+    gets Flask's null session, whose writes raise Flask's "session is unavailable" ``RuntimeError``), the
+    ``SESSION_COOKIE_*`` settings (path: ``SESSION_COOKIE_PATH``, else ``APPLICATION_ROOT``) and
+    ``SESSION_REFRESH_EACH_REQUEST`` (a permanent session's cookie is re-sent on every request that uses
+    the session). The settings are read on each request, as Flask does, and the
+    manager rebuilt when they change (a rotated key takes effect at the next request). The store is
+    ``store`` (a ``MemoryStore`` by default), shared by every app the interface serves.
+
+    Values are stored in Flask's tagged JSON (``FlaskTaggedJSON`` over ``serializer``): ``tuple``,
+    ``bytes``, ``Markup``, ``UUID`` and ``datetime`` come back with their types, and what would not come
+    back the same is refused at assignment with ``SerializationError``.
+
+    With a manager, its options decide (its ``codec`` too: give it ``codec=sessions.FlaskTaggedJSON()`` for
+    Flask's types); a session setting the app changed from Flask's default that contradicts them is a
+    ``ConfigurationError`` at the first request, naming the setting. So is a Flask-Session setting left in
+    ``app.config`` (``SESSION_TYPE``, ...), in either form; Flask-Session's ``SESSION_PERMANENT`` is read.
 
     ``flask.session`` is then a ``Session`` (opened on first use: a view that never touches it costs no
-    store call and sends no header), so ``flash``/``get_flashed_messages`` work and
-    ``flask.session.regenerate(keep_data=True)`` is there for logins. Flask calls ``save_session`` when the
-    response object is complete, before the server sends anything: the commit happens there with the
-    response's status, so a 500 (an exception in the view) saves nothing new. A store failure there raises,
-    and Flask answers 500 without the cookie. Flask's own ``SESSION_COOKIE_*`` settings are not used: the
-    manager's options decide; ``PERMANENT_SESSION_LIFETIME`` is the lifetime ``session.permanent = True``
-    gives a browser-session cookie.
+    store call and sends no header; one that does gets ``Vary: Cookie`` merged into its one Vary header), so
+    ``flash``/``get_flashed_messages`` work and ``flask.session.regenerate(keep_data=True)`` is there for
+    logins. A loaded session the request empties (``session.clear()``) is deleted with its cookie, as Flask
+    deletes an emptied session's cookie. ``PERMANENT_SESSION_LIFETIME`` is the
+    lifetime ``session.permanent = True`` gives a browser-session cookie. Flask calls ``save_session`` when
+    the response object is complete, before the server sends anything: the commit happens there with the
+    response's status, so a 500 (an exception in the view) saves nothing new. A store failure there
+    raises, and Flask answers 500 without the cookie. The hooks of Flask's ``SessionInterface`` that
+    extensions call (``get_cookie_name`` and the other ``get_cookie_*``, ``get_expiration_time``,
+    ``should_set_cookie``, ``is_null_session``, ``make_null_session``) answer for the session as it is.
     """
 
-    def __init__(self, manager: SessionManager) -> None:
+    #: Flask's flag for extensions: the session is not pickled.
+    pickle_based = False
+
+    def __init__(
+        self, manager: Optional[SessionManager] = None, *, store: Optional[Store] = None, serializer: Any = None
+    ) -> None:
+        if manager is not None and (store is not None or serializer is not None):
+            raise ConfigurationError(
+                "pass either a manager or store= and serializer=, not both: the manager has its store and codec"
+            )
+        if manager is not None and not callable(getattr(manager, "response_headers", None)):
+            raise ConfigurationError(f"manager must be a sessions.SessionManager, not a {type(manager).__name__}")
         self.manager = manager
+        self.store = manager.store if manager is not None else (MemoryStore() if store is None else store)
+        #: How values are stored: Flask's tagged JSON, or with a manager, the manager's codec.
+        self.codec = manager.codec if manager is not None else FlaskTaggedJSON(serializer)
+        self._apps: "weakref.WeakKeyDictionary[Any, _FlaskApp]" = weakref.WeakKeyDictionary()
 
-    def open_session(self, app: Any, request: Any) -> Session:
-        """Flask calls this when a request starts; nothing is read until the session is used."""
-        return _FlaskSession(self.manager, request.environ, app.permanent_session_lifetime)
+    def manager_for(self, app: Any) -> Optional[SessionManager]:
+        """The manager that serves ``app`` now: the explicit one (checked against the app's settings), or the
+        one its config gives (None without a ``SECRET_KEY``). Cheap: rebuilt only when a setting changed."""
+        settings = _flask_settings(app.config)
+        known = self._apps.get(app)
+        if known is not None and known.settings == settings:
+            return known.manager
+        _check_no_flask_session_settings(app.config)
+        if self.manager is not None:
+            _check_flask_agrees(app, self.manager)
+            manager = self.manager
+        else:
+            manager = _flask_manager(app, self.store, self.codec)
+        self._apps[app] = _FlaskApp(settings, manager)
+        return manager
 
-    def is_null_session(self, obj: object) -> bool:
-        """Never: every request has a real session (Flask asks before ``save_session``)."""
-        return False
+    # What Flask calls on every request ------------------------------------------------------------------
+
+    def open_session(self, app: Any, request: Any) -> Optional[Session]:
+        """Flask calls this when a request starts; nothing is read until the session is used. None (no
+        ``SECRET_KEY``) makes Flask use ``make_null_session``."""
+        manager = self.manager_for(app)
+        if manager is None:
+            return None
+        return _FlaskSession(manager, request.environ, app.permanent_session_lifetime)
 
     def save_session(self, app: Any, session: Session, response: Any) -> None:
-        """Commit and add the Set-Cookie / Vary / Cache-Control headers to the response."""
-        for name, value in self.manager.response_headers(session, response.status_code):
-            response.headers.add(name, value)
+        """Commit, and merge the session's headers into the response's: the cookie, ``Vary: Cookie`` into
+        its one Vary header (whenever the session was used, as Flask does), ``no-cache="Set-Cookie"`` into
+        its Cache-Control. A loaded session the request emptied is destroyed and its cookie expired, as
+        Flask deletes an emptied session's cookie."""
+        status = response.status_code
+        if status < 500 and isinstance(session, _FlaskSession) and session._emptied:
+            session.destroy()
+        accessed = getattr(session, "accessed", False)
+        for name, value in session._manager.response_headers(session, status):
+            if name == "Vary":
+                response.vary.add(value)
+            elif name == "Cache-Control":
+                _add_cache_safety(response, value)
+            else:
+                response.headers.add(name, value)
+        if accessed:
+            response.vary.add("Cookie")
+
+    @property
+    def serializer(self) -> Any:
+        """Flask's ``TaggedJSONSerializer`` the session stores values with (``flask.sessions
+        .session_json_serializer`` unless ``serializer=`` says otherwise, as Flask's own session interface):
+        register an extension's tags on it. None for a manager whose codec has none."""
+        return getattr(self.codec, "serializer", None)
+
+    # Flask's null session: a request without SECRET_KEY -------------------------------------------------
+
+    @property
+    def null_session_class(self) -> type:
+        """Flask's own ``NullSession``: reads are empty, writes raise Flask's "session is unavailable"."""
+        return sys.modules["flask.sessions"].NullSession
+
+    def make_null_session(self, app: Any) -> Any:
+        return self.null_session_class()
+
+    def is_null_session(self, obj: object) -> bool:
+        return isinstance(obj, self.null_session_class)
+
+    # The hooks of Flask's SessionInterface that extensions call -----------------------------------------
+
+    def _cookie(self, app: Any) -> Tuple[str, CookieOptions]:
+        manager = self.manager_for(app)
+        if manager is not None:
+            return manager.name, manager.cookie_options
+        name, _, cookie = _flask_cookie(app)  # no SECRET_KEY, no session: what its cookie would be
+        try:
+            return name, CookieOptions(**cookie)
+        except ConfigurationError as exc:
+            raise _flask_config_error(app, exc) from None
+
+    def _cookie_options(self, app: Any) -> CookieOptions:
+        return self._cookie(app)[1]
+
+    def get_cookie_name(self, app: Any) -> str:
+        return self._cookie(app)[0]
+
+    def get_cookie_domain(self, app: Any) -> Optional[str]:
+        return self._cookie_options(app).domain
+
+    def get_cookie_path(self, app: Any) -> str:
+        return self._cookie_options(app).path
+
+    def get_cookie_httponly(self, app: Any) -> bool:
+        return self._cookie_options(app).http_only
+
+    def get_cookie_secure(self, app: Any) -> bool:
+        """True when the cookie is always Secure (with ``secure="auto"`` it is Secure on HTTPS only)."""
+        return self._cookie_options(app).secure is True
+
+    def get_cookie_samesite(self, app: Any) -> Optional[str]:
+        return self._cookie_options(app).same_site
+
+    def get_cookie_partitioned(self, app: Any) -> bool:
+        return self._cookie_options(app).partitioned
+
+    def get_expiration_time(self, app: Any, session: Session) -> Optional[datetime]:
+        """When the session's cookie expires (aware UTC), or None for a browser-session cookie."""
+        return session.cookie.expires
+
+    def should_set_cookie(self, app: Any, session: Session) -> bool:
+        """Flask's rule: modified, or permanent while the session is refreshed on each request (``rolling``
+        refreshes every loaded session)."""
+        manager = session._manager
+        refresh = getattr(manager, "refresh_each_request", False) and getattr(session, "permanent", False)
+        return session.modified or refresh or (manager.rolling and not session.is_new)
 
 
 #: Starlette ``SessionMiddleware``'s keyword arguments and defaults, which ``ASGISessionMiddleware`` accepts.
