@@ -3216,7 +3216,7 @@ def _django_header_cache_control(response: Any, value: str) -> None:
     directives = {}
     for directive in value.split(","):
         key, _, argument = directive.strip().partition("=")
-        directives[key.replace("-", "_")] = argument.strip('"') or True
+        directives[key.replace("-", "_")] = argument or True  # quoted as it comes: no-cache="Set-Cookie"
     sys.modules["django.utils.cache"].patch_cache_control(response, **directives)
 
 
