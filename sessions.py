@@ -2737,8 +2737,9 @@ def _wsgi_request(manager: SessionManager, environ: Dict[str, Any]) -> Tuple[Opt
 # Framework adapters #######################################################################################
 #
 # Each framework already has a session API its users and extensions rely on; these adapters make our
-# Session fill it. Duck typing only: nothing here imports a framework. Each adapter translates the
-# framework's request into open (or open_lazy) and its response into response_headers, and nothing more.
+# Session fill it. Duck typing only: importing sessions.py imports no framework (the two Django classes
+# that subclass Django's are built on first lookup, see "Django"). Each adapter translates the framework's
+# request into open (or open_lazy) and its response into response_headers, and nothing more.
 
 
 class _FlaskSession(Session):
