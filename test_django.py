@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import http.cookiejar
+import http.cookies
 import os
 import re
+import string
 import subprocess
 import sys
 import urllib.parse
 from typing import Dict, Iterator, List, Tuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sessions
 from test_frameworks import Browser, fail_to_start, ready_port, spawn
@@ -204,6 +208,95 @@ def test_the_middleware_refuses_to_start_on_a_check_error_without_the_app(tmp_pa
                  DJANGO_SETTINGS_MODULE="project.settings_checks", CHECK_CASE="contradiction-without-app")
     assert run.returncode != 0
     assert "sessions.ConfigurationError" in run.stderr and "SESSION_COOKIE_SECURE" in run.stderr, run.stderr[-3000:]
+
+
+# The cookie through response.set_cookie, and session keys (in this process) ###############################
+#
+# Django's settings are configured once here, with its defaults and the engine; nothing else in this process
+# uses Django (the other test files run it in processes of their own).
+
+
+@pytest.fixture(scope="module")
+def django_here() -> None:
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(SECRET_KEY="in-process secret", SESSION_ENGINE="sessions",
+                           SESSIONS_PY_STORE=sessions.MemoryStore())
+
+
+def attributes(set_cookie: str) -> Dict[str, str]:
+    """A Set-Cookie value's pair and attributes, names lower-cased, flags as "" (order ignored)."""
+    pair, *parts = set_cookie.split("; ")
+    found = {"": pair.replace('""', "")}  # Django writes the deleted cookie's empty value as ""
+    for part in parts:
+        name, _, value = part.partition("=")
+        found[name.lower()] = value
+    return found
+
+
+COOKIE_NAMES = st.text(alphabet=string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~", min_size=1, max_size=12)
+
+
+@given(
+    name=COOKIE_NAMES.filter(lambda n: n.lower() not in http.cookies.Morsel._reserved),  # type: ignore[attr-defined]
+    path=st.sampled_from(["/", "/app", "/a/b-c"]),
+    domain=st.sampled_from([None, "example.com", ".example.com"]),
+    max_age=st.one_of(st.none(), st.integers(1, 10**8)),
+    http_only=st.booleans(),
+    secure=st.booleans(),
+    same_site=st.sampled_from([None, "Lax", "Strict", "None"]),
+    destroyed=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_the_cookie_reaches_response_set_cookie_unchanged(django_here, name, path, domain, max_age, http_only, secure,
+                                                          same_site, destroyed):
+    from django.http import HttpResponse
+
+    secure = secure or same_site == "None"
+    manager = sessions.SessionManager("secret", name=name, store=sessions.MemoryStore(), cookie=dict(
+        path=path, domain=domain, max_age=max_age, http_only=http_only, secure=secure, same_site=same_site))
+    session = manager.open(None, secure=True, path=path)
+    session["k"] = 1
+    if destroyed:
+        session.save()
+        session.destroy()
+    (set_cookie,) = manager.commit(session)
+    response = HttpResponse()
+    sessions._django_set_cookie(response, set_cookie)
+    assert attributes(response.cookies[name].OutputString()) == attributes(set_cookie)
+
+
+@given(key=st.one_of(st.text(max_size=80), st.text(alphabet=string.ascii_letters + "%:.-_", max_size=80)))
+@settings(max_examples=300, deadline=None)
+def test_a_session_key_that_sessions_py_did_not_issue_names_no_session(django_here, key):
+    session = sessions.SessionStore(key)
+    assert session.session_key is None and len(session) == 0
+
+
+def test_an_issued_session_key_names_its_session_and_nothing_unsigned_does(django_here):
+    session = sessions.SessionStore()
+    session["x"] = 1
+    session.save()
+    assert sessions.SessionStore(session.session_key)["x"] == 1
+    assert sessions.SessionStore(session.id).session_key is None  # the bare id, as a forged cookie would hold it
+    assert sessions.SessionStore("s%3A" + session.id).session_key is None
+
+
+def test_secret_key_fallbacks_verify_and_secret_key_signs(django_here):
+    from django.test import override_settings
+
+    with override_settings(SECRET_KEY="old secret"):
+        session = sessions.SessionStore()
+        session["x"] = 1
+        session.save()
+        old_key = session.session_key
+    with override_settings(SECRET_KEY="new secret", SECRET_KEY_FALLBACKS=["old secret"]):
+        session = sessions.SessionStore(old_key)
+        assert session["x"] == 1 and session.session_key != old_key  # the key now signed with SECRET_KEY
+        assert sessions.unsign(urllib.parse.unquote(session.session_key)[2:], "new secret") == session.id
+    with override_settings(SECRET_KEY="new secret"):
+        assert sessions.SessionStore(old_key).session_key is None
 
 
 # Importing sessions.py ####################################################################################
