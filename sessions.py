@@ -2889,19 +2889,18 @@ def _django_settings() -> Any:
     return sys.modules["django.conf"].settings
 
 
-def _django_key_value(key: Any) -> Optional[str]:
-    """A ``session_key`` given to Django's API as the session cookie's value, or None if it cannot be one
-    (a key is a cookie value: it never smuggles a second cookie into the header it is parsed from)."""
-    if not isinstance(key, str) or not key or any(c in key for c in ';,"\\ \t\r\n'):
-        return None
-    return key
+def _django_key_request(manager: SessionManager, key: Any) -> Tuple[Optional[str], bool, str]:
+    """What the session a ``session_key`` names opens from: the key is the session cookie's value, verified
+    as a browser's would be, so an unsigned id is never accepted; a key that could not be a cookie value
+    (it would smuggle a second cookie into the header) counts as none. Secure: the cookie is accepted
+    whatever its attributes (Django's test client has no TLS)."""
+    usable = isinstance(key, str) and key and not any(c in key for c in ';,"\\ \t\r\n')
+    return (f"{manager.name}={key}" if usable else None), True, manager.cookie_options.path
 
 
 def _django_open_key(manager: SessionManager, key: Any) -> Session:
-    """The session a ``session_key`` names (a new one if it names none): the key is verified as the
-    browser's cookie would be, so an unsigned id is never accepted."""
-    value = _django_key_value(key)
-    return manager.open(None if value is None else f"{manager.name}={value}", True, manager.cookie_options.path)
+    """The session a ``session_key`` names (a new one if it names none)."""
+    return manager.open(*_django_key_request(manager, key))
 
 
 class _DjangoSession(Session):
@@ -3104,9 +3103,8 @@ class SessionStore(_DjangoSession):
 
     def __init__(self, session_key: Optional[str] = None) -> None:
         manager = _django_manager()
-        value = _django_key_value(session_key)
-        cookie = None if value is None else f"{manager.name}={value}"
-        super().__init__(manager, lambda: (cookie, True, manager.cookie_options.path))
+        request = _django_key_request(manager, session_key)
+        super().__init__(manager, lambda: request)
 
     @classmethod
     def clear_expired(cls) -> None:
@@ -3172,17 +3170,12 @@ class _DjangoSessionMiddleware:
             len(session)  # opened, so that the commit writes it and sends its cookie
         had_cookie = self.manager.name in request.COOKIES
         headers = self.manager.response_headers(session, status)
+        if had_cookie and _django_emptied(session) and not any(name == "Set-Cookie" for name, _ in headers):
+            headers += [("Set-Cookie", self.manager._clearing_cookie(session)),
+                        ("Cache-Control", 'no-cache="Set-Cookie"')]
         for name, value in headers:
             _DJANGO_HEADERS[name](response, value)
-        if had_cookie and not any(name == "Set-Cookie" for name, _ in headers) and _django_emptied(session):
-            self._delete_cookie(response)
         return response
-
-    def _delete_cookie(self, response: Any) -> None:
-        options = self.manager.cookie_options
-        response.delete_cookie(self.manager.name, path=options.path, domain=options.domain,
-                               samesite=options.same_site)
-        _django_header_cache_control(response, 'no-cache="Set-Cookie"')
 
 
 def _django_emptied(session: _DjangoSession) -> bool:

@@ -175,6 +175,7 @@ def test_sessions_py_deletes_a_cookie_that_names_no_session(site):
 
 CHECK_CASES: List[Tuple[str, List[str]]] = [
     ("agree", []),
+    ("with-contrib-sessions", []),
     ("contradiction", ["sessions_py.E010", "SESSION_COOKIE_SECURE", "SESSION_COOKIE_NAME"]),
     ("engine", ["sessions_py.E001", "SESSION_ENGINE"]),
     ("serializer", ["sessions_py.E002", "SESSION_SERIALIZER"]),
@@ -199,6 +200,16 @@ def test_system_check_names_what_cannot_apply(case, expected, tmp_path):
         assert text in output, output
     if "sessions_py.E010" in expected:  # only the settings the project changed: never the secret
         assert output.count("sessions_py.E010") == 2 and "SECRET_KEY" not in output, output
+
+
+def test_clearsessions_prunes_the_store_when_djangos_sessions_app_stays(tmp_path):
+    store = sessions.SQLiteStore(str(tmp_path / "sessions.sqlite3"), clock=lambda: 0.0)
+    store.set("old", '{"cookie":{"originalMaxAge":null,"expires":null}}', 1.0)
+    assert store.ids() == ["old"]
+    run = manage("sessions.py", str(tmp_path), "clearsessions", DJANGO_SETTINGS_MODULE="project.settings_checks",
+                 CHECK_CASE="with-contrib-sessions")
+    assert run.returncode == 0, run.stderr
+    assert len(sessions.SQLiteStore(str(tmp_path / "sessions.sqlite3"), clock=lambda: 0.0)) == 0
 
 
 def test_the_middleware_refuses_to_start_on_a_check_error_without_the_app(tmp_path):
