@@ -158,10 +158,9 @@ def test_sessions_py_cookie_and_record_through_a_real_server(site):
     assert sid in sessions.SQLiteStore(os.path.join(state, "sessions.sqlite3")).ids()
 
 
-def test_sessions_py_deletes_a_cookie_that_names_no_session(site):
+def test_a_cookie_that_names_no_session_is_deleted_through_a_real_server(site):
     """Django's rule: a request whose cookie named no session and whose session stays empty loses the cookie."""
-    base, backend, _ = site
-    browser = Browser(base)
+    browser = Browser(site[0])
     jar_cookie = http.cookiejar.Cookie(0, "sessionid", "s%3Agone.bad", None, False, "127.0.0.1", False, False, "/",
                                        True, False, None, False, None, None, {})
     browser.jar.set_cookie(jar_cookie)
