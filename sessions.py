@@ -3145,9 +3145,11 @@ class _DjangoSessionMiddleware:
     by then) stores nothing new. The cookie is set and deleted through ``response.set_cookie`` /
     ``response.delete_cookie`` (so ``response.cookies``, the test client and outer middleware see it),
     ``Vary: Cookie`` is merged the way Django's ``patch_vary_headers`` does and ``Cache-Control:
-    no-cache="Set-Cookie"`` the way ``patch_cache_control`` does. A request whose session cookie named
-    nothing the store holds, and whose session stays empty, gets the cookie deleted (Django's rule for an
-    emptied session). A store failure raises from here, which Django turns into a 500 without the cookie.
+    no-cache="Set-Cookie"`` the way ``patch_cache_control`` does. Django's rule for an emptied session
+    decides when the cookie is deleted: when the request sent one and the session ends up neither stored
+    nor holding data (after ``flush()``, or a cookie that named nothing the store holds), and never when
+    the request sent none. A store failure raises from here, which Django turns into a 500 without the
+    cookie.
     """
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
@@ -3168,9 +3170,12 @@ class _DjangoSessionMiddleware:
         status = response.status_code
         if self.save_every_request and status < 500 and not session.closed:
             len(session)  # opened, so that the commit writes it and sends its cookie
-        had_cookie = self.manager.name in request.COOKIES
         headers = self.manager.response_headers(session, status)
-        if had_cookie and _django_emptied(session) and not any(name == "Set-Cookie" for name, _ in headers):
+        cookie = next((value for name, value in headers if name == "Set-Cookie"), None)  # one at most
+        if self.manager.name not in request.COOKIES:
+            if cookie is not None and _django_clearing(cookie):  # nothing to delete: Django sends no cookie
+                headers = [(name, value) for name, value in headers if name == "Vary"]
+        elif cookie is None and _django_emptied(session):  # Django deletes the cookie of an emptied session
             headers += [("Set-Cookie", self.manager._clearing_cookie(session)),
                         ("Cache-Control", 'no-cache="Set-Cookie"')]
         for name, value in headers:
@@ -3184,17 +3189,29 @@ def _django_emptied(session: _DjangoSession) -> bool:
         and not len(session)
 
 
-def _django_set_cookie(response: Any, set_cookie: str) -> None:
-    """A Set-Cookie value from ``SessionManager.commit`` through ``response.set_cookie`` (or
-    ``delete_cookie`` for the value that expires the cookie), attributes as the manager chose them."""
+def _django_cookie_parts(set_cookie: str) -> Tuple[str, str, Dict[str, Any]]:
+    """A Set-Cookie value of ``SessionManager.commit``: name, value, attributes (lower-cased names; flags True)."""
     pair, *parts = set_cookie.split("; ")
     name, _, value = pair.partition("=")
     attributes: Dict[str, Any] = {}
     for part in parts:
         key, _, argument = part.partition("=")
         attributes[key.lower()] = argument or True
+    return name, value, attributes
+
+
+def _django_clearing(set_cookie: str) -> bool:
+    """Whether a Set-Cookie value of ``SessionManager.commit`` expires the browser's cookie."""
+    _, value, attributes = _django_cookie_parts(set_cookie)
+    return not value and attributes.get("max-age") == "0"
+
+
+def _django_set_cookie(response: Any, set_cookie: str) -> None:
+    """A Set-Cookie value from ``SessionManager.commit`` through ``response.set_cookie`` (or
+    ``delete_cookie`` for the value that expires the cookie), attributes as the manager chose them."""
+    name, value, attributes = _django_cookie_parts(set_cookie)
     path, domain, same_site = attributes["path"], attributes.get("domain"), attributes.get("samesite")
-    if not value and attributes.get("max-age") == "0":
+    if _django_clearing(set_cookie):
         response.delete_cookie(name, path=path, domain=domain, samesite=same_site)
     else:
         max_age = attributes.get("max-age")
