@@ -3368,8 +3368,9 @@ def _django_problems() -> List[Tuple[str, str, str]]:
         )))
     for setting in _DJANGO_ENGINE_ONLY_SETTINGS:
         if changed(setting):
-            problems.append(("warning", "W001", f"settings.{setting} is for Django's own engines: sessions.py ignores it."))
-    if getattr(settings, _DJANGO_MANAGER_SETTING, None) is not None and getattr(settings, _DJANGO_STORE_SETTING, None) is not None:
+            message = f"settings.{setting} is for Django's own engines: sessions.py ignores it."
+            problems.append(("warning", "W001", message))
+    if all(getattr(settings, name, None) is not None for name in (_DJANGO_MANAGER_SETTING, _DJANGO_STORE_SETTING)):
         problems.append(("error", "E003", (
             f"settings.{_DJANGO_MANAGER_SETTING} and settings.{_DJANGO_STORE_SETTING} are both set; name the store "
             "in the manager, or drop the manager to build it from Django's settings."
