@@ -3254,7 +3254,7 @@ _DJANGO_SESSION_SETTINGS = (
 )
 #: Settings of Django's own engines, which mean nothing to sessions.py: changing them is a warning.
 _DJANGO_ENGINE_ONLY_SETTINGS = ("SESSION_CACHE_ALIAS", "SESSION_FILE_PATH")
-_DJANGO_ENGINE = "sessions"
+_DJANGO_ENGINE = __name__  # SESSION_ENGINE: this module ("sessions"), whose SessionStore Django imports
 
 _django_managers: Dict[Tuple[Any, ...], SessionManager] = {}  # managers built from settings, by their options
 _django_default_store: List[Store] = []  # the process's MemoryStore, when no store is named
