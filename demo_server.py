@@ -2,14 +2,18 @@
 """demo_server.py: a small site that shows what sessions.py does, usable in a real browser.
 
     python3 demo_server.py            # http://127.0.0.1:8000/, Ctrl+C to stop
-    python3 demo_server.py --help     # --port, --store, --max-age, --rolling, --secret
+    python3 demo_server.py --help     # --port, --store, --max-age, --rolling, --secret, --with-express
 
 Standard library only: http.server + sessions.SessionHandlerMixin + a MemoryStore (``--store`` picks
 SQLiteStore or RedisStore instead; the redis package is imported only then). It listens on 127.0.0.1 only.
 
 Pages: ``/`` (visit counter and the session's state), ``/login`` (regenerates the session id on success),
 ``/logout`` (POST; destroys the session and clears the cookie), ``/pitfall`` (a write after the response
-started raises instead of being lost), ``/session.json`` (the session data, for scripts).
+started raises instead of being lost), ``/many-tabs`` (20 requests of one session at once, each writing its
+own key: the session keeps all of them), ``/session.json`` (the session data, for scripts).
+
+With ``--store redis://...`` and ``--with-express``, the Express twin (fixtures/express: express-session and
+connect-redis) runs on the next port, sharing the store, and the home page links to the same session there.
 
 For tests and embedding, the site is built around an injected manager::
 
@@ -30,8 +34,11 @@ import re
 import secrets
 import signal
 import socket
+import shutil
 import socketserver
+import subprocess
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
@@ -78,6 +85,17 @@ EXPIRED = ("cookie-ran-out", "not-found", "bad-signature")
 #: clears it). It carries nothing but "1".
 SEEN_COOKIE = "demo_seen"
 
+#: The many-tabs page: this many requests of one session at once, each loading the session, working for
+#: TAB_WORK_SECONDS (as a handler that queries a database would), then writing its own key.
+TABS = 20
+TAB_WORK_SECONDS = 0.05
+TAB_KEY = "tab-{:02d}"
+
+#: No script, styles only inline, forms only to this site, never framed.
+CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+#: The many-tabs page also runs this site's own script (/many-tabs.js), which calls this site.
+CSP_WITH_SCRIPT = CSP + "; script-src 'self'; connect-src 'self'"
+
 ESCAPE = html.escape
 
 
@@ -114,6 +132,12 @@ pre { padding: .6rem .8rem; white-space: pre-wrap; overflow-wrap: anywhere; }
 .notice { background: #fff6dd; border: 1px solid #dc9; padding: .5rem 1rem; }
 .error { background: #fbeaea; border: 1px solid #d99; padding: .5rem 1rem; }
 form.inline { display: inline; }
+button { font: inherit; padding: .3rem .9rem; }
+.tabs { display: grid; grid-template-columns: repeat(10, 1fr); gap: .3rem; list-style: none; padding: 0;
+        max-width: 30rem; }
+.tabs li { text-align: center; padding: .2rem 0; border-radius: 3px; }
+.tabs .kept { background: #e7f6e7; border: 1px solid #9c9; }
+.tabs .lost { background: #fbeaea; border: 1px solid #d99; text-decoration: line-through; }
 label { display: block; margin: .5rem 0; }
 .muted { color: #666; }
 @media (max-width: 30rem) {
@@ -123,6 +147,7 @@ label { display: block; margin: .5rem 0; }
   nav .who { margin-left: 0; }
   th, td { display: block; padding: 0; }
   th { padding-top: .6rem; }
+  .tabs { grid-template-columns: repeat(5, 1fr); }
 }
 """
 
@@ -134,6 +159,7 @@ def layout(title: str, body: str, who: str) -> str:
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{ESCAPE(title)} · sessions.py demo</title><style>{STYLE}</style></head><body>"
         "<nav><a href=\"/\">Home</a><a href=\"/login\">Log in</a><a href=\"/pitfall\">The pitfall</a>"
+        "<a href=\"/many-tabs\">Many tabs</a>"
         f"<a href=\"/session.json\">/session.json</a><span class=\"who muted\" id=\"who\">{who}</span></nav>"
         f"{body}</body></html>\n"
     )
@@ -182,6 +208,63 @@ self.end_headers()
 # Saved here, before any byte is sent.'''
 
 
+# The many-tabs page's script: all requests at once, then what the session kept. ``?run`` runs it on load
+# (a link that shows the result straight away, and a headless browser's screenshot).
+MANY_TABS_JS = """\
+'use strict'
+const button = document.getElementById('fire')
+const status = document.getElementById('status')
+const cells = document.getElementById('tabs')
+
+function post (path, fields) {
+  return fetch(path, { method: 'POST', body: new URLSearchParams(fields), credentials: 'same-origin' })
+    .then((response) => {
+      if (!response.ok) throw new Error(path + ' answered ' + response.status)
+      return response
+    })
+}
+
+function show (result) {
+  const kept = new Set(result.kept)
+  cells.replaceChildren()
+  for (let tab = 1; tab <= result.of; tab++) {
+    const cell = document.createElement('li')
+    cell.textContent = tab
+    cell.className = kept.has(tab) ? 'kept' : 'lost'
+    cell.title = 'request ' + tab + (kept.has(tab) ? ': its key was kept' : ': its key was lost')
+    cells.append(cell)
+  }
+  const count = document.createElement('strong')
+  count.id = 'kept'
+  count.textContent = result.kept.length
+  status.replaceChildren('The session kept ', count, ' of the ' + result.of + ' keys.')
+}
+
+async function fire () {
+  const fields = { csrf_token: button.dataset.csrf }
+  const tabs = Number(button.dataset.tabs)
+  button.disabled = true
+  cells.replaceChildren()
+  status.textContent = 'Sending ' + tabs + ' requests at once…'
+  try {
+    await post('/many-tabs/start', fields)
+    const requests = []
+    for (let tab = 1; tab <= tabs; tab++) requests.push(post('/many-tabs/write', { ...fields, tab: String(tab) }))
+    await Promise.all(requests)
+    const response = await fetch('/many-tabs/result', { cache: 'no-store', credentials: 'same-origin' })
+    show(await response.json())
+  } catch (error) {
+    status.textContent = 'A request failed (' + error.message + '): reload the page and try again.'
+  } finally {
+    button.disabled = false
+  }
+}
+
+button.addEventListener('click', fire)
+if (new URLSearchParams(window.location.search).has('run')) fire()
+"""
+
+
 # The handler ##############################################################################################
 
 
@@ -206,6 +289,11 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
         "/login": {"GET": "page_login", "POST": "post_login"},
         "/logout": {"POST": "post_logout"},
         "/pitfall": {"GET": "page_pitfall"},
+        "/many-tabs": {"GET": "page_many_tabs"},
+        "/many-tabs.js": {"GET": "page_many_tabs_js"},
+        "/many-tabs/start": {"POST": "post_many_tabs_start"},
+        "/many-tabs/write": {"POST": "post_many_tabs_write"},
+        "/many-tabs/result": {"GET": "page_many_tabs_result"},
         "/session.json": {"GET": "page_session_json"},
     }
 
@@ -299,7 +387,7 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
         return ", ".join(names + ["OPTIONS"])
 
     def send_page(self, status: int, body: bytes, content_type: Optional[str] = "text/html; charset=utf-8",
-                  headers: Iterable[Tuple[str, str]] = ()) -> None:
+                  headers: Iterable[Tuple[str, str]] = (), csp: str = CSP) -> None:
         if not self._body_read and self.has_request_body():
             self.skip_request_body()
         self.send_response(status)
@@ -307,7 +395,7 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
             self.send_header("Content-Type", content_type)
         if status != 204:  # a 204 must not carry Content-Length
             self.send_header("Content-Length", str(len(body)))
-        self.send_common_headers()
+        self.send_common_headers(csp)
         for name, value in headers:
             self.send_header(name, value)
         if self.close_connection:
@@ -316,10 +404,8 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
         if self.command != "HEAD" and body:
             self.wfile.write(body)
 
-    def send_common_headers(self) -> None:
-        # No script at all, styles only inline, forms only to this site, never framed.
-        self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
-                         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+    def send_common_headers(self, csp: str = CSP) -> None:
+        self.send_header("Content-Security-Policy", csp)
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "same-origin")
         self.send_header("Cache-Control", "no-store")  # every page shows one visitor's session
@@ -508,6 +594,7 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
 <tr><th>Store</th><td id="store">{ESCAPE(self.store_label)}</td></tr>
 {expiry_rows}
 <tr><th>Rolling</th><td id="rolling">{"on" if rolling else "off"}</td></tr>
+{self.express_row(session.id)}
 <tr><th>User</th><td id="user">{account}</td></tr>
 </table>
 <h2>Try it</h2>
@@ -516,11 +603,22 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
 <li>Log out: the session is destroyed and the browser's cookie cleared; the next visit starts afresh.</li>
 <li>{wait}, then reload: your session expired, and a new one starts.</li>
 <li><a href="/pitfall">The pitfall</a>: a session write after the response started raises instead of vanishing.</li>
+<li><a href="/many-tabs">Many tabs</a>: {TABS} requests of this session at once, each writing its own key, and
+how many of them the session keeps.</li>
 <li><a href="/session.json">/session.json</a>: the session data, for scripts.</li>
 </ul>
 """
         marker = [] if self.seen_before() else [("Set-Cookie", f"{SEEN_COOKIE}=1; Max-Age=86400; Path=/; HttpOnly; SameSite=Lax")]
         self.send_page(200, layout("Home", body, self.who()).encode("utf-8"), headers=marker)
+
+    def express_row(self, sid: str) -> str:
+        """The home page's link to this session on the Express twin, when it runs."""
+        url = self.server.express_url
+        if url is None:
+            return ""
+        return (f'<tr><th>Express</th><td><a id="express" href="{ESCAPE(url)}get">This session on Express</a> '
+                '<span class="muted">(express-session and connect-redis, on the same Redis, the same cookie: '
+                f"the JSON's <code>id</code> starts with <code>{short_hash(sid)}</code>, as above)</span></td></tr>")
 
     def page_login(self) -> None:
         user = self.user()
@@ -629,6 +727,51 @@ later change, so the bug shows up at once instead of as missing data.</p>
         else:
             self.wfile.write(data)
 
+    def page_many_tabs(self) -> None:
+        token = self.csrf_token()  # also makes sure the session exists before the requests race
+        body = f"""<h1>Many tabs, one session</h1>
+<p>A browser often has several requests of one session in flight at once: tabs, parallel <code>fetch</code>
+calls. The button sends {TABS} at once; each loads the session, works for {TAB_WORK_SECONDS * 1000:.0f} ms (as a
+handler that queries a database would), writes its own key (<code>{TAB_KEY.format(1)}</code> to
+<code>{TAB_KEY.format(TABS)}</code>) and saves.</p>
+<p><button id="fire" type="button" data-csrf="{ESCAPE(token)}" data-tabs="{TABS}">Send {TABS} requests at once</button></p>
+<noscript><p class="notice">This page needs JavaScript to send the requests.</p></noscript>
+<p id="status" role="status">Press the button: the result shows here.</p>
+<ol class="tabs" id="tabs"></ol>
+<p>sessions.py keeps every one: a request's commit merges only the keys it changed into the session as
+stored at that moment. Most session libraries (express-session, and the sessions of Flask, Django and
+Starlette) instead save the whole session as each request loaded it, so the last request to finish
+overwrites the keys the others wrote meanwhile (last write wins) and only some of the {TABS} survive.</p>
+<p class="muted">What the session holds now: <a href="/session.json">/session.json</a>.</p>
+<script src="/many-tabs.js"></script>
+"""
+        self.send_page(200, layout("Many tabs", body, self.who()).encode("utf-8"), csp=CSP_WITH_SCRIPT)
+
+    def page_many_tabs_js(self) -> None:
+        self.send_page(200, MANY_TABS_JS.encode("utf-8"), "text/javascript; charset=utf-8")
+
+    def post_many_tabs_start(self) -> None:
+        """Forgets the keys of the previous round, so the result counts this one."""
+        self.check_csrf(self.read_form())
+        for tab in range(1, TABS + 1):
+            self.session.pop(TAB_KEY.format(tab), None)
+        self.send_page(204, b"", None)
+
+    def post_many_tabs_write(self) -> None:
+        form = self.read_form()
+        self.check_csrf(form)  # this loads the session
+        (tab,) = self.require(form, "tab")
+        if not (re.fullmatch(r"[0-9]{1,2}", tab) and 1 <= int(tab) <= TABS):
+            raise HTTPProblem(400, f"tab must be a number from 1 to {TABS}.")
+        time.sleep(TAB_WORK_SECONDS)  # the work between loading the session and saving it
+        self.session[TAB_KEY.format(int(tab))] = "written"
+        self.send_page(204, b"", None)
+
+    def page_many_tabs_result(self) -> None:
+        kept = [tab for tab in range(1, TABS + 1) if TAB_KEY.format(tab) in self.session]
+        data = json.dumps({"kept": kept, "of": TABS}) + "\n"
+        self.send_page(200, data.encode("utf-8"), "application/json; charset=utf-8")
+
     def page_session_json(self) -> None:
         data = json.dumps(dict(self.session), ensure_ascii=False, indent=2) + "\n"
         self.send_page(200, data.encode("utf-8"), "application/json; charset=utf-8")
@@ -644,6 +787,11 @@ def make_handler(manager: sessions.SessionManager, *, store_label: Optional[str]
 
 class DemoServer(ThreadingHTTPServer):
     daemon_threads = True  # Ctrl+C must not wait for a browser's idle keep-alive connection
+    # socketserver's default backlog is 5: more connections arriving at once than that (the many-tabs page's
+    # requests, from several clients) could be refused or reset before a thread accepts them.
+    request_queue_size = 64
+    #: The Express twin's base URL when ``--with-express`` started it (the home page links to it).
+    express_url: Optional[str] = None
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind also calls socket.getfqdn(), a reverse DNS lookup that can take seconds.
@@ -691,8 +839,7 @@ def make_store(spec: str) -> Tuple[sessions.Store, str]:
     if spec.startswith("sqlite:"):
         path = spec[len("sqlite:"):]
         return library_store("SQLiteStore")(path), f"SQLiteStore ({path})"
-    host, port, db = REDIS_URL.fullmatch(spec).groups()
-    port, db = int(port or 6379), int(db or 0)
+    host, port, db = redis_address(spec)
     try:
         import redis  # only when asked for: the demo itself needs nothing outside the standard library
     except ImportError:
@@ -700,6 +847,63 @@ def make_store(spec: str) -> Tuple[sessions.Store, str]:
     # Short timeouts: while Redis is down, a page says so in 2 s instead of hanging.
     client = redis.Redis(host=host, port=port, db=db, socket_timeout=2, socket_connect_timeout=2)
     return library_store("RedisStore")(client), f"RedisStore (redis://{host}:{port}/{db})"
+
+
+def redis_address(spec: str) -> Tuple[str, int, int]:
+    """Host, port and database of a ``redis://`` ``--store`` value (already checked by store_option)."""
+    host, port, db = REDIS_URL.fullmatch(spec).groups()
+    return host, int(port or 6379), int(db or 0)
+
+
+#: The Node app that shares sessions with this demo (the one test_interop.py runs).
+EXPRESS_APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "express")
+EXPRESS_START_SECONDS = 15
+
+
+def start_express(port: int, store: str, secret: str, manager: sessions.SessionManager) -> subprocess.Popen:
+    """fixtures/express/app.js on 127.0.0.1:``port`` with this demo's Redis, secret, cookie name, max-age
+    and rolling, so a browser's session cookie opens the same session there. Its errors go to this
+    terminal. Returns once it accepts connections; StartupError otherwise (the process stopped)."""
+    node = shutil.which("node")
+    if node is None:
+        raise StartupError("node is not installed")
+    if not os.path.isdir(os.path.join(EXPRESS_APP, "node_modules", "express-session")):
+        raise StartupError("its packages are not installed: run npm ci --prefix fixtures/express")
+    host, redis_port, db = redis_address(store)
+    max_age = manager.cookie_options.max_age
+    env = dict(os.environ, PORT=str(port), REDIS_URL=f"redis://{host}:{redis_port}/{db}", SECRET=secret,
+               COOKIE_NAME=manager.name, ROLLING="1" if manager.rolling else "0")
+    if max_age is not None:
+        env["MAX_AGE_MS"] = str(round(max_age * 1000))
+    process = subprocess.Popen([node, "app.js"], cwd=EXPRESS_APP, env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_until_listening(process, port)
+    except BaseException:  # StartupError, or Ctrl+C while it starts: never leave it running
+        stop_express(process)
+        raise
+    return process
+
+
+def wait_until_listening(process: subprocess.Popen, port: int) -> None:
+    deadline = time.monotonic() + EXPRESS_START_SECONDS
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise StartupError(f"it did not listen on 127.0.0.1:{port} (its error, if any, is above)")
+
+
+def stop_express(process: subprocess.Popen) -> None:
+    """Stop the twin by its PID: SIGTERM (it closes its Redis client), then SIGKILL after 5 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 def library_store(name: str) -> type:
@@ -735,7 +939,13 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--secret", default=None,
                         help="cookie signing secret (default: $SESSION_SECRET, else a random one; prefer the "
                              "environment variable, command lines are visible to other users)")
-    return parser.parse_args(argv)
+    parser.add_argument("--with-express", action="store_true",
+                        help="with --store redis://...: also start the Express twin (fixtures/express, needs node) "
+                             "on the next port, sharing the sessions")
+    args = parser.parse_args(argv)
+    if args.with_express and not args.store.startswith("redis://"):
+        parser.error("--with-express needs --store redis://HOST:PORT/DB (Express shares the sessions through Redis)")
+    return args
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -760,8 +970,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OSError as exc:
         print(f"Cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}. Try another --port.", file=sys.stderr)
         return 1
+    express = None
+    if args.with_express:
+        express_port = server.server_address[1] + 1
+        try:
+            express = start_express(express_port, args.store, secret, manager)
+        except StartupError as exc:
+            server.server_close()
+            print(f"Cannot start the Express twin: {exc}", file=sys.stderr)
+            return 1
+        server.express_url = f"http://127.0.0.1:{express_port}/"
     print(f"Serving the sessions.py demo on {server_url(server)}  "
           f"(store {args.store}, max-age {args.max_age} s, rolling {'on' if args.rolling else 'off'})")
+    if express is not None:
+        print(f"The Express twin (express-session + connect-redis, the same sessions) on {server.express_url}get")
     print("Ctrl+C to stop", flush=True)
     signal.signal(signal.SIGTERM, _stop)  # `kill` stops as cleanly as Ctrl+C
     try:
@@ -770,6 +992,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("\nStopped.", flush=True)
     finally:
         server.server_close()
+        if express is not None:
+            stop_express(express)
     return 0
 
 

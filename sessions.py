@@ -48,10 +48,10 @@ import threading
 import time
 import weakref
 from binascii import b2a_base64
-from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
 from urllib.parse import quote, unquote_to_bytes
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "unsign",
     "parse_cookie_header",
     "CookieOptions",
+    "Codec",
     "SessionCookie",
     "Store",
     "MemoryStore",
@@ -645,6 +646,23 @@ def _decode_json(text: str) -> Any:
     if end != len(text) and text[end:].strip():
         raise ValueError(f"extra data after the JSON document at {end}")
     return value
+
+
+class Codec(Protocol):
+    """What ``SessionManager(codec=...)`` takes: how session values that JSON has no type for are stored.
+
+    Each data value goes through ``encode`` on its way into the record (the result must be JSON: dict, list,
+    str, int, float, bool, None) and through ``decode`` on its way out, so the record stays JSON that
+    express-session reads. A value that would not come back the same, type included, is refused when it
+    is assigned (``SerializationError``). ``FlaskSessionInterface`` uses Flask's tagged JSON this way.
+    Without a codec (the default) values are plain JSON, as express-session stores them.
+    """
+
+    def encode(self, value: Any) -> Any:
+        """The JSON-able form of ``value``."""
+
+    def decode(self, value: Any) -> Any:
+        """The value whose JSON-able form is ``value`` (as ``encode`` made it, read back from JSON)."""
 
 
 _ISO = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)\Z", re.ASCII)
@@ -1639,13 +1657,24 @@ _CLOSED = (
 _DESTROYED_REASON = "the session was destroyed; call regenerate() or flush() to start a new one"
 
 
-class Session(MutableMapping):
-    """One request's view of a session: a dict of JSON values, plus its id, cookie and lifecycle methods.
+class Session(Dict[str, Any]):
+    """One request's view of a session: a real ``dict`` of JSON values, plus its id, cookie and lifecycle
+    methods.
 
     Get one from ``SessionManager.open`` (or ``self.session`` / ``environ["sessions.session"]`` in the
-    adapters). Values must be JSON-serialisable (checked when set, and again at commit for values changed
-    in place); keys are str; ``"cookie"`` is reserved by the record format. Once the response has started
-    the session is closed: any change raises ``SessionClosedError`` rather than being lost silently.
+    adapters). It is a ``dict`` subclass, so ``json.dumps(session)``, ``isinstance(session, dict)``, ``|``,
+    ``|=``, ``popitem()`` (the last key), ``copy()`` (a plain dict) and every other dict method behave as on
+    a dict. Values must be JSON-serialisable (checked when set, and again at commit for values changed in
+    place; with the manager's ``codec``, whatever it keeps); keys are str; ``"cookie"`` is reserved by the
+    record format. A refused value raises ``SerializationError`` and changes nothing (``update`` checks
+    every value before it writes one). Once the response has started the session is closed: any change
+    raises ``SessionClosedError`` rather than being lost silently.
+
+    A session from the adapters opens (verifies its cookie, reads the store) on first use through any of
+    its methods. Only CPython's C JSON encoder reads a dict's storage without calling a method, so
+    ``json.dumps`` of a lazy session that nothing has used yet in the request sees it empty:
+    ``ASGISessionMiddleware`` therefore loads a session up front whenever the request carries its cookie,
+    and with the WSGI middleware use the session (or ``dict(session)``) before dumping it.
 
     All of a request's session state lives here; the manager changes it only through the transitions
     below (``_start``, ``_verified_by``, ``_leave_scope``, ``_cookie_changed``, ``_cookie_sending``,
@@ -1654,100 +1683,247 @@ class Session(MutableMapping):
     ``_changed_since_saved``), ``_baseline_json`` and ``_status``.
     """
 
-    # Class-level defaults keep creating a session (every request in WSGI) cheap; instances only ever
-    # assign immutable values over them.
-    _status = _OPEN
-    _closed_reason: Optional[str] = None  # why the session can no longer change, when not open
-    _new_reason: Optional[str] = None  # why the session is new (see new_reason); None when loaded
-    _data: Optional[Dict[str, Any]] = None  # None until opened
-    _id: Optional[str] = None
-    _cookie: Optional[SessionCookie] = None
-    _created_ms: Optional[int] = None
-    _secure = False  # the request came over HTTPS
-    _loaded_json = "{}"  # the data's JSON when the request opened it: "modified" compares with it
-    _synced_json: Optional[str] = None  # the data's JSON the store holds under _id, known because this
-    #                                     request wrote it (save(), commit) or read it (reload())
-    _record_gone = False  # the store found no live record under _id when this request wrote or touched
-    #                       it (another request destroyed it or regenerated it away): write nothing more
-    _id_changed = False  # regenerate() gave a new id: that alone counts as modified (express-session)
-    _forced = False  # `session.modified = True`: save at commit even if the data is unchanged
-    _cookie_unsaved = False  # cookie.max_age was set and not yet written to the store...
-    _cookie_unsent = False  # ...or not yet sent to the browser
-    _created_unsaved = False  # absolute_timeout: the record has no creation time; its clock started this request
-    _signed: Optional[str] = None  # "s:<id>.<mac>" from the request, verified with the current secret
-    _resign = False  # the request's cookie was signed with an older secret: send a fresh one
-    _stale_ids: Tuple[str, ...] = ()  # ids that regenerate() left behind, deleted at commit
-    _expire_browser_cookie = False  # flush(): unless a new cookie is sent, expire the browser's
-    _stored_expires_ms: Optional[int] = None  # the expiry the store holds (as loaded or last written): touch_after
-    _sent_expires_ms: Optional[int] = None  # when the browser's copy of the cookie expires, if known: cookie_refresh
-    _set_cookies: List[str] = []  # what commit returned (never mutated: commit hands out copies)
+    # Slots: a dict subclass's own attributes are read much faster from slots than from an instance dict,
+    # and the manager reads them throughout a request. The data itself is the dict.
+    __slots__ = (
+        "_manager",
+        "_request",
+        "_status",
+        "_closed_reason",
+        "_new_reason",
+        "_opened",
+        "_accessed",
+        "_id",
+        "_cookie",
+        "_created_ms",
+        "_secure",
+        "_loaded_json",
+        "_synced_json",
+        "_record_gone",
+        "_id_changed",
+        "_forced",
+        "_cookie_unsaved",
+        "_cookie_unsent",
+        "_created_unsaved",
+        "_signed",
+        "_resign",
+        "_stale_ids",
+        "_expire_browser_cookie",
+        "_stored_expires_ms",
+        "_sent_expires_ms",
+        "_set_cookies",
+        "__weakref__",
+    )
 
     def __init__(
         self, manager: "SessionManager", request: Optional[Callable[[], Tuple[Any, bool, str]]] = None
     ) -> None:
         self._manager = manager
         self._request = request  # for a lazy session: () -> (cookie header, secure, path)
+        self._status = _OPEN
+        self._closed_reason: Optional[str] = None  # why the session can no longer change, when not open
+        self._new_reason: Optional[str] = None  # why the session is new (see new_reason); None when loaded
+        self._opened = False  # the cookie was verified and the record loaded (or a new session started)
+        self._accessed = False  # the application used the session this request (set by _use, which opens it)
+        self._id: Optional[str] = None
+        self._cookie: Optional[SessionCookie] = None
+        self._created_ms: Optional[int] = None
+        self._secure = False  # the request came over HTTPS
+        self._loaded_json = "{}"  # the data's JSON when the request opened it: "modified" compares with it
+        self._synced_json: Optional[str] = None  # the data's JSON the store holds under _id, known because this
+        #                                     request wrote it (save(), commit) or read it (reload())
+        self._record_gone = False  # the store found no live record under _id when this request wrote or touched
+        #                       it (another request destroyed it or regenerated it away): write nothing more
+        self._id_changed = False  # regenerate() gave a new id: that alone counts as modified (express-session)
+        self._forced = False  # `session.modified = True`: save at commit even if the data is unchanged
+        self._cookie_unsaved = False  # cookie.max_age was set and not yet written to the store...
+        self._cookie_unsent = False  # ...or not yet sent to the browser
+        self._created_unsaved = False  # absolute_timeout: the record has no creation time; its clock started this request
+        self._signed: Optional[str] = None  # "s:<id>.<mac>" from the request, verified with the current secret
+        self._resign = False  # the request's cookie was signed with an older secret: send a fresh one
+        self._stale_ids: Tuple[str, ...] = ()  # ids that regenerate() left behind, deleted at commit
+        self._expire_browser_cookie = False  # flush(): unless a new cookie is sent, expire the browser's
+        self._stored_expires_ms: Optional[int] = None  # the expiry the store holds (as loaded or last written): touch_after
+        self._sent_expires_ms: Optional[int] = None  # when the browser's copy of the cookie expires, if known: cookie_refresh
+        self._set_cookies: List[str] = []  # what commit returned (never mutated: commit hands out copies)
 
-    # Opening is lazy: the adapters create sessions that load on first use.
-    def _loaded(self) -> Dict[str, Any]:
-        data = self._data
-        if data is None:
-            self._manager._open_into(self, *self._request())  # may raise StoreError; a later access retries
-            data = self._data
-        return data
+    # Opening is lazy: the adapters create sessions that load on first use. Every public method starts
+    # with ``if not self._accessed: self._use()``, one attribute test once the session is in use.
+    def _use(self) -> None:
+        """The application uses the session: open it if it is not yet (may raise StoreError; a later use
+        retries) and remember that it was used."""
+        if not self._opened:
+            self._manager._open_into(self, *self._request())
+        self._accessed = True
+
+    def _preload(self) -> None:
+        """Open the session without counting it as used: an adapter reads it before the application runs
+        (so that even ``json.dumps`` sees its data); unused, it costs no store write, touch or header."""
+        if not self._opened:
+            self._manager._open_into(self, *self._request())
 
     @property
     def opened(self) -> bool:
         """Whether the session was read (its cookie verified and record loaded) during this request."""
-        return self._data is not None
+        return self._opened
 
-    def _writable(self, allow_destroyed: bool = False) -> Dict[str, Any]:
-        """The data, if the session may still change; otherwise SessionClosedError saying why not."""
-        data = self._loaded()
+    @property
+    def accessed(self) -> bool:
+        """Whether the application used the session during this request (read or changed it, or asked for
+        its id, cookie or state). A session nobody used is committed without a store call or a header."""
+        return self._accessed
+
+    def _writable(self, allow_destroyed: bool = False) -> None:
+        """Nothing, if the session may still change; otherwise SessionClosedError saying why not."""
+        if not self._accessed:
+            self._use()
         if self._status is not _OPEN and not (allow_destroyed and self._status is _DESTROYED):
             raise SessionClosedError(self._closed_reason)
-        return data
 
-    # Mapping protocol
+    # The dict: reads open the session; writes check that it may change and what they store.
     def __getitem__(self, key: str) -> Any:
-        return self._loaded()[key]
+        if not self._accessed:
+            self._use()
+        return dict.__getitem__(self, key)
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        data = self._writable()
-        _check_entry(key, value)
-        data[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self._writable()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._loaded())
-
-    def __len__(self) -> int:
-        return len(self._loaded())
+    def get(self, key: str, default: Any = None) -> Any:
+        if not self._accessed:
+            self._use()
+        return dict.get(self, key, default)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._loaded()
+        if not self._accessed:
+            self._use()
+        return dict.__contains__(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        if not self._accessed:
+            self._use()
+        return dict.__iter__(self)
+
+    def __reversed__(self) -> Iterator[str]:
+        if not self._accessed:
+            self._use()
+        return dict.__reversed__(self)  # type: ignore[attr-defined]
+
+    def __len__(self) -> int:
+        if not self._accessed:
+            self._use()
+        return dict.__len__(self)
+
+    def keys(self):  # type: ignore[override]
+        if not self._accessed:
+            self._use()
+        return dict.keys(self)
+
+    def values(self):  # type: ignore[override]
+        if not self._accessed:
+            self._use()
+        return dict.values(self)
+
+    def items(self):  # type: ignore[override]
+        if not self._accessed:
+            self._use()
+        return dict.items(self)
+
+    def copy(self) -> Dict[str, Any]:  # type: ignore[override]
+        """A plain ``dict`` of the data (as ``dict.copy`` gives for any dict subclass)."""
+        if not self._accessed:
+            self._use()
+        return dict(dict.items(self))  # dict.copy would read a subclass key by key through __getitem__
+
+    def __eq__(self, other: object) -> bool:
+        if not self._accessed:
+            self._use()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        if not self._accessed:
+            self._use()
+        return dict.__ne__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]  # a dict: mutable, so unhashable
+
+    def __or__(self, other: Any) -> Any:
+        if not self._accessed:
+            self._use()
+        return dict.__or__(self, other)  # type: ignore[operator]
+
+    def __ror__(self, other: Any) -> Any:
+        if not self._accessed:
+            self._use()
+        return dict.__ror__(self, other)  # type: ignore[operator]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not self._accessed or self._status is not _OPEN:
+            self._writable()
+        _check_entry(key, value, self._manager.codec)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._writable()
+        dict.__delitem__(self, key)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key in self:
+            return dict.__getitem__(self, key)
+        self[key] = default
+        return default
+
+    def pop(self, key: str, *default: Any) -> Any:
+        """As ``dict.pop``; a key that is not there changes nothing and needs no open session."""
+        if key not in self:
+            return dict.pop(self, key, *default)
+        self._writable()
+        return dict.pop(self, key)
+
+    def popitem(self) -> Tuple[str, Any]:
+        """As ``dict.popitem``: the last key and its value (LIFO)."""
+        self._writable()
+        return dict.popitem(self)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """As ``dict.update``; every value is checked before any is written, so a refused one changes nothing."""
+        entries = dict(*args, **kwargs)
+        if not entries:
+            return
+        self._writable()
+        codec = self._manager.codec
+        for key, value in entries.items():
+            _check_entry(key, value, codec)
+        dict.update(self, entries)
+
+    def __ior__(self, other: Any) -> "Session":  # type: ignore[override,misc]
+        if not isinstance(other, Mapping):  # as dict's |=: pairs too, anything else a TypeError
+            other = dict(other)
+        self.update(other)
+        return self
 
     def clear(self) -> None:
-        self._writable().clear()
+        self._writable()
+        dict.clear(self)
 
     def __repr__(self) -> str:  # never shows the id: reprs end up in logs
-        if self._data is None:
+        if not self._opened:
             return "<Session (not opened)>"
-        state = "new" if self.is_new else "loaded"
-        return f"<Session {state} {self._data!r}>"
+        state = "new" if self._new_reason is not None else "loaded"
+        return f"<Session {state} {dict.__repr__(self)}>"
+
+    def __reduce__(self) -> Any:
+        raise SerializationError("a Session belongs to its request and cannot be pickled or copied; use dict(session)")
 
     # Public state
     @property
     def id(self) -> str:
-        self._loaded()
+        if not self._accessed:
+            self._use()
         return self._id
 
     @property
     def is_new(self) -> bool:
         """True when no valid cookie named a live record (or after ``regenerate``/``flush``)."""
-        self._loaded()
+        if not self._accessed:
+            self._use()
         return self._new_reason is not None
 
     @property
@@ -1756,7 +1932,8 @@ class Session(MutableMapping):
         ``"not-found"`` (a validly signed cookie whose record is missing, expired or corrupt),
         ``"regenerated"`` (after ``regenerate()`` or ``flush()``) or ``"out-of-scope"`` (the request path
         is outside the cookie path)."""
-        self._loaded()
+        if not self._accessed:
+            self._use()
         return self._new_reason
 
     @property
@@ -1764,7 +1941,9 @@ class Session(MutableMapping):
         """Whether the data (compared as JSON, key order included) or the id changed since it was loaded,
         or ``modified = True`` forces a save. Set it to True to save at commit even without a change
         (e.g. after changing a value in place in a way JSON cannot see); False drops that force only."""
-        return self._modified(_data_json(self._loaded()))
+        if not self._accessed:
+            self._use()
+        return self._modified(_data_json(self, self._manager.codec))
 
     @modified.setter
     def modified(self, value: bool) -> None:
@@ -1773,7 +1952,8 @@ class Session(MutableMapping):
 
     @property
     def cookie(self) -> SessionCookie:
-        self._loaded()
+        if not self._accessed:
+            self._use()
         return self._cookie
 
     @property
@@ -1861,8 +2041,9 @@ class Session(MutableMapping):
     ) -> None:
         """Become session ``sid``: loaded (``new_reason`` None) or new. A session starts once per request
         (``_restart`` starts it again); the status is left as it is."""
-        self._id, self._new_reason = sid, new_reason
-        self._data, self._loaded_json, self._created_ms = data, loaded_json, created_ms
+        self._id, self._new_reason, self._opened = sid, new_reason, True
+        self._replace_data(data)
+        self._loaded_json, self._created_ms = loaded_json, created_ms
         self._created_unsaved = created_unsaved
         self._stored_expires_ms, self._sent_expires_ms = expires_ms, sent_expires_ms
         self._cookie = SessionCookie(self, self._manager.cookie_options, original_max_age_ms, expires_ms)
@@ -1901,7 +2082,8 @@ class Session(MutableMapping):
         created_unsaved: bool,
     ) -> None:
         """Take what the store holds now; "modified" still compares with the data the request opened."""
-        self._data, self._created_ms, self._created_unsaved = data, created_ms, created_unsaved
+        self._replace_data(data)
+        self._created_ms, self._created_unsaved = created_ms, created_unsaved
         self._stored_expires_ms, self._sent_expires_ms = expires_ms, sent_expires_ms
         self._cookie = SessionCookie(self, self._manager.cookie_options, original_max_age_ms, expires_ms)
         self._synced_json = stored_json
@@ -1929,7 +2111,13 @@ class Session(MutableMapping):
 
     def _mark_destroyed(self) -> None:
         self._status, self._closed_reason = _DESTROYED, _DESTROYED_REASON
-        self._data.clear()
+        dict.clear(self)
+
+    def _replace_data(self, data: Dict[str, Any]) -> None:
+        if data is not self:
+            if dict.__len__(self):
+                dict.clear(self)
+            dict.update(self, data)
 
     def _close(self, set_cookies: List[str]) -> None:
         self._status, self._closed_reason = _COMMITTED, _CLOSED
@@ -1982,20 +2170,29 @@ def _unstorable(value: Any, level: int) -> Optional[str]:
     return None
 
 
-def _check_entry(key: Any, value: Any) -> None:
-    """SerializationError naming the key unless ``session[key] = value`` is stored and loads back equal."""
+def _check_entry(key: Any, value: Any, codec: Optional["Codec"] = None) -> None:
+    """SerializationError naming the key unless ``session[key] = value`` is stored and loads back equal
+    (with a ``codec``: back as it is, types included, through ``codec.encode`` and ``codec.decode``)."""
     if not isinstance(key, str):
         raise SerializationError(f"session keys must be str, not {type(key).__name__} ({_shown(key)})")
     if key in _RESERVED_KEYS:
         raise SerializationError(f"session key {_shown(key)} is reserved by the record format")
     if not key.isascii() and _SURROGATE.search(key):
         raise SerializationError(f"session key {_shown(key)} holds a lone surrogate, which is not valid Unicode text")
-    kind = type(value)
+    stored = value if codec is None else _encode_value(codec, key, value)
+    kind = type(stored)
     if kind is str:
-        if value.isascii() or not _SURROGATE.search(value):
-            return
-    elif (kind is int and -_INT_BOUND < value < _INT_BOUND) or kind is bool or value is None:
-        return
+        simple = stored.isascii() or not _SURROGATE.search(stored)
+    else:
+        simple = (kind is int and -_INT_BOUND < stored < _INT_BOUND) or kind is bool or stored is None
+    if not simple:
+        _check_json_value(key, stored)
+    if codec is not None:
+        _check_codec_round_trip(key, value, stored, codec)
+
+
+def _check_json_value(key: str, value: Any) -> None:
+    """SerializationError naming the key unless ``value`` is JSON that loads back equal."""
     try:
         text = _python_json(value)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -2005,9 +2202,71 @@ def _check_entry(key: Any, value: Any) -> None:
         raise SerializationError(f"session value for key {_shown(key)} cannot be stored: {why}")
 
 
-def _data_json(data: Dict[str, Any]) -> str:
-    """The data as JSON.stringify writes it, or a SerializationError naming the first key that cannot be
-    stored (a value changed in place after its assignment is only seen here)."""
+def _check_codec_round_trip(key: str, value: Any, encoded: Any, codec: "Codec") -> None:
+    """``encoded``, the codec's JSON form of ``value``, decodes back to ``value`` with its types: what would
+    come back changed (a type the codec does not know, precision it drops) is refused now."""
+    try:
+        back = codec.decode(_decode_json(_encode_json(encoded)))
+    except Exception as exc:
+        raise SerializationError(
+            f"session value for key {_shown(key)} would not load back: the codec failed ({type(exc).__name__})"
+        ) from None
+    if not _same_value(back, value):
+        raise SerializationError(
+            f"session value for key {_shown(key)} would not load back as it is (a {type(value).__name__}): "
+            "store a value of a type the codec keeps"
+        )
+
+
+def _same_value(first: Any, second: Any) -> bool:
+    """Equal, with the same types all the way down (``Markup("a") == "a"`` but is not the same value).
+    Iterative, like ``_unstorable``."""
+    pending = [(first, second)]
+    while pending:
+        a, b = pending.pop()
+        if type(a) is not type(b):
+            return False
+        if isinstance(a, dict):
+            if list(a) != list(b):
+                return False
+            pending.extend((a[key], b[key]) for key in a)
+        elif isinstance(a, (list, tuple)):
+            if len(a) != len(b):
+                return False
+            pending.extend(zip(a, b))
+        elif a != b:
+            return False
+    return True
+
+
+def _encode_value(codec: "Codec", key: str, value: Any) -> Any:
+    try:
+        return codec.encode(value)
+    except Exception as exc:
+        raise SerializationError(
+            f"session value for key {_shown(key)} cannot be encoded by the codec ({type(exc).__name__})"
+        ) from None
+
+
+def _encoded(data: Dict[str, Any], codec: Optional["Codec"]) -> Dict[str, Any]:
+    """The data as the record holds it: each value through ``codec.encode`` (the data itself without one)."""
+    if codec is None:
+        return data
+    return {key: _encode_value(codec, key, value) for key, value in data.items()}
+
+
+def _decoded(data: Dict[str, Any], codec: Optional["Codec"]) -> Dict[str, Any]:
+    """The record's data as the application sees it: each value through ``codec.decode``."""
+    if codec is None:
+        return data
+    return {key: codec.decode(value) for key, value in data.items()}
+
+
+def _data_json(data: Dict[str, Any], codec: Optional["Codec"] = None) -> str:
+    """The data as JSON.stringify writes it (each value through the codec, if any), or a SerializationError
+    naming the first key that cannot be stored (a value changed in place after its assignment is only seen
+    here)."""
+    data = _encoded(data, codec)
     try:
         text: Optional[str] = _python_json(data)
     except (TypeError, ValueError, RecursionError):
@@ -2059,6 +2318,8 @@ class SessionManager:
     - ``absolute_timeout`` (None): seconds after creation (or regenerate) when a session ends however
       active it is (OWASP); the idle timeout is ``cookie max_age``.
     - ``clock`` (``time.time``): seconds since the epoch; inject one in tests.
+    - ``codec`` (None): a ``Codec`` that stores values JSON has no type for (Flask's tagged JSON); without
+      one, values are plain JSON.
 
     Two opt-in throttles (off by default, so express-session's behaviour stays the default):
 
@@ -2093,6 +2354,7 @@ class SessionManager:
         clock: Callable[[], float] = time.time,
         touch_after: Optional[Seconds] = None,
         cookie_refresh: Optional[float] = None,
+        codec: Optional[Codec] = None,
     ) -> None:
         self._keys = _keys(secret)
         self.store = MemoryStore() if store is None else store
@@ -2127,6 +2389,9 @@ class SessionManager:
                 f"cookie_refresh must be a share of max_age, more than 0 and at most 1, not {_shown(cookie_refresh)}"
             )
         self._cookie_refresh = cookie_refresh
+        if codec is not None and not all(callable(getattr(codec, m, None)) for m in ("encode", "decode")):
+            raise ConfigurationError("codec must have encode and decode methods (see sessions.Codec)")
+        self.codec = codec
         max_age = self.cookie_options.max_age
         self._max_age_ms = None if max_age is None else _ms(max_age)
         self._warned_insecure = False
@@ -2155,6 +2420,7 @@ class SessionManager:
         ``StoreError`` if the store fails."""
         session = Session(self)
         self._open_into(session, cookie_header, secure, path)
+        session._use()  # opened by the caller itself: in use
         return session
 
     def open_lazy(self, request: Callable[[], Tuple[Any, bool, str]]) -> Session:
@@ -2243,6 +2509,13 @@ class SessionManager:
             log.debug("session %s: absolute timeout reached", _sid_hash(sid))
             return None
         data_json = data_text if data_text is not None else _data_json(data)
+        if self.codec is not None:
+            try:
+                data = _decoded(data, self.codec)
+            except Exception as exc:
+                log.warning("session %s: record the codec cannot decode treated as missing (%s)",
+                            _sid_hash(sid), type(exc).__name__)
+                return None
         return data, data_json, created_ms, original_max_age_ms, expires_ms, sent_ms, created_unsaved
 
     def _start_new(self, session: Session, reason: str, now_ms: int) -> None:
@@ -2273,7 +2546,7 @@ class SessionManager:
     def _save_now(self, session: Session) -> None:
         now_ms = self._now_ms()
         self._slide_expiry(session, now_ms)
-        data_json = _data_json(session._data)
+        data_json = _data_json(session, self.codec)
         self._destroy_stale(session)
         self._write(session, data_json)
 
@@ -2290,7 +2563,7 @@ class SessionManager:
 
     def _regenerate(self, session: Session, keep_data: bool) -> None:
         now_ms = self._now_ms()
-        data = session._data if keep_data else {}
+        data = dict(dict.items(session)) if keep_data else {}
         session._restart(self._new_id(), data, now_ms, self._max_age_ms)
         self._slide_expiry(session, now_ms)
 
@@ -2316,7 +2589,7 @@ class SessionManager:
         (none after a failure: the session was not stored)."""
         if session._status is _COMMITTED:
             return list(session._set_cookies)
-        if session._data is None:  # never opened: nothing to do, but late use must not pass silently
+        if not session._accessed:  # never used: nothing to do, but late use must not pass silently
             session._close([])
             return []
         cookies: List[str] = []
@@ -2327,14 +2600,14 @@ class SessionManager:
         return list(cookies)
 
     def response_headers(self, session: Session, status: int = 200) -> List[Tuple[str, str]]:
-        """``commit`` plus cache safety: ``Vary: Cookie`` when the session was read, and
+        """``commit`` plus cache safety: ``Vary: Cookie`` when the session was used, and
         ``Cache-Control: no-cache="Set-Cookie"`` when a cookie is set, so no shared cache serves one
         visitor's session to another."""
-        opened = session.opened
+        used = session.accessed
         headers = [("Set-Cookie", value) for value in self.commit(session, status)]
         if headers:
             headers.append(("Cache-Control", 'no-cache="Set-Cookie"'))
-        if opened:
+        if used:
             headers.append(("Vary", "Cookie"))
         return headers
 
@@ -2358,7 +2631,7 @@ class SessionManager:
     def _save_and_decide_cookie(self, session: Session, sendable: bool) -> List[str]:
         now_ms = self._now_ms()
         self._slide_expiry(session, now_ms)
-        data_json = _data_json(session._data)
+        data_json = _data_json(session, self.codec)
         is_new, modified = session._new_reason is not None, session._modified(data_json)
         send = sendable and self._should_set_cookie(session, is_new, modified, now_ms)
         if send:  # before the write, so that the record knows the expiry the browser will have
@@ -2453,7 +2726,7 @@ class SessionManager:
           (without them, stored ones are kept as they are).
         - A stored text that is not a record (or holds what JSON cannot write back): replaced by ``record``.
         """
-        baseline, data = session._baseline_json, session._data
+        baseline, data = session._baseline_json, _encoded(session, self.codec)
         created, sent = self._record_times(session)
         # when this response sends the cookie, sent is new: the stored text then differs and merge() runs
         unchanged = self._record_format.after_cookie(created, baseline, sent)
@@ -2569,7 +2842,7 @@ class SessionHandlerMixin:
             session = self.session_manager.open_lazy(self._session_request)
             if self._session_headers_sent:  # first use after the response started: reads only
                 self.session_manager.commit(session)
-            session._loaded()
+            session._use()
             self._session = session
         return session
 
@@ -2707,7 +2980,7 @@ class _WSGIRequest:
 
     def start_response(self, status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
         session = self.session
-        if session._data is None:  # never opened: nothing to add, but commit closes it for any later use
+        if not session._accessed:  # never used: nothing to add, but commit closes it for any later use
             session._manager.commit(session)
             return self.server_start_response(status, headers, exc_info)
         try:
@@ -2803,29 +3076,71 @@ class FlaskSessionInterface:
             response.headers.add(name, value)
 
 
+#: Starlette ``SessionMiddleware``'s keyword arguments and defaults, which ``ASGISessionMiddleware`` accepts.
+_STARLETTE_DEFAULTS: Dict[str, Any] = {
+    "session_cookie": "session", "max_age": 14 * 24 * 60 * 60, "path": "/", "same_site": "lax",
+    "https_only": False, "domain": None, "partitioned": False,
+}
+
+
 class ASGISessionMiddleware:
-    """Sessions for any ASGI app (Starlette, FastAPI, ...): ``app.add_middleware(sessions.ASGISessionMiddleware,
-    manager=manager)``, or ``ASGISessionMiddleware(app, manager)``. Pure ASGI.
+    """Sessions for any ASGI app (Starlette, FastAPI, ...). Pure ASGI. Either with a manager::
 
-    The session is ``scope["session"]``, so Starlette's and FastAPI's ``request.session`` work. It is
-    committed when the response starts (``http.response.start``, or ``websocket.accept`` for a websocket,
-    which reads the session of its handshake), and its headers are added to that message; an app that
-    fails before starting its response commits nothing (the server or Starlette answers 500).
+        app.add_middleware(sessions.ASGISessionMiddleware, manager=manager)
 
-    The event loop never waits on store I/O at open or commit: for a store whose ``blocking`` attribute is
-    true (the default of ``Store``) a request whose Cookie header holds the session cookie has its session
-    loaded before the app runs (other cookies alone cost no thread and no store call), and the session is committed, in a worker thread (``asyncio.to_thread``). A non-blocking store
-    (``MemoryStore``) is used inline, and the session then opens on first use. The session methods that
-    call the store at once (``save``, ``reload``, ``destroy``, ``flush``) run where they are called: with a
-    blocking store, an async endpoint calls them through ``asyncio.to_thread``. HTTPS is
-    ``scope["scheme"]`` or, with ``trust_proxy``, ``X-Forwarded-Proto``. Other scopes (``lifespan``) pass
-    through untouched.
+    or as a drop-in for Starlette's ``SessionMiddleware``, with its keyword arguments, meanings and
+    defaults, plus ``store=`` (default ``MemoryStore()``)::
+
+        app.add_middleware(sessions.ASGISessionMiddleware, secret_key="...", store=store)
+
+    ``secret_key`` (str, Starlette's ``Secret``, bytes, or a list: the first signs, all verify) signs the
+    session id; ``session_cookie`` ("session") names the cookie; ``max_age`` (14 days; None: a cookie that
+    ends with the browser session, its record kept for the store's default TTL; 0: nothing outlives the
+    response, as in Starlette) is the idle lifetime, restarted by every request that uses the session;
+    ``path``, ``domain``, ``same_site`` ("lax"), ``https_only`` (the Secure attribute; such a cookie is only
+    sent over HTTPS, see ``trust_proxy``) and ``partitioned`` set the cookie. The cookie is HttpOnly, as
+    Starlette's. With ``manager=``, the manager decides, and any Starlette argument given too is a
+    ``ConfigurationError`` (never silently ignored).
+
+    The session is ``scope["session"]``, a ``dict``, so Starlette's and FastAPI's ``request.session`` work,
+    ``JSONResponse(request.session)`` included. When the request carries the session cookie the session is
+    read before the app runs (for a blocking store in a worker thread, ``asyncio.to_thread``); without it,
+    the session is new and starts on first use. A session the app never uses costs no store write, no
+    touch and no header. It is committed when the response starts (``http.response.start``, or
+    ``websocket.accept`` for a websocket, which reads the session of its handshake), and its headers are
+    added to that message; an app that fails before starting its response commits nothing (the server or
+    Starlette answers 500).
+
+    The event loop never waits on store I/O at open or commit: a store whose ``blocking`` attribute is true
+    (the default of ``Store``) is called in a worker thread there; a non-blocking store (``MemoryStore``)
+    inline. The session methods that call the store at once (``save``, ``reload``, ``destroy``, ``flush``)
+    run where they are called: with a blocking store, an async endpoint calls them through
+    ``asyncio.to_thread``. HTTPS is ``scope["scheme"]`` or, with ``trust_proxy``, ``X-Forwarded-Proto``.
+    Other scopes (``lifespan``) pass through untouched.
     """
 
-    def __init__(self, app: Callable[..., Any], manager: SessionManager) -> None:
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        manager: Optional[SessionManager] = None,
+        *,
+        secret_key: Any = None,
+        store: Optional[Store] = None,
+        **starlette: Any,
+    ) -> None:
         self.app = app
-        self.manager = manager
-        self._blocking = bool(getattr(manager.store, "blocking", True))
+        if manager is not None and not isinstance(manager, SessionManager):  # Starlette's order: (app, secret_key)
+            manager, secret_key = None, manager
+        self.manager = manager if manager is not None else _starlette_manager(secret_key, store, starlette)
+        if manager is not None:
+            given = [name for name, value in (("secret_key", secret_key), ("store", store)) if value is not None]
+            given += list(starlette)
+            if given:
+                raise ConfigurationError(
+                    f"ASGISessionMiddleware takes manager= or Starlette's arguments, not both: {given[0]} was "
+                    "given with a manager, which decides every setting; set it on the manager instead"
+                )
+        self._blocking = bool(getattr(self.manager.store, "blocking", True))
         import asyncio  # here, not at the top: it would double the import time of sessions.py for everyone
 
         self._to_thread = asyncio.to_thread
@@ -2835,17 +3150,20 @@ class ASGISessionMiddleware:
             await self.app(scope, receive, send)
             return
         request = _asgi_request(self.manager, scope)
-        if self._blocking and parse_cookie_header(request[0], self.manager.name):  # may load from the store
-            session = await self._to_thread(self.manager.open, *request)
-        else:  # the lambda holds the request, not the scope, which will hold the session
-            session = self.manager.open_lazy(lambda: request)
+        # the lambda holds the request, not the scope, which will hold the session
+        session = self.manager.open_lazy(lambda: request)
+        if parse_cookie_header(request[0], self.manager.name):  # a session to read: read it up front
+            if self._blocking:
+                await self._to_thread(session._preload)
+            else:
+                session._preload()
         scope["session"] = session
 
         async def send_with_session(message: Dict[str, Any]) -> None:
             kind = message["type"]
             if kind == "http.response.start" or kind == "websocket.accept":
                 status = message.get("status", 101)  # websocket.accept: the handshake's 101 response
-                if self._blocking and session.opened:  # an unopened session commits without the store
+                if self._blocking and session.accessed:  # an unused session commits without the store
                     headers = await self._to_thread(self.manager.response_headers, session, status)
                 else:
                     headers = self.manager.response_headers(session, status)
@@ -2857,6 +3175,28 @@ class ASGISessionMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_session)
+
+
+def _starlette_manager(secret_key: Any, store: Optional[Store], options: Dict[str, Any]) -> SessionManager:
+    """The manager Starlette's ``SessionMiddleware(secret_key=..., **options)`` describes, over ``store``."""
+    unknown = sorted(set(options) - set(_STARLETTE_DEFAULTS))
+    if unknown:
+        raise ConfigurationError(
+            f"ASGISessionMiddleware got an unknown argument {unknown[0]!r}; it takes manager=, or Starlette "
+            f"SessionMiddleware's secret_key, {', '.join(_STARLETTE_DEFAULTS)}, and store="
+        )
+    if secret_key is None:
+        raise ConfigurationError("ASGISessionMiddleware needs manager= or secret_key= (as Starlette's SessionMiddleware)")
+    if not isinstance(secret_key, (str, bytes, list, tuple)):  # starlette.datastructures.Secret
+        secret_key = str(secret_key)
+    settings = {**_STARLETTE_DEFAULTS, **options}
+    if not isinstance(settings["https_only"], bool):
+        raise ConfigurationError(f"https_only must be True or False, not {_shown(settings['https_only'])}")
+    cookie = CookieOptions(
+        path=settings["path"], domain=settings["domain"], max_age=settings["max_age"], http_only=True,
+        secure=settings["https_only"], same_site=settings["same_site"], partitioned=settings["partitioned"],
+    )
+    return SessionManager(secret_key, store=store, name=settings["session_cookie"], cookie=cookie)
 
 
 def _asgi_request(manager: SessionManager, scope: Dict[str, Any]) -> Tuple[List[str], bool, str]:
@@ -2919,6 +3259,7 @@ class _DjangoSession(Session):
     ``save(must_create=True)`` needs no retry (a new id is always fresh); writes after ``delete()`` raise
     ``SessionClosedError`` (Django's backends raise ``UpdateError`` at save)."""
 
+    __slots__ = ()
     TEST_COOKIE_NAME = "testcookie"  # Django's names
     TEST_COOKIE_VALUE = "worked"
 
@@ -2927,12 +3268,7 @@ class _DjangoSession(Session):
         ``if self.session:`` to mean "is there one"."""
         return True
 
-    # State and keys
-    @property
-    def accessed(self) -> bool:
-        """Whether the session was read this request (Django's name for ``opened``)."""
-        return self.opened
-
+    # State and keys (``accessed`` and ``modified`` are the core's, with Django's meaning)
     @property
     def session_key(self) -> Optional[str]:
         """The signed cookie value, once the store may hold the session (loaded, saved, or stored by
@@ -3101,6 +3437,8 @@ class SessionStore(_DjangoSession):
     ``DjangoSessionMiddleware`` serves. ``session_key`` is a session cookie's value; one that does not
     verify (or names no live session) gives a new, empty session, like Django's backends."""
 
+    __slots__ = ()
+
     def __init__(self, session_key: Optional[str] = None) -> None:
         manager = _django_manager()
         request = _django_key_request(manager, session_key)
@@ -3184,8 +3522,8 @@ class _DjangoSessionMiddleware:
 
 
 def _django_emptied(session: _DjangoSession) -> bool:
-    """Read, not stored, and empty: Django's ``is_empty()`` after use (a cookie that named nothing)."""
-    return session.opened and session.new_reason != "out-of-scope" and session.session_key is None \
+    """Used, not stored, and empty: Django's ``is_empty()`` after use (a cookie that named nothing)."""
+    return session.accessed and session.new_reason != "out-of-scope" and session.session_key is None \
         and not len(session)
 
 

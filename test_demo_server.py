@@ -22,13 +22,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 import demo_server
 import sessions
-from conftest import Clock, free_port, sid_of, stop_process
+from conftest import Clock, free_port, missing, require_binary, sid_of, stop_process
 
 HERE = Path(__file__).resolve().parent
 MAX_AGE = 60
@@ -104,10 +105,8 @@ def demo(request):
     """The site on a free port; parametrize it indirectly with a dict of SessionManager options."""
     threads_before = set(threading.enumerate())
     clock = Clock(time.time())  # the real time: the cookie jar judges Max-Age by it
-    manager = sessions.SessionManager(
-        "test secret", store=sessions.MemoryStore(clock=clock), cookie={"max_age": MAX_AGE}, clock=clock,
-        **getattr(request, "param", {}),
-    )
+    options = {"store": sessions.MemoryStore(clock=clock), **getattr(request, "param", {})}
+    manager = sessions.SessionManager("test secret", cookie={"max_age": MAX_AGE}, clock=clock, **options)
     server = demo_server.build_server(0, manager, log_requests=False)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -335,12 +334,92 @@ def test_session_json_returns_the_session_data(demo):
     assert set(data) == {"visits", "csrf_token"}
 
 
+# Many tabs ################################################################################################
+
+
+class WholeRecordStore(sessions.MemoryStore):
+    """What express-session (and Flask's, Django's, Starlette's sessions) do, for comparison: a request
+    writes back the whole record as it loaded it, with its own change applied (the last write wins)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loaded = threading.local()  # the record each request thread loaded
+
+    def get(self, sid):
+        found = super().get(sid)
+        self.loaded.record = found[0] if isinstance(found, tuple) else found
+        return found
+
+    def update(self, sid, change, expires):
+        if super().get(sid) is None:
+            return False
+        self.set(sid, change(self.loaded.record), expires)
+        return True
+
+
+def many_tabs_round(client: Client) -> list:
+    """What the page's script does: forget the last round, send TABS writes at once, read what was kept."""
+    page = client.get("/many-tabs")
+    token = html.unescape(re.search(r'data-csrf="([^"]*)"', page.text).group(1))
+    assert client.post("/many-tabs/start", {"csrf_token": token}).status == 204
+    start = threading.Barrier(demo_server.TABS)
+
+    def write(tab: int) -> int:
+        start.wait(5)
+        return client.post("/many-tabs/write", {"csrf_token": token, "tab": str(tab)}).status
+
+    with ThreadPoolExecutor(demo_server.TABS) as pool:
+        assert set(pool.map(write, range(1, demo_server.TABS + 1))) == {204}
+    result = json.loads(client.get("/many-tabs/result").text)
+    assert result["of"] == demo_server.TABS
+    return result["kept"]
+
+
+def test_many_tabs_keeps_every_one_of_the_concurrent_writes(demo):
+    client = demo.client()
+    assert many_tabs_round(client) == list(range(1, demo_server.TABS + 1))
+    stored = json.loads(client.get("/session.json").text)
+    assert {f"tab-{tab:02d}" for tab in range(1, demo_server.TABS + 1)} <= set(stored)
+    assert many_tabs_round(client) == list(range(1, demo_server.TABS + 1))  # a second round, from scratch
+
+
+@pytest.mark.parametrize("demo", [{"store": WholeRecordStore()}], indirect=True)
+def test_many_tabs_with_whole_record_writes_keeps_only_some(demo):
+    """The same round where the last write wins: what the page's sentence says of other libraries."""
+    assert len(many_tabs_round(demo.client())) < demo_server.TABS
+
+
+def test_many_tabs_page_creates_the_session_and_runs_only_its_own_script(demo):
+    client = demo.client()
+    page = client.get("/many-tabs")
+    assert client.cookie() is not None  # the session exists before the requests race
+    assert '<script src="/many-tabs.js"></script>' in page.text and "<script>" not in page.text
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "connect-src 'self'" in policy and "default-src 'none'" in policy
+    assert "script-src" not in client.get("/").headers["Content-Security-Policy"]  # other pages: no script
+    script = client.get("/many-tabs.js")
+    assert script.status == 200 and script.headers["Content-Type"] == "text/javascript; charset=utf-8"
+    assert "/many-tabs/write" in script.text and "last write wins" in page.text
+
+
+def test_many_tabs_refuses_a_forged_token_and_a_bad_tab(demo):
+    client = demo.client()
+    token = html.unescape(re.search(r'data-csrf="([^"]*)"', client.get("/many-tabs").text).group(1))
+    assert client.post("/many-tabs/write", {"csrf_token": "forged", "tab": "1"}).status == 403
+    assert client.post("/many-tabs/start", {"csrf_token": "forged"}).status == 403
+    for tab in ("0", "21", "x", "1.5", ""):
+        assert client.post("/many-tabs/write", {"csrf_token": token, "tab": tab}).status == 400, tab
+    assert client.get("/many-tabs/write").status == 405
+    assert json.loads(client.get("/many-tabs/result").text) == {"kept": [], "of": demo_server.TABS}
+
+
 # What a newcomer sees ######################################################################################
 
 PAGES = [  # path, method, form, status
     ("/", "GET", None, 200),
     ("/login", "GET", None, 200),
     ("/pitfall", "GET", None, 200),
+    ("/many-tabs", "GET", None, 200),
     ("/nope", "GET", None, 404),
     ("/logout", "GET", None, 405),
     ("/login", "POST", {"csrf_token": "forged", "username": "alice", "password": "wonderland"}, 403),
@@ -355,7 +434,7 @@ def check_layout(response: Response, status: int) -> str:
     assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>\n")
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
     nav = re.search(r"<nav>(.*?)</nav>", page, re.S).group(1)
-    assert re.findall(r'href="([^"]+)"', nav) == ["/", "/login", "/pitfall", "/session.json"]
+    assert re.findall(r'href="([^"]+)"', nav) == ["/", "/login", "/pitfall", "/many-tabs", "/session.json"]
     assert page.count("<h1>") == 1
     match = re.search(r'<span class="who muted" id="who">(.*?)</span></nav>', page)
     assert match, "the nav ends with the account status"
@@ -710,6 +789,8 @@ def test_port_in_use_is_a_clear_message():
     (["--store", "redis://127.0.0.1:99999/0"], "--store: expected memory"),
     (["--port", "eighty"], "--port: invalid int value"),
     (["--host", "0.0.0.0"], "unrecognized arguments: --host"),  # the demo listens on 127.0.0.1 only
+    (["--with-express"], "--with-express needs --store redis://HOST:PORT/DB"),
+    (["--with-express", "--store", "sqlite:x.db"], "--with-express needs --store redis://HOST:PORT/DB"),
 ])
 def test_a_bad_option_is_a_one_line_usage_error(args, message):
     result = subprocess.run([sys.executable, str(HERE / "demo_server.py"), *args, "--secret", "s"],
@@ -772,3 +853,66 @@ def test_redis_store_outage_is_the_500_page_and_the_site_recovers(redis_server):
         assert home_store_and_visits(port, jar) == (f"RedisStore ({url})", 1)
     finally:
         stop_process(process)
+
+
+# --with-express: the Express twin shares the sessions ######################################################
+
+
+def express_get(port: int, jar: http.cookiejar.CookieJar, path: str, body: dict | None = None) -> dict:
+    """A request to fixtures/express/app.js (JSON in, JSON out) with the browser's cookie jar."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    with opener.open(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def refuses_connections(port: int) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_with_express_the_twin_opens_the_same_session_on_the_next_port(redis_server):
+    require_binary("node")
+    if not (HERE / "fixtures" / "express" / "node_modules" / "express-session").is_dir():
+        missing("fixtures/express/node_modules is missing: run `npm ci --prefix fixtures/express`")
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    process, port = start_demo("--store", url, "--with-express", env_secret="shared with express")
+    express = port + 1
+    try:
+        wait_for_home(process, port)
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with opener.open(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            page = response.read().decode()
+        link = re.search(r'<a id="express" href="([^"]+)"', page).group(1)
+        assert link == f"http://127.0.0.1:{express}/get"
+        on_node = express_get(express, jar, "/get")  # the link, with the browser's cookie
+        assert on_node["id"].startswith(by_id(page, "sid-hash"))  # the same session id
+        assert on_node["data"]["visits"] == 1
+        express_get(express, jar, "/set", {"written_by": "express"})  # and back: Node writes, Python reads
+        with opener.open(f"http://127.0.0.1:{port}/session.json", timeout=10) as response:
+            assert json.loads(response.read())["written_by"] == "express"
+        process.terminate()
+        out, err = process.communicate(timeout=15)
+    finally:
+        stop_process(process)
+    assert f"http://127.0.0.1:{express}/get" in out
+    assert "Traceback" not in err and process.returncode == 0
+    assert refuses_connections(express), "the Express twin outlived the demo"
+
+
+def test_with_express_without_node_is_one_clear_line(tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path))  # no node on this PATH
+    result = subprocess.run(
+        [sys.executable, str(HERE / "demo_server.py"), "--port", "0", "--store", "redis://127.0.0.1:6379/0",
+         "--with-express", "--secret", "s"], cwd=HERE, env=env, capture_output=True, text=True, timeout=10)
+    assert result.returncode == 1
+    assert result.stderr == "Cannot start the Express twin: node is not installed\n"

@@ -1,5 +1,5 @@
-"""Framework adapters (Flask, ASGI: Starlette and FastAPI, Django) under real servers, the README's
-framework recipes run as written, and the core additions the adapters rely on.
+"""Framework adapters (Flask, ASGI: Starlette and FastAPI, Django) under real servers, and the
+core additions the adapters rely on (test_readme.py runs the README's framework recipes as written).
 
 Each framework serves the same small site (fixtures/framework_sites.py) on a free 127.0.0.1 port: Flask under
 werkzeug's server, Starlette and FastAPI under uvicorn (in a thread), Django under wsgiref in its own
@@ -13,7 +13,6 @@ import contextlib
 import http.cookiejar
 import json
 import os
-import re
 import select
 import socket
 import subprocess
@@ -30,7 +29,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 import sessions
-from conftest import free_port, stop_process
+from conftest import stop_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "fixtures"))
@@ -553,7 +552,11 @@ def test_asgi_websocket_session_is_committed_at_accept():
 
 
 def test_asgi_hops_to_a_thread_only_for_a_request_with_the_session_cookie():
-    async def app(scope: Dict[str, Any], receive: Any, send: Any) -> None:  # never reads its session
+    used = {"session": False}
+
+    async def app(scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        if used["session"]:
+            scope["session"].get("views")
         await send({"type": "http.response.start", "status": 200, "headers": []})
 
     class BlockingStore(sessions.Store):  # blocking, as a Store is by default
@@ -573,7 +576,10 @@ def test_asgi_hops_to_a_thread_only_for_a_request_with_the_session_cookie():
     asgi_exchange(middleware, http_scope(headers=((b"cookie", b"_ga=GA1.2.3; theme=dark"),)))
     assert hops == []  # analytics cookies alone: no thread, no store call
     asgi_exchange(middleware, http_scope(headers=((b"cookie", b"_ga=GA1.2.3; sid=s:abc.x"),)))
-    assert hops == ["open", "response_headers"]
+    assert hops == ["_preload"]  # read up front; unused, its commit needs no thread
+    used["session"] = True
+    asgi_exchange(middleware, http_scope(headers=((b"cookie", b"_ga=GA1.2.3; sid=s:abc.x"),)))
+    assert hops == ["_preload", "_preload", "response_headers"]
 
 
 def test_asgi_app_failing_before_its_response_stores_nothing():
@@ -638,56 +644,6 @@ def test_django_login_stores_the_user_under_a_new_id(django_browser):
 
 
 
-
-# README recipes ###########################################################################################
-
-RECIPE = re.compile(r"<!-- recipe: ([\w.]+) -->\n```python\n(.*?)```", re.S)
-RECIPE_NAMES = ["http.server", "wsgiref", "bottle", "flask", "fastapi", "starlette", "django"]
-
-
-def readme_recipes() -> Dict[str, str]:
-    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
-        return dict(RECIPE.findall(f.read()))
-
-
-def test_readme_has_every_recipe():
-    assert sorted(readme_recipes()) == sorted(RECIPE_NAMES)
-
-
-@pytest.mark.parametrize("name", RECIPE_NAMES)
-def test_readme_recipe_runs_as_written(name, tmp_path):
-    """The recipe, saved as app.py beside sessions.py and run with PORT set, counts with a cookie jar."""
-    (tmp_path / "app.py").write_text(readme_recipes()[name], encoding="utf-8")
-    (tmp_path / "sessions.py").write_bytes(open(os.path.join(HERE, "sessions.py"), "rb").read())
-    with run_recipe(tmp_path, name) as base:
-        browser = Browser(base)
-        first, second = browser.open("/"), browser.open("/")
-    assert (first.status, first.body, second.body) == (200, "views: 1\n", "views: 2\n")
-    assert len(first.set_cookies) == 1 and second.set_cookies == []
-
-
-@contextlib.contextmanager
-def run_recipe(folder: Any, name: str) -> Iterator[str]:
-    """``python3 app.py`` in ``folder`` with PORT set to a free port, stopped by its PID. The recipe binds the
-    port itself, so another process may take it first: then it is tried again on another (three tries)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    for _ in range(3):
-        port = free_port()
-        process = spawn([sys.executable, "app.py"], cwd=folder, env=dict(env, PORT=str(port)))
-        try:
-            started = wait_for(lambda: process.poll() is not None or accepts_connections(port))
-            if started and process.poll() is None:
-                yield f"http://127.0.0.1:{port}"
-                return
-            if process.poll() is None:
-                fail_to_start(process, f"the {name} recipe")
-            output = output_of(process)
-            if "Address already in use" not in output:
-                pytest.fail(f"the {name} recipe exited:\n{output}")
-        finally:
-            stop_process(process)
-            process.output.close()  # type: ignore[attr-defined]
-    pytest.fail(f"the {name} recipe found no free port in three tries")
 
 # Core additions the adapters rely on (CONTRACT decision 3) ################################################
 

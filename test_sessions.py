@@ -2001,3 +2001,280 @@ def test_public_names_exist():
         assert hasattr(sessions, name), name
     for error in ("ConfigurationError", "SessionClosedError", "SessionNotFoundError", "SerializationError", "StoreError"):
         assert issubclass(getattr(sessions, error), sessions.SessionError)
+
+
+# 9. The session is a dict (issue 15, item 1) ##############################################################
+
+DICT_KEYS = st.sampled_from(["a", "b", "c", "d"])
+DICT_VALUES = st.one_of(st.integers(-5, 5), st.text(max_size=3), st.lists(st.integers(0, 3), max_size=2))
+DICT_OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("setitem"), DICT_KEYS, DICT_VALUES),
+        st.tuples(st.just("delitem"), DICT_KEYS),
+        st.tuples(st.just("pop"), DICT_KEYS),
+        st.tuples(st.just("pop_default"), DICT_KEYS, DICT_VALUES),
+        st.tuples(st.just("popitem")),
+        st.tuples(st.just("setdefault"), DICT_KEYS, DICT_VALUES),
+        st.tuples(st.just("update"), st.dictionaries(DICT_KEYS, DICT_VALUES, max_size=3)),
+        st.tuples(st.just("update_pairs"), st.lists(st.tuples(DICT_KEYS, DICT_VALUES), max_size=3)),
+        st.tuples(st.just("update_kwargs"), st.dictionaries(DICT_KEYS, DICT_VALUES, max_size=2)),
+        st.tuples(st.just("ior"), st.dictionaries(DICT_KEYS, DICT_VALUES, max_size=3)),
+        st.tuples(st.just("clear")),
+        st.tuples(st.just("get"), DICT_KEYS),
+    ),
+    max_size=12,
+)
+
+
+def _apply(target, operation):
+    """One dict operation on ``target``: (what it returned, or the exception type it raised)."""
+    name, *args = operation
+    try:
+        if name == "setitem":
+            target[args[0]] = args[1]
+            return None
+        if name == "delitem":
+            del target[args[0]]
+            return None
+        if name == "pop":
+            return target.pop(args[0])
+        if name == "pop_default":
+            return target.pop(*args)
+        if name == "update_pairs":
+            return target.update(args[0])
+        if name == "update_kwargs":
+            return target.update(**args[0])
+        if name == "ior":
+            target |= args[0]
+            return None
+        return getattr(target, name)(*args)
+    except KeyError as exc:
+        return KeyError, exc.args
+
+
+@SLOW
+@given(start=st.dictionaries(DICT_KEYS, DICT_VALUES, max_size=4), operations=DICT_OPERATIONS)
+def test_a_session_behaves_as_a_dict_and_stores_exactly_what_the_dict_holds(start, operations):
+    clock = Clock()
+    manager = make_manager(clock)
+    client = Client(manager)
+    client.request(lambda s: s.update(start, seeded=True))
+    model = dict(manager.open(client.cookie))
+    session = manager.open(client.cookie)
+    for operation in operations:
+        assert _apply(session, operation) == _apply(model, operation), operation
+        assert list(session.items()) == list(model.items())
+    assert isinstance(session, dict)
+    assert json.dumps(session) == json.dumps(model)
+    assert session == model and model == session and not (session != model)
+    assert list(reversed(session)) == list(reversed(model))
+    assert (session | {"z": 1}) == (model | {"z": 1}) and ({"z": 1} | session) == ({"z": 1} | model)
+    assert type(session | {}) is dict and type(session.copy()) is dict and session.copy() == model
+    manager.commit(session)
+    assert dict(manager.open(client.cookie)) == model  # what was stored is exactly what the dict held
+
+
+def test_popitem_removes_the_last_key_and_the_store_keeps_the_others():
+    client = Client(make_manager())
+    client.request(lambda s: s.update(first=1, second=2, last=3))
+    session = client.request(lambda s: s.popitem())
+    assert client.manager.store.data(session.id) == {"first": 1, "second": 2}
+
+
+def test_json_and_the_dict_protocol_see_a_lazy_session_once_it_is_read():
+    client = Client(make_manager())
+    client.request(put("views", 3))
+    for read in (dict, lambda s: {**s}, lambda s: s | {}, lambda s: {} | s, list, len, bool,
+                 lambda s: s == {"views": 3}, lambda s: {"views": 3} == s, lambda s: json.dumps(s.copy())):
+        session = client.manager.open_lazy(lambda: (client.cookie, False, "/"))
+        assert not session.opened
+        assert read(session) in ({"views": 3}, ["views"], 1, True, '{"views": 3}')
+        assert session.opened and session.accessed
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: s.update({"ok": 1, "bad": object()}),
+    lambda s: s.update([("ok", 1), ("bad", {1, 2})]),
+    lambda s: s.__ior__({"ok": 1, "bad": float("nan")}),
+    lambda s: s.setdefault("bad", object()),
+    lambda s: s.update({"cookie": 1}),
+    lambda s: s.update({1: "not a str key"}),
+])
+def test_a_refused_value_changes_nothing_even_among_good_ones(change):
+    client = Client(make_manager())
+    client.request(put("kept", 1))
+    session = client.manager.open(client.cookie)
+    with pytest.raises(sessions.SerializationError):
+        change(session)
+    assert session == {"kept": 1} and not session.modified
+
+
+def POP_N(session):
+    return session.pop("n")
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: s.popitem(), POP_N, lambda s: s.setdefault("new", 1), lambda s: s.update(n=2),
+    lambda s: s.__ior__({"n": 2}), lambda s: s.clear(), lambda s: s.__delitem__("n"), lambda s: s.__setitem__("n", 2),
+])
+@pytest.mark.parametrize("end", ["commit", "destroy"])
+def test_every_dict_write_after_the_commit_or_a_destroy_raises(change, end):
+    client = seeded()
+    session = client.manager.open(client.cookie)
+    if end == "commit":
+        client.manager.commit(session)
+    else:
+        session.destroy()  # empties the dict: popping "n" then fails as on any dict without the key
+    with pytest.raises(KeyError if end == "destroy" and change is POP_N else sessions.SessionClosedError):
+        change(session)
+
+
+def test_no_op_reads_and_pops_of_missing_keys_do_not_raise_after_the_commit():
+    client = seeded()
+    session = client.manager.open(client.cookie)
+    client.manager.commit(session)
+    assert session.pop("missing", None) is None and session.get("n") == 1 and session.setdefault("n") == 1
+    session.update()  # nothing to write
+
+
+def test_an_update_to_equal_values_is_not_a_modification():
+    client = seeded()
+    client.manager.store.reset()
+    session = client.request(lambda s: s.__ior__({"n": 1}))
+    assert not session.modified
+    assert client.manager.store.count("touch") == 1 and client.manager.store.count("update") == 0
+
+
+def test_accessed_says_whether_the_application_used_the_session():
+    client = seeded()
+    manager, store = client.manager, client.manager.store
+    store.reset()
+    unused = manager.open_lazy(lambda: (client.cookie, False, "/"))
+    assert not unused.accessed and manager.response_headers(unused) == [] and store.calls == []
+    preloaded = manager.open_lazy(lambda: (client.cookie, False, "/"))
+    preloaded._preload()  # what ASGISessionMiddleware does for a request with the cookie
+    assert preloaded.opened and not preloaded.accessed
+    assert manager.response_headers(preloaded) == [] and store.count("touch") == 0  # unused: no touch, no Vary
+    used = manager.open_lazy(lambda: (client.cookie, False, "/"))
+    used.get("n")
+    assert used.accessed and manager.response_headers(used) == [("Vary", "Cookie")] and store.count("touch") == 1
+    assert manager.open(client.cookie).accessed  # opened by the caller: in use
+
+
+def test_a_session_cannot_be_pickled_or_copied_as_a_session():
+    import copy
+    import pickle
+
+    session = seeded().request(increment)
+    for attempt in (pickle.dumps, copy.copy, copy.deepcopy):
+        with pytest.raises(sessions.SerializationError, match="dict"):
+            attempt(session)
+    assert copy.deepcopy(dict(session)) == {"n": 2}
+
+
+# 10. Codecs: values JSON has no type for (issue 15, item 3) ##############################################
+
+
+class TupleCodec:
+    """Tuples as ``{" t": [...]}`` (Flask's tag), everything else as JSON."""
+
+    def encode(self, value):
+        if isinstance(value, tuple):
+            return {" t": [self.encode(item) for item in value]}
+        if isinstance(value, list):
+            return [self.encode(item) for item in value]
+        if isinstance(value, dict):
+            return {key: self.encode(item) for key, item in value.items()}
+        return value
+
+    def decode(self, value):
+        if isinstance(value, dict):
+            if list(value) == [" t"]:
+                return tuple(self.decode(item) for item in value[" t"])
+            return {key: self.decode(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.decode(item) for item in value]
+        return value
+
+
+TAGGABLE = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.text(max_size=5)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.tuples(inner, inner),
+                            st.dictionaries(st.text(max_size=3).filter(lambda k: k != " t"), inner, max_size=3)),
+    max_leaves=8,
+)
+
+
+@SLOW
+@given(value=TAGGABLE)
+def test_a_codec_brings_values_back_with_their_types(value):
+    client = Client(make_manager(codec=TupleCodec()))
+    client.request(put("value", value))
+    back = client.manager.open(client.cookie)["value"]
+    assert sessions._same_value(back, value)
+
+
+def test_the_record_holds_the_codec_form_as_json():
+    client = Client(make_manager(codec=TupleCodec()))
+    session = client.request(put("pair", (1, "a")))
+    assert json.loads(record_of(client.manager.store, session.id))["pair"] == {" t": [1, "a"]}
+    client.manager.store.reset()
+    client.request(lambda s: s["pair"])  # unchanged: compared in the codec's form, so only a touch
+    assert client.manager.store.count("touch") == 1 and client.manager.store.count("update") == 0
+
+
+@pytest.mark.parametrize("value", [{1, 2}, ["ok", {1}], object()])
+def test_a_value_the_codec_cannot_encode_is_refused_at_assignment(value):
+    session = make_manager(codec=TupleCodec()).open(None)
+    with pytest.raises(sessions.SerializationError, match="'bad'"):
+        session["bad"] = value
+    assert "bad" not in session
+
+
+def test_a_value_that_would_come_back_changed_is_refused_at_assignment():
+    class Text(str):
+        pass
+
+    session = make_manager(codec=TupleCodec()).open(None)
+    for value in (Text("markup"), {"inner": Text("x")}, {1: "int key"}):
+        with pytest.raises(sessions.SerializationError, match="would not load back"):
+            session["changed"] = value
+    session["fine"] = ("a", ["b"], {"c": (1,)})
+    assert session == {"fine": ("a", ["b"], {"c": (1,)})}
+
+
+def test_without_a_codec_values_are_plain_json_as_express_stores_them():
+    client = Client(make_manager())
+    client.request(put("pair", (1, 2)))
+    assert client.manager.open(client.cookie)["pair"] == [1, 2]
+
+
+def test_a_record_the_codec_cannot_decode_is_treated_as_missing(caplog):
+    class Strict(TupleCodec):
+        def decode(self, value):
+            if value == "poison":
+                raise ValueError("cannot decode")
+            return super().decode(value)
+
+    writer = Client(make_manager())  # e.g. an Express app sharing the store
+    writer.request(put("value", "poison"))
+    reader = make_manager(store=writer.manager.store, codec=Strict())
+    with caplog.at_level(logging.WARNING, logger="sessions"):
+        session = reader.open(writer.cookie)
+    assert session.new_reason == "not-found" and "codec cannot decode" in caplog.text
+
+
+def test_concurrent_requests_merge_codec_values_key_by_key():
+    client = Client(make_manager(codec=TupleCodec()))
+    client.request(lambda s: s.update(a=(1,), b=(2,)))
+    first, second = client.manager.open(client.cookie), client.manager.open(client.cookie)
+    first["a"] = (10, 11)
+    second["b"] = (20,)
+    client.manager.commit(first)
+    client.manager.commit(second)
+    assert dict(client.manager.open(client.cookie)) == {"a": (10, 11), "b": (20,)}
+
+
+def test_a_codec_needs_encode_and_decode():
+    with pytest.raises(sessions.ConfigurationError, match="codec"):
+        make_manager(codec=object())
