@@ -79,8 +79,10 @@ __all__ = [
     "FlaskSessionInterface",
     "FlaskTaggedJSON",
     "ASGISessionMiddleware",
-    "DjangoSessionMiddleware",
+    "SessionStore",
 ]
+# Also public, but built on first lookup and so not in __all__ (a star import must work without Django):
+# DjangoSessionMiddleware and DjangoSessionsConfig, which subclass Django's classes (see "Django" below).
 
 log = logging.getLogger("sessions")
 
@@ -3484,8 +3486,9 @@ def _wsgi_request(manager: SessionManager, environ: Dict[str, Any]) -> Tuple[Opt
 # Framework adapters #######################################################################################
 #
 # Each framework already has a session API its users and extensions rely on; these adapters make our
-# Session fill it. Duck typing only: nothing here imports a framework. Each adapter translates the
-# framework's request into open (or open_lazy) and its response into response_headers, and nothing more.
+# Session fill it. Duck typing only: importing sessions.py imports no framework (the two Django classes
+# that subclass Django's are built on first lookup, see "Django"). Each adapter translates the framework's
+# request into open (or open_lazy) and its response into response_headers, and nothing more.
 
 
 #: The Flask settings the session reads (``SECRET_KEY_FALLBACKS`` and ``SESSION_COOKIE_PARTITIONED`` are Flask
@@ -4048,38 +4051,131 @@ def _asgi_request(manager: SessionManager, scope: Dict[str, Any]) -> Tuple[List[
     return cookies, secure, path or "/"
 
 
+# Django ###################################################################################################
+#
+# A Django project switches by settings alone (README "Django"): the middleware, a session engine for
+# ``SESSION_ENGINE`` (Django's test client and ``SessionStore(key)`` code build sessions through it), an app
+# whose system checks report what cannot apply, and a manager built from Django's ``SESSION_*`` settings
+# unless one is named. Nothing here imports Django when sessions.py is imported: the settings are read
+# through ``sys.modules`` (Django has loaded them by the time any of this runs), and the two classes that
+# must subclass Django's own (the middleware, for the admin's check ``admin.E410``; the app config) are
+# built on first access by the module's ``__getattr__``.
+
+def _django_settings() -> Any:
+    return sys.modules["django.conf"].settings
+
+
+def _django_key_request(manager: SessionManager, key: Any) -> Tuple[Optional[str], bool, str]:
+    """What the session a ``session_key`` names opens from: the key is the session cookie's value, verified
+    as a browser's would be, so an unsigned id is never accepted; a key that could not be a cookie value
+    (it would smuggle a second cookie into the header) counts as none. Secure: the cookie is accepted
+    whatever its attributes (Django's test client has no TLS)."""
+    usable = isinstance(key, str) and key and not any(c in key for c in ';,"\\ \t\r\n')
+    return (f"{manager.name}={key}" if usable else None), True, manager.cookie_options.path
+
+
+def _django_open_key(manager: SessionManager, key: Any) -> Session:
+    """The session a ``session_key`` names (a new one if it names none)."""
+    return manager.open(*_django_key_request(manager, key))
+
+
 class _DjangoSession(Session):
-    """``request.session`` for Django: our session plus the part of Django's ``SessionBase`` API that
-    ``django.contrib.auth`` (``cycle_key``, ``flush``), messages, CSRF (``CSRF_USE_SESSIONS``) and views
-    (``set_expiry`` and friends) call. ``request.META`` is the WSGI environ; HTTPS is also what
-    ``request.is_secure()`` says (Django's ``SECURE_PROXY_SSL_HEADER``). Opens on first use."""
+    """``request.session`` for Django: our session with Django's ``SessionBase`` API, sync and async, so
+    that ``django.contrib.auth`` (``login``/``alogin``: ``cycle_key``, ``flush``; ``request.auser()``),
+    messages, CSRF (``CSRF_USE_SESSIONS``), the admin, Django's test client and views work unchanged.
 
-    def __init__(self, manager: SessionManager, request: Any) -> None:
-        environ, tls = request.META, request.is_secure()  # not the request: it will hold the session
+    ``session_key`` is the signed cookie value (``s%3A<id>.<signature>``, what the browser holds), not the
+    bare id: Django's test client puts ``session_key`` in its cookie jar and builds
+    ``SessionStore(session_key)``, and both then pass the same signature check as a browser's cookie.
+    ``id`` is the id the store knows.
 
-        def opening() -> Tuple[Optional[str], bool, str]:
-            cookie, secure, path = _wsgi_request(manager, environ)
-            return cookie, secure or tls, path
+    Differences from Django's backends, all from the model sessions.py shares with express-session: the
+    expiry slides on every request that uses the session (Django's only when it is saved); ``set_expiry``
+    with a datetime or timedelta sets the lifetime to the time left, which then slides too;
+    ``save(must_create=True)`` needs no retry (a new id is always fresh); writes after ``delete()`` raise
+    ``SessionClosedError`` (Django's backends raise ``UpdateError`` at save)."""
 
-        super().__init__(manager, opening)
+    __slots__ = ()
+    TEST_COOKIE_NAME = "testcookie"  # Django's names
+    TEST_COOKIE_VALUE = "worked"
 
-    @property
-    def accessed(self) -> bool:
-        """Whether the session was read (Django's name for ``opened``)."""
-        return self.opened
+    def __bool__(self) -> bool:
+        """Always true, like Django's ``SessionBase`` (which has no length): Django's test client asks
+        ``if self.session:`` to mean "is there one"."""
+        return True
 
+    # State and keys (``accessed`` and ``modified`` are the core's, with Django's meaning)
     @property
     def session_key(self) -> Optional[str]:
-        """The id, or None while the session is new (Django's convention: no key until stored)."""
-        return None if self.is_new else self.id
+        """The signed cookie value, once the store may hold the session (loaded, saved, or stored by
+        ``cycle_key``/``create``); None for a new session until then and after ``flush()``, like Django."""
+        sid = self.id  # opens the session first
+        if not self._may_be_stored:
+            return None
+        return _encode_signed("s:" + _sign(sid, self._manager._keys[0]))
+
+    def is_empty(self) -> bool:
+        """No ``session_key`` and no data (Django's test for "delete the browser's cookie")."""
+        return self.session_key is None and not len(self)
+
+    def has_key(self, key: str) -> bool:
+        return key in self
+
+    def exists(self, session_key: str) -> bool:
+        """Whether ``session_key`` names a live session in the store."""
+        return not _django_open_key(self._manager, session_key).is_new
+
+    def load(self) -> Dict[str, Any]:
+        """The data the store holds for this session now, as a new dict ({} if none); the session itself
+        is left as it is (Django's ``load``)."""
+        stored = _django_open_key(self._manager, self.session_key)
+        return {} if stored.is_new else dict(stored)
+
+    def save(self, must_create: bool = False) -> None:
+        """Write the session to the store now; ``session_key`` is set from then on. ``must_create`` is
+        Django's signature: a new session's id is fresh already."""
+        super().save()
+
+    def create(self) -> None:
+        """Move the session to a new id and store it now, data kept (Django's ``create``, which
+        ``cycle_key`` calls); a record under the old id is deleted."""
+        self.regenerate(keep_data=True)
+        super().save()
 
     def cycle_key(self) -> None:
-        """A new id, keeping the data (``auth.login`` calls it against session fixation)."""
-        self.regenerate(keep_data=True)
+        """A new id, data kept, stored now like Django's (``auth.login`` calls it against session fixation)."""
+        self.create()
+
+    def delete(self, session_key: Optional[str] = None) -> None:
+        """Delete a session's record now: this one's (``destroy()``: the response expires the browser's
+        cookie), or the one ``session_key`` names."""
+        if session_key is None or session_key == self.session_key:
+            self.destroy()
+            return
+        other = _django_open_key(self._manager, session_key)
+        if not other.is_new:
+            other.destroy()
+
+    # The test cookie
+    def set_test_cookie(self) -> None:
+        self[self.TEST_COOKIE_NAME] = self.TEST_COOKIE_VALUE
+
+    def test_cookie_worked(self) -> bool:
+        return self.get(self.TEST_COOKIE_NAME) == self.TEST_COOKIE_VALUE
+
+    def delete_test_cookie(self) -> None:
+        del self[self.TEST_COOKIE_NAME]
+
+    # Expiry: the session cookie's lifetime, which the record shares
+    def get_session_cookie_age(self) -> int:
+        """The default lifetime in seconds: the manager's cookie ``max_age``, or ``SESSION_COOKIE_AGE`` for
+        browser-session cookies (the record then lives by the store's ``default_ttl``)."""
+        max_age = self._manager.cookie_options.max_age
+        return _django_settings().SESSION_COOKIE_AGE if max_age is None else round(max_age)
 
     def set_expiry(self, value: Union[int, float, timedelta, datetime, None]) -> None:
-        """Django's ``set_expiry``: seconds (0 = until the browser closes), a timedelta, an aware datetime,
-        or None for the manager's cookie ``max_age``."""
+        """Django's ``set_expiry``: seconds of inactivity (0: until the browser closes), a timedelta or an
+        aware datetime (the time left, from now, sliding afterwards), or None for the default lifetime."""
         if isinstance(value, datetime):
             value = max(0.0, value.timestamp() - self._manager.clock())
         elif value == 0:
@@ -4088,63 +4184,433 @@ class _DjangoSession(Session):
             value = self._manager.cookie_options.max_age
         self.cookie.max_age = value
 
-    def get_expiry_age(self) -> Optional[int]:
-        """Whole seconds until the session expires (rounded up, so ``set_expiry(60)`` reads back 60), or None
-        for a browser-session cookie."""
-        max_age = self.cookie.max_age
-        return None if max_age is None else max(0, math.ceil(max_age))
+    def get_expiry_age(self, **kwargs: Any) -> int:
+        """Seconds the session lives after this request: its lifetime, or ``get_session_cookie_age()`` for
+        a browser-session cookie (Django's). Django's ``modification`` and ``expiry`` keyword arguments
+        compute it from those instead."""
+        if "expiry" in kwargs:
+            return _django_expiry_age(kwargs["expiry"], kwargs.get("modification") or self._now(),
+                                      self.get_session_cookie_age())
+        original = self.cookie.original_max_age
+        return self.get_session_cookie_age() if original is None else round(original)
 
-    def get_expiry_date(self) -> Optional[datetime]:
-        """When the session expires (aware UTC), or None for a browser-session cookie."""
-        return self.cookie.expires
+    def get_expiry_date(self, **kwargs: Any) -> datetime:
+        """When the session expires (aware UTC), ``get_expiry_age()`` from now, like Django's; with
+        ``modification`` and ``expiry`` from those."""
+        if isinstance(kwargs.get("expiry"), (datetime, str)):
+            expiry = kwargs["expiry"]
+            return datetime.fromisoformat(expiry) if isinstance(expiry, str) else expiry
+        modification = kwargs.get("modification") or self._now()
+        return modification + timedelta(seconds=self.get_expiry_age(**kwargs))
 
     def get_expire_at_browser_close(self) -> bool:
         return self.cookie.original_max_age is None
 
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._manager.clock(), timezone.utc)
 
-class DjangoSessionMiddleware:
-    """Sessions for Django, replacing ``django.contrib.sessions.middleware.SessionMiddleware`` in
-    ``MIDDLEWARE`` (same place: before auth and messages). The manager is the setting named by
-    ``setting``, ``SESSIONS_PY_MANAGER``: a ``SessionManager`` or its dotted path
-    (``"mysite.sessions.manager"``). Django's ``SESSION_*`` settings are not used.
+    # Async: what may call the store runs in a worker thread when the store blocks, never on the loop
+    async def _off_loop(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if getattr(self._manager.store, "blocking", True):
+            import asyncio  # here, not at the top: see ASGISessionMiddleware
 
-    ``request.session`` opens on first use. The commit happens when the response comes back through this
-    middleware, before Django's handler sends anything; an exception in the view has become a 500 response
-    by then, which saves nothing new. The admin's check for Django's own middleware must be silenced:
-    ``SILENCED_SYSTEM_CHECKS = ["admin.E410"]``.
+            return await asyncio.to_thread(method, *args, **kwargs)
+        return method(*args, **kwargs)
+
+    async def _aopened(self) -> None:
+        if not self.opened:
+            await self._off_loop(len, self)  # the first use opens: verify the cookie, load the record
+
+
+def _django_expiry_age(expiry: Any, modification: datetime, default: int) -> int:
+    """Django's ``get_expiry_age(modification=..., expiry=...)``: seconds from ``modification``."""
+    if not expiry:
+        return default
+    if isinstance(expiry, str):
+        expiry = datetime.fromisoformat(expiry)
+    if not isinstance(expiry, datetime):
+        return expiry
+    delta = expiry - modification
+    return delta.days * 86400 + delta.seconds
+
+
+def _after_opening(name: str, method_name: Optional[str] = None) -> Callable[..., Any]:
+    """The async twin ``a<name>`` of a method that uses only opened data: it opens the session off the
+    loop, then runs inline."""
+    async def method(self: _DjangoSession, *args: Any, **kwargs: Any) -> Any:
+        await self._aopened()
+        return getattr(self, method_name or name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = "a" + name
+    method.__doc__ = f"Django's ``a{name}``: ``{name}`` for async code."
+    return method
+
+
+def _in_worker(name: str) -> Callable[..., Any]:
+    """The async twin ``a<name>`` of a method that calls the store: off the loop when the store blocks."""
+    async def method(self: _DjangoSession, *args: Any, **kwargs: Any) -> Any:
+        return await self._off_loop(getattr(self, name), *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = "a" + name
+    method.__doc__ = f"Django's ``a{name}``: ``{name}`` for async code, in a worker thread for a blocking store."
+    return method
+
+
+for _name in ("get", "pop", "setdefault", "update", "has_key", "keys", "values", "items", "clear",
+              "set_test_cookie", "test_cookie_worked", "delete_test_cookie", "set_expiry", "get_expiry_age",
+              "get_expiry_date", "get_expire_at_browser_close"):
+    setattr(_DjangoSession, "a" + _name, _after_opening(_name))
+_DjangoSession.aset = _after_opening("set", "__setitem__")  # type: ignore[attr-defined]
+for _name in ("exists", "load", "save", "create", "cycle_key", "delete", "flush"):
+    setattr(_DjangoSession, "a" + _name, _in_worker(_name))
+del _name
+
+
+class SessionStore(_DjangoSession):
+    """Django's session engine interface: with ``SESSION_ENGINE = "sessions"``, Django's test client
+    (``login``, ``force_login``, ``logout``, ``client.session``) and code that calls
+    ``SessionStore(session_key)`` get sessions.py sessions in the project's store, the ones
+    ``DjangoSessionMiddleware`` serves. ``session_key`` is a session cookie's value; one that does not
+    verify (or names no live session) gives a new, empty session, like Django's backends."""
+
+    __slots__ = ()
+
+    def __init__(self, session_key: Optional[str] = None) -> None:
+        manager = _django_manager()
+        request = _django_key_request(manager, session_key)
+        super().__init__(manager, lambda: request)
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Delete expired records (Django's ``clearsessions``): ``prune()`` for stores that have it; others
+        (Redis) expire records themselves."""
+        prune = getattr(_django_manager().store, "prune", None)
+        if prune is not None:
+            prune()
+
+    @classmethod
+    async def aclear_expired(cls) -> None:
+        import asyncio
+
+        await asyncio.to_thread(cls.clear_expired)
+
+
+def _django_request(manager: SessionManager, request: Any) -> Callable[[], Tuple[Optional[str], bool, str]]:
+    """What a Django request's session opens from. ``request.META`` is the WSGI environ (or ASGI's
+    equivalent); HTTPS is also what ``request.is_secure()`` says (``SECURE_PROXY_SSL_HEADER``)."""
+    environ, tls = request.META, request.is_secure()  # not the request: it will hold the session
+
+    def opening() -> Tuple[Optional[str], bool, str]:
+        cookie, secure, path = _wsgi_request(manager, environ)
+        return cookie, secure or tls, path
+
+    return opening
+
+
+class _DjangoSessionMiddleware:
+    """Sessions for Django, in place of ``django.contrib.sessions.middleware.SessionMiddleware`` in
+    ``MIDDLEWARE`` (same place: before auth and messages). It is a subclass of Django's, so the admin's
+    check finds it and Django's sync/async handling (``MiddlewareMixin``) runs it; Django is imported
+    only when ``sessions.DjangoSessionMiddleware`` is first looked up.
+
+    ``request.session`` opens on first use (with ``SESSION_SAVE_EVERY_REQUEST``, at the latest when the
+    response comes back, as Django's is saved then). The commit runs when the response comes back through
+    this middleware, before Django sends anything; a 5xx response (an exception in the view has become one
+    by then) stores nothing new. The cookie is set and deleted through ``response.set_cookie`` /
+    ``response.delete_cookie`` (so ``response.cookies``, the test client and outer middleware see it),
+    ``Vary: Cookie`` is merged the way Django's ``patch_vary_headers`` does and ``Cache-Control:
+    no-cache="Set-Cookie"`` the way ``patch_cache_control`` does. Django's rule for an emptied session
+    decides when the cookie is deleted: when the request sent one and the session ends up neither stored
+    nor holding data (after ``flush()``, or a cookie that named nothing the store holds), and never when
+    the request sent none. A store failure raises from here, which Django turns into a 500 without the
+    cookie.
     """
 
-    #: The Django setting that names the manager.
-    setting = "SESSIONS_PY_MANAGER"
-
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
-        self.get_response = get_response
-        self.manager = _django_manager(self.setting)
+        super().__init__(get_response)  # type: ignore[call-arg]  # Django's: sync/async detection
+        errors = [message for level, _, message in _django_problems() if level == "error"]
+        if errors:
+            raise ConfigurationError("sessions.DjangoSessionMiddleware: " + " ".join(errors))
+        self.manager = _django_manager()
+        self.save_every_request = bool(_django_settings().SESSION_SAVE_EVERY_REQUEST)
 
-    def __call__(self, request: Any) -> Any:
-        session = request.session = _DjangoSession(self.manager, request)
-        response = self.get_response(request)
-        headers = response.headers  # one value per name (Django sends its own cookies apart, from .cookies)
-        for name, value in self.manager.response_headers(session, response.status_code):
-            present = headers.get(name) if name != "Set-Cookie" else None  # commit sends one cookie at most
-            headers[name] = f"{present}, {value}" if present else value  # Vary, Cache-Control: lists
+    def process_request(self, request: Any) -> None:
+        request.session = _DjangoSession(self.manager, _django_request(self.manager, request))
+
+    def process_response(self, request: Any, response: Any) -> Any:
+        session = getattr(request, "session", None)
+        if not isinstance(session, _DjangoSession):  # replaced, or a response from before process_request
+            return response
+        status = response.status_code
+        if self.save_every_request and status < 500 and not session.closed:
+            len(session)  # opened, so that the commit writes it and sends its cookie
+        headers = self.manager.response_headers(session, status)
+        cookie = next((value for name, value in headers if name == "Set-Cookie"), None)  # one at most
+        if self.manager.name not in request.COOKIES:
+            if cookie is not None and _django_clearing(cookie):  # nothing to delete: Django sends no cookie
+                headers = [(name, value) for name, value in headers if name == "Vary"]
+        elif cookie is None and _django_emptied(session):  # Django deletes the cookie of an emptied session
+            headers += [("Set-Cookie", self.manager._clearing_cookie(session)),
+                        ("Cache-Control", 'no-cache="Set-Cookie"')]
+        for name, value in headers:
+            _DJANGO_HEADERS[name](response, value)
         return response
 
 
-def _django_manager(setting: str) -> SessionManager:
-    """The manager named by a Django setting. Django has loaded its settings before it builds middleware,
-    so they are read from ``sys.modules``: nothing is imported here but the module a dotted path names."""
-    value = getattr(sys.modules["django.conf"].settings, setting, None)
-    problem = (
-        f"settings.{setting} must be a sessions.SessionManager or the dotted path of one, "
-        "e.g. 'mysite.sessions.manager'"
-    )
+def _django_emptied(session: _DjangoSession) -> bool:
+    """Used, not stored, and empty: Django's ``is_empty()`` after use (a cookie that named nothing)."""
+    return session.accessed and session.new_reason != "out-of-scope" and session.session_key is None \
+        and not len(session)
+
+
+def _django_cookie_parts(set_cookie: str) -> Tuple[str, str, Dict[str, Any]]:
+    """A Set-Cookie value of ``SessionManager.commit``: name, value, attributes (lower-cased names; flags True)."""
+    pair, *parts = set_cookie.split("; ")
+    name, _, value = pair.partition("=")
+    attributes: Dict[str, Any] = {}
+    for part in parts:
+        key, _, argument = part.partition("=")
+        attributes[key.lower()] = argument or True
+    return name, value, attributes
+
+
+def _django_clearing(set_cookie: str) -> bool:
+    """Whether a Set-Cookie value of ``SessionManager.commit`` expires the browser's cookie."""
+    _, value, attributes = _django_cookie_parts(set_cookie)
+    return not value and attributes.get("max-age") == "0"
+
+
+def _django_set_cookie(response: Any, set_cookie: str) -> None:
+    """A Set-Cookie value from ``SessionManager.commit`` through ``response.set_cookie`` (or
+    ``delete_cookie`` for the value that expires the cookie), attributes as the manager chose them."""
+    name, value, attributes = _django_cookie_parts(set_cookie)
+    path, domain, same_site = attributes["path"], attributes.get("domain"), attributes.get("samesite")
+    if _django_clearing(set_cookie):
+        response.delete_cookie(name, path=path, domain=domain, samesite=same_site)
+    else:
+        max_age = attributes.get("max-age")
+        response.set_cookie(name, value, max_age=None if max_age is None else int(max_age),
+                            expires=attributes.get("expires"), path=path, domain=domain, samesite=same_site)
+    morsel = response.cookies[name]
+    morsel["httponly"] = attributes.get("httponly", "")
+    morsel["secure"] = attributes.get("secure", "")
+
+
+def _django_header_cache_control(response: Any, value: str) -> None:
+    """Merge Cache-Control directives the way Django's ``patch_cache_control`` does."""
+    directives = {}
+    for directive in value.split(","):
+        key, _, argument = directive.strip().partition("=")
+        directives[key.replace("-", "_")] = argument or True  # quoted as it comes: no-cache="Set-Cookie"
+    sys.modules["django.utils.cache"].patch_cache_control(response, **directives)
+
+
+def _django_header_vary(response: Any, value: str) -> None:
+    """Merge into the one Vary header the way Django's ``patch_vary_headers`` does."""
+    sys.modules["django.utils.cache"].patch_vary_headers(response, [field.strip() for field in value.split(",")])
+
+
+_DJANGO_HEADERS = {"Set-Cookie": _django_set_cookie, "Cache-Control": _django_header_cache_control,
+                   "Vary": _django_header_vary}
+
+
+# Django: the manager, from the settings ------------------------------------------------------------------
+
+#: The settings that name what sessions.py uses: a manager (all options its own), or a store (the manager
+#: is then built from Django's settings); neither: one MemoryStore per process.
+_DJANGO_MANAGER_SETTING = "SESSIONS_PY_MANAGER"
+_DJANGO_STORE_SETTING = "SESSIONS_PY_STORE"
+#: Django's settings that are the manager's options (README "Django" has the table).
+_DJANGO_SESSION_SETTINGS = (
+    "SESSION_COOKIE_NAME", "SESSION_COOKIE_AGE", "SESSION_EXPIRE_AT_BROWSER_CLOSE", "SESSION_COOKIE_DOMAIN",
+    "SESSION_COOKIE_PATH", "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SECURE", "SESSION_COOKIE_SAMESITE",
+    "SESSION_SAVE_EVERY_REQUEST",
+)
+#: Settings of Django's own engines, which mean nothing to sessions.py: changing them is a warning.
+_DJANGO_ENGINE_ONLY_SETTINGS = ("SESSION_CACHE_ALIAS", "SESSION_FILE_PATH")
+_DJANGO_ENGINE = __name__  # SESSION_ENGINE: this module ("sessions"), whose SessionStore Django imports
+
+_django_managers: Dict[Tuple[Any, ...], SessionManager] = {}  # managers built from settings, by their options
+_django_default_store: List[Store] = []  # the process's MemoryStore, when no store is named
+
+
+def _django_named(setting: str, value: Any) -> Any:
+    """The object a setting holds, or that its dotted path names."""
     if isinstance(value, str) and "." in value:
         module, _, attribute = value.rpartition(".")
         try:
             value = getattr(importlib.import_module(module), attribute, None)
         except ImportError as exc:
-            raise ConfigurationError(f"{problem}; cannot import {module!r} ({exc})") from exc
-    if not callable(getattr(value, "response_headers", None)):  # the type only: it might be a secret
-        raise ConfigurationError(f"{problem}; got a {type(value).__name__}")
+            raise ConfigurationError(f"settings.{setting}: cannot import {module!r} ({exc})") from exc
+    return value
+
+
+def _django_manager() -> SessionManager:
+    """The project's manager: ``SESSIONS_PY_MANAGER``, or one built from Django's settings around
+    ``SESSIONS_PY_STORE``. Built once per set of settings values (``override_settings`` gets its own), so the
+    middleware and ``SessionStore`` share it, and its store."""
+    settings = _django_settings()
+    explicit = getattr(settings, _DJANGO_MANAGER_SETTING, None)
+    if explicit is not None:
+        manager = _django_named(_DJANGO_MANAGER_SETTING, explicit)
+        if not callable(getattr(manager, "response_headers", None)):  # the type only: it might be a secret
+            raise ConfigurationError(
+                f"settings.{_DJANGO_MANAGER_SETTING} must be a sessions.SessionManager or the dotted path of one, "
+                f"e.g. 'mysite.sessions.manager'; got a {type(manager).__name__}"
+            )
+        return manager
+    options = _django_options(settings)
+    options["store"] = _django_store(settings)
+    key = tuple((name, id(value) if name == "store" else value) for name, value in options.items())
+    manager = _django_managers.get(key)
+    if manager is None:
+        manager = _django_managers[key] = SessionManager(**options)
+    return manager
+
+
+def _django_store(settings: Any) -> Store:
+    value = getattr(settings, _DJANGO_STORE_SETTING, None)
+    if value is None:
+        if not _django_default_store:
+            _django_default_store.append(MemoryStore(default_ttl=settings.SESSION_COOKIE_AGE))
+        return _django_default_store[0]
+    store = _django_named(_DJANGO_STORE_SETTING, value)
+    if not all(callable(getattr(store, method, None)) for method in ("get", "set", "touch", "destroy")):
+        raise ConfigurationError(
+            f"settings.{_DJANGO_STORE_SETTING} must be a sessions.Store or the dotted path of one, "
+            f"e.g. 'mysite.sessions.store'; got a {type(store).__name__}"
+        )
+    return store
+
+
+def _django_options(settings: Any) -> Dict[str, Any]:
+    """``SessionManager`` options (all but the store) from Django's settings."""
+    same_site = settings.SESSION_COOKIE_SAMESITE
+    cookie = CookieOptions(
+        path=settings.SESSION_COOKIE_PATH,
+        domain=settings.SESSION_COOKIE_DOMAIN,
+        max_age=None if settings.SESSION_EXPIRE_AT_BROWSER_CLOSE else settings.SESSION_COOKIE_AGE,
+        http_only=bool(settings.SESSION_COOKIE_HTTPONLY),
+        secure=bool(settings.SESSION_COOKIE_SECURE),
+        same_site=same_site or None,  # Django's False (or None): no SameSite attribute
+    )
+    every_request = bool(settings.SESSION_SAVE_EVERY_REQUEST)
+    return {
+        "secret": (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())),
+        "name": settings.SESSION_COOKIE_NAME,
+        "cookie": cookie,
+        "resave": every_request,  # the record is written...
+        "rolling": every_request,  # ...and the cookie sent again, on every request
+    }
+
+
+def _django_view(manager: SessionManager) -> Dict[str, Any]:
+    """A manager's options as the values of Django's settings, to compare with them."""
+    cookie = manager.cookie_options
+    return {
+        "SESSION_COOKIE_NAME": manager.name,
+        "SESSION_COOKIE_AGE": cookie.max_age,
+        "SESSION_EXPIRE_AT_BROWSER_CLOSE": cookie.max_age is None,
+        "SESSION_COOKIE_DOMAIN": cookie.domain,
+        "SESSION_COOKIE_PATH": cookie.path,
+        "SESSION_COOKIE_HTTPONLY": cookie.http_only,
+        "SESSION_COOKIE_SECURE": cookie.secure,
+        "SESSION_COOKIE_SAMESITE": cookie.same_site,
+        "SESSION_SAVE_EVERY_REQUEST": manager.resave and manager.rolling,
+    }
+
+
+def _django_problems() -> List[Tuple[str, str, str]]:
+    """What keeps the settings from applying as written: ``(level, id, message)`` with level "error" or
+    "warning". The app's system check reports them; the middleware refuses to start on an error."""
+    settings = _django_settings()
+    defaults = sys.modules["django.conf"].global_settings
+    problems: List[Tuple[str, str, str]] = []
+
+    def changed(setting: str) -> bool:
+        return getattr(settings, setting, None) != getattr(defaults, setting, None)
+
+    if settings.SESSION_ENGINE != _DJANGO_ENGINE:
+        problems.append(("error", "E001", (
+            f"settings.SESSION_ENGINE is {settings.SESSION_ENGINE!r}; set it to {_DJANGO_ENGINE!r} so that Django's "
+            "test client and SessionStore(session_key) use sessions.py's sessions, which the middleware accepts."
+        )))
+    if changed("SESSION_SERIALIZER"):
+        problems.append(("error", "E002", (
+            "settings.SESSION_SERIALIZER is changed, but sessions.py stores JSON (express-session's record "
+            "format); remove the setting."
+        )))
+    for setting in _DJANGO_ENGINE_ONLY_SETTINGS:
+        if changed(setting):
+            message = f"settings.{setting} is for Django's own engines: sessions.py ignores it."
+            problems.append(("warning", "W001", message))
+    if all(getattr(settings, name, None) is not None for name in (_DJANGO_MANAGER_SETTING, _DJANGO_STORE_SETTING)):
+        problems.append(("error", "E003", (
+            f"settings.{_DJANGO_MANAGER_SETTING} and settings.{_DJANGO_STORE_SETTING} are both set; name the store "
+            "in the manager, or drop the manager to build it from Django's settings."
+        )))
+        return problems
+    try:
+        manager = _django_manager()
+        from_settings = SessionManager(**_django_options(settings))
+    except SessionError as exc:
+        problems.append(("error", "E004", f"the session settings are invalid: {exc}"))
+        return problems
+    options = manager.cookie_options
+    if options.partitioned or options.priority:
+        problems.append(("error", "E005", (
+            f"settings.{_DJANGO_MANAGER_SETTING} has cookie partitioned or priority, which Django's "
+            "response.set_cookie cannot send; remove them."
+        )))
+    ours, theirs = _django_view(manager), _django_view(from_settings)
+    for setting in _DJANGO_SESSION_SETTINGS:
+        if changed(setting) and ours[setting] != theirs[setting]:
+            problems.append(("error", "E010", (
+                f"settings.{setting} is {getattr(settings, setting)!r}, but settings.{_DJANGO_MANAGER_SETTING} "
+                f"has {ours[setting]!r} for it; make them agree (or remove the setting)."
+            )))
+    return problems
+
+
+def _django_check(app_configs: Any = None, **kwargs: Any) -> List[Any]:
+    """The system check: ``_django_problems`` as Django's check messages, ids ``sessions_py.E001``..."""
+    checks = sys.modules["django.core.checks"]
+    kinds = {"error": checks.Error, "warning": checks.Warning}
+    return [kinds[level](message, id=f"sessions_py.{code}") for level, code, message in _django_problems()]
+
+
+class _DjangoSessionsConfig:
+    """The app that runs sessions.py's system checks: ``"sessions.DjangoSessionsConfig"`` in
+    ``INSTALLED_APPS`` (no models, no tables). A subclass of Django's ``AppConfig``, built on first lookup."""
+
+    name = __name__
+    label = "sessions_py"
+    verbose_name = "sessions.py"
+
+    def ready(self) -> None:
+        sys.modules["django.core.checks"].register(_django_check, "sessions")
+
+
+def _django_class(name: str, ours: type, module: str, base: str) -> type:
+    """``ours`` as a subclass of Django's ``base`` (imported now), published as ``sessions.<name>``."""
+    django_base = getattr(importlib.import_module(module), base)
+    attributes = {"__module__": __name__, "__qualname__": name, "__doc__": ours.__doc__}
+    return type(name, (ours, django_base), attributes)
+
+
+_DJANGO_LAZY = {
+    "DjangoSessionMiddleware": lambda: _django_class(
+        "DjangoSessionMiddleware", _DjangoSessionMiddleware, "django.contrib.sessions.middleware", "SessionMiddleware"),
+    "DjangoSessionsConfig": lambda: _django_class(
+        "DjangoSessionsConfig", _DjangoSessionsConfig, "django.apps", "AppConfig"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """``DjangoSessionMiddleware`` and ``DjangoSessionsConfig``, built on first lookup (PEP 562): they
+    subclass Django's classes, and importing sessions.py must not import Django."""
+    build = _DJANGO_LAZY.get(name)
+    if build is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = build()
     return value
