@@ -1,7 +1,8 @@
-"""Benchmarks of sessions.py, with the targets of issues 4, 8 and 12. Run from the repository root:
+"""Benchmarks of sessions.py, with the targets of issues 4, 8, 12, 17 and 21. Run from the repository root:
 
-    python3 bench/run.py            # full run, 2 to 3 minutes on 2 cores
+    python3 bench/run.py            # full run, about 9 minutes on 2 cores (the frameworks section 6)
     python3 bench/run.py --quick    # seconds; used by test_bench.py to check the benchmark itself
+    python3 bench/run.py --only frameworks   # one section (or a comma-separated list of them)
 
 Prints readable tables, the targets (each MET or MISSED with its figure), then one JSON line with every
 figure, the machine, and the checks that each benchmark really exercised the code path it names.
@@ -27,18 +28,20 @@ sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import sessions  # noqa: E402
 
-from bench import cycle, e2e, inprocess, store, stores  # noqa: E402
+from bench import cycle, e2e, frameworks, inprocess, store, stores  # noqa: E402
 
 FULL = {"cycle_reps": 9, "cycle_seconds": 0.08, "inproc_blocks": 20, "inproc_rounds": 1000,
         "cold_blocks": 20, "cold_rounds": 150,
         "pp_blocks": 20, "pp_rounds": 500, "pl_blocks": 20, "pl_rounds": 40, "depth": 16,
         "stores_blocks": 15, "stores_rounds": 150, "trips_n": 50, "mp_seconds": 3.0, "mp_sessions": 200,
-        "sizes": (10_000, 100_000, 1_000_000), "sample": 50_000, "prune_reps": 7}
+        "sizes": (10_000, 100_000, 1_000_000), "sample": 50_000, "prune_reps": 7,
+        "fw_rounds": 3, "fw_seconds": 2, "fw_workers": 2, "fw_sessions": 64, "fw_limit": 0}
 QUICK = {"cycle_reps": 3, "cycle_seconds": 0.004, "inproc_blocks": 4, "inproc_rounds": 60,
          "cold_blocks": 4, "cold_rounds": 10,
          "pp_blocks": 4, "pp_rounds": 25, "pl_blocks": 4, "pl_rounds": 3, "depth": 8,
          "stores_blocks": 2, "stores_rounds": 6, "trips_n": 5, "mp_seconds": 0.3, "mp_sessions": 20,
-         "sizes": (2_000, 4_000, 8_000), "sample": 2_000, "prune_reps": 2}
+         "sizes": (2_000, 4_000, 8_000), "sample": 2_000, "prune_reps": 2,
+        "fw_rounds": 1, "fw_seconds": 1, "fw_workers": 1, "fw_sessions": 8, "fw_limit": 40}
 
 
 def machine() -> Dict[str, Any]:
@@ -64,33 +67,57 @@ def target(name: str, value: Optional[float], limit: float, met: bool, shown: st
 
 
 def targets(results: Dict[str, Any]) -> List[Dict[str, Any]]:
-    c, e, st, sizes = results["cycle"], results["e2e"], results["stores"], results["store"]["sizes"]
-    ip = results["inprocess_cold"]  # the run that sits beside the end-to-end delta
-    smallest, largest = sizes[0], sizes[-1]
-    prune_ratio = largest["prune_ms"] / smallest["prune_ms"]
-    worst_memory = max(max(s["overhead_after_fill"], s["overhead_steady"]) for s in sizes)
-    pp = e["pingpong"]["ratios"]
-    fair = pp["sessions/fair"]["median"]
-    out = [
-        target("cycle <= 1.5x floor", c["ratio_floor"], 1.5, c["ratio_floor"] <= 1.5, f"{c['ratio_floor']:.2f}x"),
-        target("cycle <= 0.3x Flask cookie session", c["ratio_flask"], 0.3, c["ratio_flask"] <= 0.3,
-               f"{c['ratio_flask']:.3f}x") if c["ratio_flask"] is not None else
-        target("cycle <= 0.3x Flask cookie session (Flask not installed)", None, 0.3, False, "n/a"),
-        target("untouched (http.server mixin) < 1 us", c["untouched_http_us"], 1.0, c["untouched_http_us"] < 1.0,
-               f"{c['untouched_http_us']:.2f} us"),
-        target("untouched (WSGI middleware) < 1 us", c["untouched_wsgi_us"], 1.0, c["untouched_wsgi_us"] < 1.0,
-               f"{c['untouched_wsgi_us']:.2f} us"),
-        target("in-process full request (cold): session work <= 2x the floor's", ip["ratio"], 2.0, ip["ratio"] <= 2.0,
-               f"{ip['ratio']:.2f}x"),
-        target("end to end, ping-pong: sessions >= 0.90 of the fair limit", fair, 0.9, fair >= 0.9, f"{fair:.3f}"),
-    ]
-    for den in ("plain", "fair"):
-        name = f"end to end, ping-pong: sessions/{den} >= express-session's own + 0.15"
-        adv = pp.get(f"advantage/{den}")
-        if adv is None:
-            out.append(target(name, None, 0.15, False, e["express"].split(" (")[0]))
-        else:
-            out.append(target(name, adv["median"], 0.15, adv["median"] >= 0.15, f"{adv['median']:+.3f}"))
+    """The targets of the sections that ran (``--only`` runs some)."""
+    out: List[Dict[str, Any]] = []
+    if "cycle" in results:
+        c = results["cycle"]
+        out += [
+            target("cycle <= 1.5x floor", c["ratio_floor"], 1.5, c["ratio_floor"] <= 1.5, f"{c['ratio_floor']:.2f}x"),
+            target("cycle <= 0.3x Flask cookie session", c["ratio_flask"], 0.3, c["ratio_flask"] <= 0.3,
+                   f"{c['ratio_flask']:.3f}x") if c["ratio_flask"] is not None else
+            target("cycle <= 0.3x Flask cookie session (Flask not installed)", None, 0.3, False, "n/a"),
+            target("untouched (http.server mixin) < 1 us", c["untouched_http_us"], 1.0, c["untouched_http_us"] < 1.0,
+                   f"{c['untouched_http_us']:.2f} us"),
+            target("untouched (WSGI middleware) < 1 us", c["untouched_wsgi_us"], 1.0, c["untouched_wsgi_us"] < 1.0,
+                   f"{c['untouched_wsgi_us']:.2f} us"),
+        ]
+    if "inprocess_cold" in results:
+        ip = results["inprocess_cold"]  # the run that sits beside the end-to-end delta
+        out.append(target("in-process full request (cold): session work <= 2x the floor's", ip["ratio"], 2.0,
+                          ip["ratio"] <= 2.0, f"{ip['ratio']:.2f}x"))
+    if "e2e" in results:
+        e = results["e2e"]
+        pp = e["pingpong"]["ratios"]
+        fair = pp["sessions/fair"]["median"]
+        out.append(target("end to end, ping-pong: sessions >= 0.90 of the fair limit", fair, 0.9, fair >= 0.9,
+                          f"{fair:.3f}"))
+        for den in ("plain", "fair"):
+            name = f"end to end, ping-pong: sessions/{den} >= express-session's own + 0.15"
+            adv = pp.get(f"advantage/{den}")
+            if adv is None:
+                out.append(target(name, None, 0.15, False, e["express"].split(" (")[0]))
+            else:
+                out.append(target(name, adv["median"], 0.15, adv["median"] >= 0.15, f"{adv['median']:+.3f}"))
+    if "stores" in results:
+        out += stores_targets(results["stores"])
+    if "store" in results:
+        sizes = results["store"]["sizes"]
+        smallest, largest = sizes[0], sizes[-1]
+        prune_ratio = largest["prune_ms"] / smallest["prune_ms"]
+        worst_memory = max(max(s["overhead_after_fill"], s["overhead_steady"]) for s in sizes)
+        out += [
+            target(f"prune 1,000: {largest['n']:,} vs {smallest['n']:,} live <= 2x", prune_ratio, 2.0,
+                   prune_ratio <= 2.0, f"{prune_ratio:.2f}x"),
+            target("<= 300 bytes/session beyond JSON text (worst size, after fill and steady)", worst_memory, 300.0,
+                   worst_memory <= 300.0, f"{worst_memory:.0f} B"),
+        ]
+    if "frameworks" in results:
+        out += frameworks.targets(results["frameworks"], target)
+    return out
+
+
+def stores_targets(st: Dict[str, Any]) -> List[Dict[str, Any]]:
+    out = []
     vs = st.get("redis_vs_flask_session")
     name = "RedisStore cycle <= 0.6x Flask-Session's (equal mix of the 4 kinds)"
     out.append(target(name, vs["mix"], 0.6, vs["mix"] <= 0.6, f"{vs['mix']:.2f}x") if vs else
@@ -103,19 +130,15 @@ def targets(results: Dict[str, Any]) -> List[Dict[str, Any]]:
             out.append(target(name, n, 1.0, n == 1, f"{n:g}"))
         else:
             out.append(target(name, None, 1.0, False, "n/a"))
-    processes = (st.get("sqlite") or {}).get("processes")
-    name = "SQLiteStore, 4 processes on one file >= 5,000 cycles/s (equal mix)"
-    if processes:
-        rate = processes["mix"]["cycles_per_s"]
-        out.append(target(name, rate, 5000.0, rate >= 5000, f"{rate:,.0f}/s"))
-    else:
-        out.append(target(name, None, 5000.0, False, "n/a"))
-    out += [
-        target(f"prune 1,000: {largest['n']:,} vs {smallest['n']:,} live <= 2x", prune_ratio, 2.0, prune_ratio <= 2.0,
-               f"{prune_ratio:.2f}x"),
-        target("<= 300 bytes/session beyond JSON text (worst size, after fill and steady)", worst_memory, 300.0,
-               worst_memory <= 300.0, f"{worst_memory:.0f} B"),
-    ]
+    for key, label, limit in (("sqlite", "SQLiteStore, 4 processes on one file", 5000.0),
+                              ("postgres", "PostgresStore, 4 processes on one table", 3000.0)):
+        processes = (st.get(key) or {}).get("processes")
+        name = f"{label} >= {limit:,.0f} cycles/s (equal mix)"
+        if processes:
+            rate = processes["mix"]["cycles_per_s"]
+            out.append(target(name, rate, limit, rate >= limit, f"{rate:,.0f}/s"))
+        else:
+            out.append(target(name, None, limit, False, "n/a"))
     return out
 
 
@@ -201,16 +224,9 @@ def stores_table(st: Dict[str, Any]) -> List[str]:
     return out
 
 
-def table(results: Dict[str, Any]) -> str:
-    m, c, e, s = results["machine"], results["cycle"], results["e2e"], results["store"]
-    ip, cold = results["inprocess"], results["inprocess_cold"]
+def cycle_lines(c: Dict[str, Any]) -> List[str]:
     us = c["us"]
-    load = f", load {m['load_1min']:.1f}" if m.get("load_1min") is not None else ""
     out = [
-        f"sessions.py benchmark ({results['mode']}) -- {m['cpus']} CPUs{load}, {m['cpu']}, "
-        f"{m['implementation']} {m['python']}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(results['started']))}, "
-        f"{results['sessions_py']}",
-        "",
         f"1. Per-request session work, tight loop in process (median of {c['reps']} interleaved repetitions)",
         f"   {'variant':<64}{'us/request':>12}{'vs floor':>10}   (vs floor: median of per-repetition ratios)",
     ]
@@ -231,7 +247,13 @@ def table(results: Dict[str, Any]) -> str:
         f"   {'untouched, WSGI middleware (middleware minus app)':<64}{c['untouched_wsgi_us']:>12.2f}",
         f"   ratios side by side: cycle/floor {c['ratio_floor']:.2f}x"
         + (f", cycle/Flask {c['ratio_flask']:.3f}x" if c["ratio_flask"] is not None else ", Flask not installed"),
-        "",
+    ]
+    return out
+
+
+def inprocess_lines(c: Dict[str, Any], ip: Dict[str, Any], cold: Dict[str, Any], e: Dict[str, Any]) -> List[str]:
+    us = c["us"]
+    out = [
         f"2. In-process full request: real handlers over loopback sockets, no client process (median of blocks of "
         f"interleaved rounds; warm {ip['blocks']}x{ip['rounds']}, cold {cold['blocks']}x{cold['rounds']})",
         f"   {'us/request':<52}{'warm':>10}{'cold':>10}   {'server CPU, end to end':>24}",
@@ -253,7 +275,12 @@ def table(results: Dict[str, Any]) -> str:
         f"{work['sessions'][0] / work['floor'][0]:>12.2f}{work['sessions'][1] / work['floor'][1]:>18.2f}",
         f"   {'':<52}{ip['ratio_quartiles'][0]:>5.2f}-{ip['ratio_quartiles'][1]:.2f}"
         f"{cold['ratio_quartiles'][0]:>5.2f}-{cold['ratio_quartiles'][1]:.2f}",
-        "",
+    ]
+    return out
+
+
+def e2e_lines(e: Dict[str, Any]) -> List[str]:
+    out = [
         "3. End to end: each server in its own process, one client process alternating request by request "
         f"(express: {e['express']})",
     ]
@@ -266,10 +293,11 @@ def table(results: Dict[str, Any]) -> str:
         x = pl["variants"]["express_session"]
         out.append(f"   express-session kept {x['views_gained']} of {x['requests']} pipelined updates "
                    "(it saves after responding, so the next pipelined request can load the old record)")
-    out += ["", "4. Persistent stores: the per-request cycle (open + commit) by request kind"]
-    out += stores_table(results["stores"])
-    out += [
-        "",
+    return out
+
+
+def store_lines(s: Dict[str, Any]) -> List[str]:
+    out = [
         "5. MemoryStore scale (bytes beyond the JSON text = store structures + the id string)",
         f"   {'sessions':>10}{'JSON B':>8}{'B/sess fill':>13}{'B/sess steady':>15}{'get/s':>11}{'set/s':>11}"
         f"{'prune 1k ms':>13}",
@@ -280,12 +308,39 @@ def table(results: Dict[str, Any]) -> str:
             f"{size['overhead_steady']:>15.0f}{size['get_per_s']:>11,.0f}{size['set_per_s']:>11,.0f}"
             f"{size['prune_ms']:>13.3f}"
         )
-    out += [
-        "",
-        f"6. Signing: sign {c['sign_per_s']:,.0f}/s, unsign {c['unsign_per_s']:,.0f}/s",
-        "",
-        "Targets",
+    return out
+
+
+def table(results: Dict[str, Any]) -> str:
+    """The report of the sections that ran, in their order."""
+    m = results["machine"]
+    load = f", load {m['load_1min']:.1f}" if m.get("load_1min") is not None else ""
+    out = [
+        f"sessions.py benchmark ({results['mode']}) -- {m['cpus']} CPUs{load}, {m['cpu']}, "
+        f"{m['implementation']} {m['python']}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(results['started']))}, "
+        f"{results['sessions_py']}" + (f", sections: {', '.join(results['only'])}" if results.get("only") else ""),
     ]
+    parts = []
+    if "cycle" in results:
+        parts.append(cycle_lines(results["cycle"]))
+    if all(name in results for name in ("cycle", "inprocess", "inprocess_cold", "e2e")):
+        parts.append(inprocess_lines(results["cycle"], results["inprocess"], results["inprocess_cold"], results["e2e"]))
+    if "e2e" in results:
+        parts.append(e2e_lines(results["e2e"]))
+    if "stores" in results:
+        parts.append(["4. Persistent stores: the per-request cycle (open + commit) by request kind"]
+                     + stores_table(results["stores"]))
+    if "store" in results:
+        parts.append(store_lines(results["store"]))
+    if "cycle" in results:
+        c = results["cycle"]
+        parts.append([f"6. Signing: sign {c['sign_per_s']:,.0f}/s, unsign {c['unsign_per_s']:,.0f}/s"])
+    if "frameworks" in results:
+        parts.append(["7. Frameworks: req/s, latency and server CPU per request under real servers and wrk, "
+                      "against each framework's own session options"] + frameworks.table(results["frameworks"]))
+    for part in parts:
+        out += [""] + part
+    out += ["", "Targets"]
     for t in results["targets"]:
         out.append(f"   {'MET   ' if t['met'] else 'MISSED'}  {t['target']:<78}{t['shown']:>12}")
     failed = [name for name, ok in results["checks"].items() if not ok]
@@ -296,6 +351,8 @@ def table(results: Dict[str, Any]) -> str:
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", "--tiny", action="store_true", help="a seconds-long run (figures meaningless)")
+    parser.add_argument("--only", metavar="SECTION[,SECTION]", help="run only these sections, e.g. --only frameworks "
+                        "(cycle, inprocess, inprocess_cold, e2e, stores, store, frameworks)")
     args = parser.parse_args(argv)
     p = QUICK if args.quick else FULL
     results: Dict[str, Any] = {"mode": "quick" if args.quick else "full", "started": time.time(), "machine": machine(),
@@ -308,7 +365,16 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "stores": lambda: stores.run(p["stores_blocks"], p["stores_rounds"], p["trips_n"], p["mp_seconds"],
                                      p["mp_sessions"]),
         "store": lambda: store.run(p["sizes"], p["sample"], p["prune_reps"]),
+        "frameworks": lambda: frameworks.run(p["fw_rounds"], p["fw_seconds"], p["fw_workers"], p["fw_sessions"],
+                                             p["fw_limit"]),
     }
+    if args.only:
+        only = [name.strip() for name in args.only.split(",")]
+        unknown = [name for name in only if name not in sections]
+        if unknown:
+            parser.error(f"unknown section {unknown[0]!r}; the sections: {', '.join(sections)}")
+        sections = {name: section for name, section in sections.items() if name in only}
+        results["only"] = list(sections)
     results["section_seconds"] = {}
     for name, section in sections.items():
         start = time.time()
