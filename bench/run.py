@@ -183,7 +183,9 @@ def stores_table(st: Dict[str, Any]) -> List[str]:
     out = [f"   {'store: us/request (round trips)':<40}" + "".join(f"{k.replace('_', '-'):>20}" for k in stores.KINDS)]
     rows = (("sqlite", "SQLiteStore (one file, WAL)", ("SQLiteStore",)),
             ("redis", "RedisStore (redis-server, loopback)", ("RedisStore", "redis")),
-            ("flask_session", "Flask-Session 0.8 Redis backend", ("flask_session", "redis")))
+            ("flask_session", "Flask-Session 0.8 Redis backend", ("flask_session", "redis")),
+            ("postgres", "PostgresStore (psycopg 3 pool)", ("postgres",)),
+            ("cluster", "RedisStore, 3-primary Redis Cluster", ("cluster",)))
     for name, label, reasons in rows:
         part = st.get(name)
         if not part:
@@ -204,8 +206,8 @@ def stores_table(st: Dict[str, Any]) -> List[str]:
             out.append(f"   {label} with touch_after={stores.TOUCH_AFTER}: read-only "
                        f"{st[name]['us_read_only_touch_after']:.1f} us, {n:g} round trip(s) ({what}); "
                        f"without: {st[name]['us']['read_only']:.1f} us")
-    out.append("   round trips: Redis = client sends (a pipeline is one); SQLite = statements executed (BEGIN, COMMIT "
-               "and the write's prune batch included)")
+    out.append("   round trips: Redis = client sends (a pipeline is one); SQLite and PostgreSQL = statements executed "
+               "(BEGIN, COMMIT and the write's prune batch included)")
     for name in ("redis", "flask_session"):
         part = st.get(name)
         if part:
@@ -215,10 +217,10 @@ def stores_table(st: Dict[str, Any]) -> List[str]:
     if vs:
         out.append("   RedisStore / Flask-Session: " + ", ".join(f"{k.replace('_', '-')} {vs[k]:.3f}x" for k in stores.KINDS)
                    + f"; equal mix {vs['mix']:.2f}x")
-    processes = (st.get("sqlite") or {}).get("processes")
-    if processes:
-        for key, p in processes.items():
-            out.append(f"   SQLiteStore, 4 processes on one file, {key} ({'+'.join(p['kinds'])}): "
+    for name, label in (("sqlite", "SQLiteStore, 4 processes on one file"),
+                        ("postgres", "PostgresStore, 4 processes on one table")):
+        for key, p in ((st.get(name) or {}).get("processes") or {}).items():
+            out.append(f"   {label}, {key} ({'+'.join(p['kinds'])}): "
                        f"{p['cycles_per_s']:,.0f} cycles/s in total over {p['seconds']:g} s "
                        f"(per process {', '.join(str(c) for c in p['per_process'])})")
     return out

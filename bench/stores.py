@@ -285,14 +285,127 @@ def sqlite_trips(path: str, n: int, kinds: Tuple[str, ...] = KINDS, **options: A
     return out
 
 
-# SQLite: 4 processes on one file ################################################################################
+def counting_postgres(dsn: str) -> Tuple[Callable[[], Any], List[str]]:
+    """A connect callable for PostgresStore whose connections (psycopg 3, autocommit, so the store sends its
+    BEGIN and COMMIT as statements) report every statement they execute: one round trip each."""
+    import psycopg
+
+    statements: List[str] = []
+
+    class CountingCursor(psycopg.Cursor):  # type: ignore[misc]
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            statements.append(str(query))
+            return super().execute(query, params, **kwargs)
+
+    return (lambda: psycopg.connect(dsn, autocommit=True, cursor_factory=CountingCursor)), statements
 
 
-def sqlite_worker() -> None:
-    """``bench/stores.py --sqlite-worker``: JSON {"path", "kinds", "sessions"} on stdin; creates its
-    sessions, prints "ready", waits for "go", cycles through them for "seconds", prints its counts."""
+def postgres_trips(dsn: str, n: int, kinds: Tuple[str, ...] = KINDS) -> Dict[str, Any]:
+    out = {}
+    connect, statements = counting_postgres(dsn)
+    ours = Ours(sessions.PostgresStore(connect))
+    for kind in kinds:
+        ours.request(kind)
+        del statements[:]
+        for _ in range(n):
+            ours.request(kind)
+        out[kind] = {
+            "statements": len(statements) / n,
+            "transactions": sum(s.lstrip().upper().startswith("BEGIN") for s in statements) / n,
+            "kinds": sorted({s.split()[0].upper() for s in statements}),
+        }
+    return out
+
+
+def postgres_missing() -> Optional[str]:
+    """None when a throwaway PostgreSQL can run here (conftest.py's PostgresServer), else why not."""
+    import glob
+
+    if not hasattr(sessions, "PostgresStore"):
+        return "n/a (sessions.PostgresStore missing)"
+    if not glob.glob("/usr/lib/postgresql/*/bin/initdb") and shutil.which("initdb") is None:
+        return "n/a (PostgreSQL not installed)"
+    for module in ("psycopg", "psycopg_pool"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"n/a ({module} not installed)"
+    return None
+
+
+def start_postgres(tmp: str) -> Any:
+    """conftest.py's throwaway PostgreSQL (initdb, pg_ctl on a free port, fsync off), in a directory of its own."""
+    import glob
+
+    from conftest import PostgresServer
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda path: int(path.split("/")[4]))
+    bindir = os.path.dirname(found[-1] if found else shutil.which("initdb") or "")
+    workdir = tempfile.mkdtemp(prefix="bench-postgres-")
+    server = PostgresServer(bindir, workdir)
+    server.initdb()
+    server.start()
+    return server
+
+
+def start_cluster(tmp: str) -> Any:
+    """conftest.py's 3-primary Redis Cluster on free ports."""
+    from conftest import RedisCluster
+
+    workdir = os.path.join(tmp, "cluster")
+    os.mkdir(workdir)
+    cluster = RedisCluster(shutil.which("redis-server") or "redis-server", shutil.which("redis-cli") or "redis-cli",
+                           workdir)
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def counting_cluster(port: int) -> Tuple[Any, Dict[str, int]]:
+    """A redis.RedisCluster whose node connections count their sends."""
+    import redis
+
+    counter = {"sends": 0}
+
+    class CountingConnection(redis.connection.Connection):
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            counter["sends"] += 1
+            super().send_packed_command(command, check_health)
+
+    return redis.RedisCluster(host="127.0.0.1", port=port, connection_class=CountingConnection), counter
+
+
+def cluster_trips(client: Any, counter: Dict[str, int], request: Callable[[str], Any], n: int) -> Dict[str, Any]:
+    """Per request kind: round trips (sends) per request on a cluster client."""
+    out = {}
+    for kind in KINDS:
+        request(kind)
+        sends = counter["sends"]
+        for _ in range(n):
+            request(kind)
+        out[kind] = {"round_trips": (counter["sends"] - sends) / n}
+    return out
+
+
+# SQLite and PostgreSQL: 4 processes on one file / table ################################################################################
+
+
+def store_worker() -> None:
+    """``bench/stores.py --store-worker``: JSON {"path" (an SQLite file) or "dsn" (PostgreSQL), "kinds",
+    "sessions"} on stdin; creates its sessions, prints "ready", waits for "go", cycles through them for
+    "seconds", prints its counts."""
     command = json.loads(sys.stdin.readline())
-    ours = Ours(sessions.SQLiteStore(command["path"]))
+    if "dsn" in command:
+        import psycopg
+
+        dsn = command["dsn"]
+        store: Any = sessions.PostgresStore(lambda: psycopg.connect(dsn))  # one connection per process
+    else:
+        store = sessions.SQLiteStore(command["path"])
+    ours = Ours(store)
     headers = []
     for _ in range(command["sessions"]):
         session = ours.manager.open(None)
@@ -311,16 +424,18 @@ def sqlite_worker() -> None:
     print(json.dumps({"cycles": count, "sessions_found": stored, "sessions": len(headers)}), flush=True)
 
 
-def sqlite_processes(path: str, processes: int, kinds: List[str], seconds: float, per_worker: int) -> Dict[str, Any]:
-    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sqlite-worker"], env=child_env(),
+def store_processes(where: Dict[str, str], processes: int, kinds: List[str], seconds: float,
+                    per_worker: int) -> Dict[str, Any]:
+    """``processes`` workers on one store (``where``: {"path": SQLite file} or {"dsn": PostgreSQL}) at once."""
+    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--store-worker"], env=child_env(),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
              for _ in range(processes)]
     try:
         for p in procs:
-            p.stdin.write(json.dumps({"path": path, "kinds": kinds, "sessions": per_worker}) + "\n")
+            p.stdin.write(json.dumps({**where, "kinds": kinds, "sessions": per_worker}) + "\n")
             p.stdin.flush()
         if not all(p.stdout.readline().strip() == "ready" for p in procs):
-            raise RuntimeError("an SQLite worker did not start")
+            raise RuntimeError("a store worker did not start")
         for p in procs:
             p.stdin.write(json.dumps({"seconds": seconds}) + "\n")
             p.stdin.flush()
@@ -344,12 +459,16 @@ def sqlite_processes(path: str, processes: int, kinds: List[str], seconds: float
 
 
 def run(blocks: int, rounds: int, trips_n: int, mp_seconds: float, mp_sessions: int) -> Dict[str, Any]:
-    result: Dict[str, Any] = {"sqlite": None, "redis": None, "flask_session": None, "checks": {}}
+    result: Dict[str, Any] = {"sqlite": None, "redis": None, "flask_session": None, "postgres": None, "cluster": None,
+                              "checks": {}}
     checks = result["checks"]
     missing = [name for name in ("SQLiteStore", "RedisStore") if not hasattr(sessions, name)]
     result["missing"] = {name: f"n/a (sessions.{name} missing)" for name in missing}
     tmp = tempfile.mkdtemp(prefix="bench-stores-")
     redis_server: Optional[RedisServer] = None
+    postgres: Any = None
+    pool: Any = None
+    cluster: Any = None
     variants: Dict[str, Tuple[Any, str]] = {}
     parts: Dict[str, Any] = {}
     try:
@@ -375,6 +494,29 @@ def run(blocks: int, rounds: int, trips_n: int, mp_seconds: float, mp_sessions: 
                         variants[f"flask_session_{kind}"] = (parts["flask_session"], kind)
                 else:
                     result["missing"]["flask_session"] = "n/a (Flask-Session not installed: requirements-bench.txt)"
+        why = postgres_missing()
+        if why is None:
+            from psycopg_pool import ConnectionPool
+
+            postgres = start_postgres(tmp)
+            # as README "PostgresStore" recommends: a pool, a wait bound, connections checked before use
+            pool = ConnectionPool(postgres.dsn, min_size=1, max_size=4, timeout=5, open=True,
+                                  check=ConnectionPool.check_connection)
+            parts["postgres"] = Ours(sessions.PostgresStore(pool, create_table=True))
+            for kind in KINDS:
+                variants[f"postgres_{kind}"] = (parts["postgres"], kind)
+        else:
+            result["missing"]["postgres"] = why
+        if "RedisStore" in missing or not (shutil.which("redis-server") and shutil.which("redis-cli")):
+            result["missing"]["cluster"] = "n/a (redis-server and redis-cli, or sessions.RedisStore, missing)"
+        else:
+            import redis
+
+            cluster = start_cluster(tmp)
+            cluster_client = redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0])
+            parts["cluster"] = Ours(sessions.RedisStore(cluster_client, prefix="sess:"))
+            for kind in KINDS:
+                variants[f"cluster_{kind}"] = (parts["cluster"], kind)
         throttled: Dict[str, Ours] = {}  # read-only requests with touch_after, beside the other variants
         for name in ("sqlite", "redis"):
             if name in parts:
@@ -426,6 +568,16 @@ def run(blocks: int, rounds: int, trips_n: int, mp_seconds: float, mp_sessions: 
                 app, interface = fs.app, fs.interface
                 result["flask_session"]["trips"] = redis_trips(
                     client, counter, lambda kind: fs.request(app, interface, kind, *fs.pairs(kind, 1)[0]), trips_n)
+        if "postgres" in parts:
+            result["postgres"]["trips"] = postgres_trips(postgres.dsn, trips_n)
+            result["postgres"]["processes"] = {
+                "mix": store_processes({"dsn": postgres.dsn}, 4, list(KINDS), mp_seconds, mp_sessions),
+                "modified": store_processes({"dsn": postgres.dsn}, 4, ["modified"], mp_seconds, mp_sessions),
+            }
+        if "cluster" in parts:
+            counted_cluster, cluster_counter = counting_cluster(cluster.ports[0])
+            ours = Ours(sessions.RedisStore(counted_cluster, prefix="sess:"))
+            result["cluster"]["trips"] = cluster_trips(counted_cluster, cluster_counter, ours.request, trips_n)
         if "sqlite" in parts:
             result["sqlite"]["trips"] = sqlite_trips(os.path.join(tmp, "traced.db"), trips_n)
             result["sqlite"]["trips_touch_after"] = sqlite_trips(
@@ -433,13 +585,20 @@ def run(blocks: int, rounds: int, trips_n: int, mp_seconds: float, mp_sessions: 
             path = os.path.join(tmp, "shared.db")
             sessions.SQLiteStore(path)  # the schema, before the workers race to create it
             result["sqlite"]["processes"] = {
-                "mix": sqlite_processes(path, 4, list(KINDS), mp_seconds, mp_sessions),
-                "modified": sqlite_processes(path, 4, ["modified"], mp_seconds, mp_sessions),
+                "mix": store_processes({"path": path}, 4, list(KINDS), mp_seconds, mp_sessions),
+                "modified": store_processes({"path": path}, 4, ["modified"], mp_seconds, mp_sessions),
             }
         _trip_checks(result, checks)
     finally:
         if redis_server is not None:
             redis_server.stop()
+        if pool is not None:
+            pool.close()
+        if postgres is not None:
+            postgres.stop()
+            shutil.rmtree(postgres.workdir, ignore_errors=True)
+        if cluster is not None:
+            cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return result
 
@@ -460,6 +619,20 @@ def _trip_checks(result: Dict[str, Any], checks: Dict[str, bool]) -> None:
         # it loads and rewrites the whole record on every request, read or not
         checks["stores_flask_session_writes_every_request"] = all(
             flask_session[k]["commands"].get("set", 0) == 1 for k in KINDS)
+    postgres = (result.get("postgres") or {}).get("trips")
+    if postgres:
+        checks["stores_postgres_untouched_no_statements"] = postgres["untouched"]["statements"] == 0
+        checks["stores_postgres_read_only_touches"] = ("UPDATE" in postgres["read_only"]["kinds"]
+                                                       and "INSERT" not in postgres["read_only"]["kinds"])
+        checks["stores_postgres_modified_updates"] = "UPDATE" in postgres["modified"]["kinds"]
+        checks["stores_postgres_new_one_transaction"] = postgres["new"]["transactions"] == 1
+        checks["stores_postgres_4_processes"] = all(
+            p["all_found"] and len(p["per_process"]) == 4 and min(p["per_process"]) > 0
+            for p in result["postgres"]["processes"].values())
+    cluster = (result.get("cluster") or {}).get("trips")
+    if cluster:
+        checks["stores_cluster_untouched_no_trips"] = cluster["untouched"]["round_trips"] == 0
+        checks["stores_cluster_trips"] = all(cluster[k]["round_trips"] >= 1 for k in KINDS if k != "untouched")
     sqlite = (result.get("sqlite") or {}).get("trips")
     if sqlite:
         checks["stores_sqlite_untouched_no_statements"] = sqlite["untouched"]["statements"] == 0
@@ -480,5 +653,5 @@ def _flask_session_available() -> bool:
     return True
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--sqlite-worker"]:
-    sqlite_worker()
+if __name__ == "__main__" and sys.argv[1:] == ["--store-worker"]:
+    store_worker()
