@@ -1,11 +1,13 @@
 """The benchmark's own correctness: ``bench/run.py --quick`` runs every measurement on tiny sizes, and its
 checks confirm that each one exercised the code path it names (store writes and touches, Set-Cookie, Flask's
 save, no store traffic for untouched requests, keep-alive end to end, every server answering what the client
-counted, round trips per request kind, pruning). No timing is asserted.
+counted, round trips per request kind, pruning; under gunicorn and uvicorn, every framework variant's responses
+checked one by one by wrk's script). No timing is asserted.
 
 Node is optional on a laptop: the express-session comparison runs when ``node`` and bench/express/node_modules
 are there (``npm ci`` in bench/express) and is then checked too. Under CI (the CI variable set; .ci/run
-installs the fixture) node, redis-server and Flask-Session are required, as for the other suites."""
+installs the fixture) node, redis-server, PostgreSQL, wrk, Flask-Session and starsessions are required, as for
+the other suites."""
 
 import json
 import os
@@ -40,6 +42,42 @@ FLASK_SESSION_CHECKS = {"stores_flask_session_modified_saved", "stores_flask_ses
 REDIS_STORE_CHECKS = {"stores_redis_modified_saved", "stores_redis_cookies", "stores_redis_untouched_no_trips",
                       "stores_redis_read_only_touches", "stores_redis_modified_sets", "stores_redis_new_sets_only",
                       "stores_redis_touch_after_reads"}
+POSTGRES_STORE_CHECKS = {"stores_postgres_modified_saved", "stores_postgres_cookies",
+                         "stores_postgres_untouched_no_statements", "stores_postgres_read_only_touches",
+                         "stores_postgres_modified_updates", "stores_postgres_new_one_transaction",
+                         "stores_postgres_4_processes"}
+CLUSTER_CHECKS = {"stores_cluster_modified_saved", "stores_cluster_cookies", "stores_cluster_untouched_no_trips",
+                  "stores_cluster_trips"}
+# bench/frameworks.py: per framework and variant (every variant: all_200; a session variant: its seeded sessions
+# found, a new session's cookie sent; sessions.py: untouched requests send no cookie; a store every worker
+# shares: each write kept; a cookie session: each write re-sends the cookie; no session: no cookie ever)
+FRAMEWORK_VARIANTS = {
+    "flask": ("none", "flask_cookie", "flask_session_redis", "sessions_memory", "sessions_sqlite", "sessions_redis"),
+    "fastapi": ("none", "starlette_cookie", "starsessions_redis", "sessions_memory", "sessions_sqlite",
+                "sessions_redis"),
+    "django": ("none", "django_db", "django_cache_redis", "django_signed_cookies", "sessions_memory",
+               "sessions_sqlite", "sessions_redis"),
+}
+SHARED = {"flask_session_redis", "starsessions_redis", "django_db", "django_cache_redis", "sessions_sqlite",
+          "sessions_redis"}
+COOKIE = {"flask_cookie", "starlette_cookie", "django_signed_cookies"}
+
+
+def framework_checks(framework: str, variant: str) -> set:
+    names = {"all_200"}
+    if variant == "none":
+        names.add("no_cookie")
+    else:
+        names |= {"sessions_found", "new_sends_cookie"}
+    if variant.startswith("sessions_"):
+        names.add("untouched_no_cookie")
+    if variant in SHARED:
+        names.add("writes_kept")
+    if variant in COOKIE:
+        names.add("write_sends_cookie")
+    return {f"frameworks_{framework}_{variant}_{name}" for name in names}
+
+
 SQLITE_STORE_CHECKS = {"stores_sqlite_modified_saved", "stores_sqlite_cookies", "stores_sqlite_untouched_no_statements",
                        "stores_sqlite_new_one_transaction", "stores_sqlite_read_only_updates",
                        "stores_sqlite_4_processes", "stores_sqlite_touch_after_reads"}
@@ -62,7 +100,7 @@ def _importable(name: str) -> bool:
 def quick_run():
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
@@ -109,6 +147,31 @@ def test_stores_section_checks_what_exists(quick_run):
             assert expected <= checks, expected - checks
     if "RedisStore" not in stores["missing"] and "flask_session" not in stores["missing"]:
         assert set(stores["redis_vs_flask_session"]) >= {"mix", "untouched", "read_only", "modified", "new"}
+    if CI or "postgres" not in stores["missing"]:  # .ci/run installs PostgreSQL
+        assert POSTGRES_STORE_CHECKS <= checks, POSTGRES_STORE_CHECKS - checks
+        assert set(stores["postgres"]["trips"]) == {"untouched", "read_only", "modified", "new"}
+    if CI or "cluster" not in stores["missing"]:
+        assert CLUSTER_CHECKS <= checks, CLUSTER_CHECKS - checks
+
+
+def test_frameworks_section_checks_every_variant(quick_run):
+    """Every framework's variants ran under their real server and wrk, and each exercised its path."""
+    _, results = quick_run
+    section, checks = results["frameworks"], set(results["checks"])
+    if shutil.which("wrk") is None:
+        assert section["missing"]["wrk"].startswith("n/a")
+        missing("wrk is not installed (Debian: apt-get install wrk)")
+    if shutil.which("redis-server") is None:
+        missing("redis-server is not installed")
+    for framework, variants in FRAMEWORK_VARIANTS.items():
+        part = section["frameworks"][framework]
+        assert "missing" not in part, part.get("missing")
+        for variant in variants:
+            assert framework_checks(framework, variant) <= checks, framework_checks(framework, variant) - checks
+            for mix in ("read", "write", "mix"):
+                figures = part["variants"][variant][mix]
+                assert figures["rps"] > 0 and figures["requests"] > 0 and figures["p99_ms"] >= figures["p50_ms"] > 0
+        assert part["config"]["none"].startswith("no session")
 
 
 def test_every_figure_is_reported(quick_run):
@@ -133,7 +196,7 @@ def test_every_figure_is_reported(quick_run):
 
 def test_table_marks_each_target(quick_run):
     stdout, results = quick_run
-    assert len(results["targets"]) == 14
+    assert len(results["targets"]) == 15 + 15  # 15 of sections 1 to 6, 15 of the frameworks
     for target in results["targets"]:
         assert isinstance(target["met"], bool)
         mark = "MET   " if target["met"] else "MISSED"

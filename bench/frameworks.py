@@ -21,6 +21,9 @@ per-round ratios (both runs of a ratio are from the same round). Server CPU per 
 (utime + stime from /proc) of the server's process tree (master and workers) over the run, divided by the
 requests wrk completed.
 
+``python3 bench/frameworks.py --profile FRAMEWORK VARIANT MIX [SECONDS]`` profiles one variant's worker instead
+(cProfile inside the worker while wrk runs; see ``profile``).
+
 Sessions are seeded before the rounds: through the app's ``/seed`` page (the framework's own code writes
 them), except for sessions.py's MemoryStore, whose records are made here and loaded by every worker at
 start, since each worker process holds its own MemoryStore.
@@ -41,10 +44,13 @@ import urllib.error
 import urllib.request
 from typing import Any, Dict, List, Optional, Tuple
 
-import sessions
+if __name__ == "__main__":  # python3 bench/frameworks.py --profile ...: this sessions.py and bench package
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import ROOT, child_env, record_text, timing
-from bench.cycle import NEIGHBOURS, SECRET, cookie_header
+import sessions  # noqa: E402
+
+from bench import ROOT, child_env, record_text, timing  # noqa: E402
+from bench.cycle import NEIGHBOURS, SECRET, cookie_header  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LUA = os.path.join(HERE, "frameworks.lua")
@@ -536,3 +542,60 @@ def table(result: Dict[str, Any]) -> List[str]:
         for variant, text in part["config"].items():
             out.append(f"     {variant}: {text.strip()}")
     return out
+
+
+# Profiling a worker ###############################################################################################
+
+
+def profile(framework: str, variant: str, mix: str, seconds: int, top: int = 30) -> None:
+    """``python3 bench/frameworks.py --profile FRAMEWORK VARIANT MIX [SECONDS]``: one server with one worker
+    that profiles itself (cProfile, from its start: imports are in the figures too, under their own names),
+    wrk for ``seconds``, then the worker's functions by own time and by cumulative time."""
+    import pstats
+
+    from bench.stores import RedisServer
+
+    redis_server = RedisServer()
+    tmp = tempfile.mkdtemp(prefix="bench-profile-")
+    prefix = os.path.join(tmp, "profile")
+    try:
+        spec = FRAMEWORKS[framework]
+        config: Dict[str, Any] = {"redis_port": redis_server.port, "sqlite": os.path.join(tmp, "store.db"),
+                                  "profile": prefix}
+        cookies = None
+        if variant == "sessions_memory":
+            seeds, cookies = memory_seeds(spec["cookie"], 64)
+            config["seed"] = os.path.join(tmp, "seed.json")
+            with open(config["seed"], "w") as f:
+                json.dump(seeds, f)
+        if framework == "django" and variant == "django_db":
+            env = dict(child_env(), BENCH_APP=json.dumps({"variant": variant, **config, "profile": None}))
+            subprocess.run([sys.executable, "-m", "bench.apps.django_app", "migrate"], cwd=ROOT, env=env, check=True)
+        server = AppServer(framework, variant, 1, config, os.path.join(tmp, "server.log"))
+        try:
+            server.wait_ready()
+            if cookies is None:
+                cookies = (["; ".join(NEIGHBOURS)] * 64 if variant == "none"
+                           else seed_through_app(server, spec["cookie"], 64))
+            cookie_file = os.path.join(tmp, "cookies")
+            with open(cookie_file, "w") as f:
+                f.write("\n".join(cookies) + "\n")
+            out = Wrk(server, cookie_file, mix, seconds, 0, 2).result()
+        finally:
+            server.stop()
+        print(f"{framework} {variant} {mix}: {out['requests']} requests, {out['rps']:.0f} req/s, "
+              f"{out['cpu_us']:.0f} us CPU per request (server process tree)")
+        files = [os.path.join(tmp, name) for name in os.listdir(tmp) if name.startswith("profile.")]
+        if not files:
+            raise SystemExit(f"no profile written: see {os.path.join(tmp, 'server.log')}")
+        stats = pstats.Stats(*files)
+        print(f"per request: divide by {out['requests']} (plus the requests of seeding and readiness)")
+        stats.sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)
+    finally:
+        redis_server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--profile"]:
+    profile(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]) if len(sys.argv) > 5 else 5)

@@ -1,6 +1,8 @@
 """The apps bench/frameworks.py serves: one small page set per framework (Flask, FastAPI, Django), each
 variant a session configuration chosen by the ``BENCH_APP`` environment variable (JSON: ``variant``,
-``redis_port``, ``sqlite`` (a file path), ``seed`` (a file of MemoryStore records)).
+``redis_port``, ``sqlite`` (a file path), ``seed`` (a file of MemoryStore records), ``profile`` (a path prefix:
+each worker process profiles itself with cProfile from its start and writes ``<prefix>.<pid>`` when it exits;
+``python3 bench/frameworks.py --profile ...`` reads them)).
 
 Every app answers the same paths, and every page names its kind, the session it served and the view
 counter it saw, so the load generator can check each response (bench/frameworks.lua):
@@ -26,6 +28,14 @@ from bench.cycle import DATA, SECRET
 CONFIG: Dict[str, Any] = json.loads(os.environ.get("BENCH_APP", '{"variant": "none"}'))
 VARIANT: str = CONFIG["variant"]
 SEEDED = {**DATA, "views": 1}
+
+if CONFIG.get("profile"):
+    import atexit
+    import cProfile
+
+    _profile = cProfile.Profile()
+    _profile.enable()
+    atexit.register(lambda: (_profile.disable(), _profile.dump_stats(f"{CONFIG['profile']}.{os.getpid()}")))
 LIFETIME = 14 * 24 * 3600  # Starlette's default max_age; the lifetime every server-side variant is given
 
 
