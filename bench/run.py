@@ -1,6 +1,6 @@
 """Benchmarks of sessions.py, with the targets of issues 4, 8, 12, 17 and 21. Run from the repository root:
 
-    python3 bench/run.py            # full run, about 9 minutes on 2 cores (the frameworks section 6)
+    python3 bench/run.py            # full run, about 7 minutes on 2 cores (the frameworks section 4)
     python3 bench/run.py --quick    # seconds; used by test_bench.py to check the benchmark itself
     python3 bench/run.py --only frameworks   # one section (or a comma-separated list of them)
 
@@ -35,7 +35,7 @@ FULL = {"cycle_reps": 9, "cycle_seconds": 0.08, "inproc_blocks": 20, "inproc_rou
         "pp_blocks": 20, "pp_rounds": 500, "pl_blocks": 20, "pl_rounds": 40, "depth": 16,
         "stores_blocks": 15, "stores_rounds": 150, "trips_n": 50, "mp_seconds": 3.0, "mp_sessions": 200,
         "sizes": (10_000, 100_000, 1_000_000), "sample": 50_000, "prune_reps": 7,
-        "fw_rounds": 3, "fw_seconds": 2, "fw_workers": 2, "fw_sessions": 64, "fw_limit": 0}
+        "fw_rounds": 3, "fw_seconds": 1, "fw_workers": 2, "fw_sessions": 64, "fw_limit": 0}
 QUICK = {"cycle_reps": 3, "cycle_seconds": 0.004, "inproc_blocks": 4, "inproc_rounds": 60,
          "cold_blocks": 4, "cold_rounds": 10,
          "pp_blocks": 4, "pp_rounds": 25, "pl_blocks": 4, "pl_rounds": 3, "depth": 8,

@@ -1,7 +1,7 @@
 """The apps bench/frameworks.py serves: one small page set per framework (Flask, FastAPI, Django), each
 variant a session configuration chosen by the ``BENCH_APP`` environment variable (JSON: ``variant``,
 ``redis_port``, ``sqlite`` (a file path), ``seed`` (a file of MemoryStore records), ``profile`` (a path prefix:
-each worker process profiles itself with cProfile from its start and writes ``<prefix>.<pid>`` when it exits;
+each worker process profiles itself with cProfile from its start and writes ``<prefix>.<pid>`` on SIGUSR2;
 ``python3 bench/frameworks.py --profile ...`` reads them)).
 
 Every app answers the same paths, and every page names its kind, the session it served and the view
@@ -28,16 +28,33 @@ from bench.cycle import DATA, SECRET
 CONFIG: Dict[str, Any] = json.loads(os.environ.get("BENCH_APP", '{"variant": "none"}'))
 VARIANT: str = CONFIG["variant"]
 SEEDED = {**DATA, "views": 1}
-
-if CONFIG.get("profile"):
-    import atexit
-    import cProfile
-
-    _profile = cProfile.Profile()
-    _profile.enable()
-    atexit.register(lambda: (_profile.disable(), _profile.dump_stats(f"{CONFIG['profile']}.{os.getpid()}")))
 LIFETIME = 14 * 24 * 3600  # Starlette's default max_age; the lifetime every server-side variant is given
 
+if CONFIG.get("profile"):  # SIGUSR2 writes the profile (servers end their workers by signals, without atexit)
+    import cProfile
+    import pstats
+    import signal
+    import threading
+    import time
+
+    _profiles = [cProfile.Profile(time.thread_time)]  # CPU time, per thread
+
+    def _profile_thread(*_: Any) -> None:
+        """Each new thread (the store's worker threads under ASGI) profiles itself from its first call."""
+        profile = cProfile.Profile(time.thread_time)
+        _profiles.append(profile)
+        profile.enable()
+
+    def _dump(*_: Any) -> None:
+        _profiles[0].disable()
+        stats = pstats.Stats(_profiles[0])
+        for profile in _profiles[1:]:
+            stats.add(profile)
+        stats.dump_stats(f"{CONFIG['profile']}.{os.getpid()}")
+
+    threading.setprofile(_profile_thread)
+    signal.signal(signal.SIGUSR2, _dump)
+    _profiles[0].enable()
 
 def page(kind: str, k: str, views: int) -> str:
     return f"kind={kind} k={k} views={views}\n"
