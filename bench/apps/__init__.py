@@ -87,6 +87,10 @@ def our_store() -> Any:
         return sessions.SQLiteStore(CONFIG["sqlite"])
     if kind == "redis":
         return sessions.RedisStore(redis_client())
+    if kind == "async_redis":  # for an ASGI app, once sessions.py has an async Redis store
+        import redis.asyncio
+
+        return sessions.AsyncRedisStore(redis.asyncio.Redis.from_url(redis_url()))
     raise SystemExit(f"unknown store {kind!r}")
 
 
@@ -94,4 +98,5 @@ def our_store_text() -> str:
     kind = VARIANT.split("_", 1)[1]
     return {"memory": "MemoryStore() per worker process (seeded with the same sessions)",
             "sqlite": "SQLiteStore(path): one file shared by the workers, WAL",
-            "redis": f"RedisStore(redis.Redis.from_url({redis_url()!r})), prefix 'sess:'"}[kind]
+            "redis": f"RedisStore(redis.Redis.from_url({redis_url()!r})), prefix 'sess:'",
+            "async_redis": f"AsyncRedisStore(redis.asyncio.Redis.from_url({redis_url()!r}))"}[kind]
