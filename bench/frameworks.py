@@ -22,7 +22,8 @@ per-round ratios (both runs of a ratio are from the same round). Server CPU per 
 requests wrk completed.
 
 ``python3 bench/frameworks.py --profile FRAMEWORK VARIANT MIX [SECONDS]`` profiles one variant's worker instead
-(cProfile inside the worker while wrk runs; see ``profile``).
+(cProfile inside the worker while wrk runs; see ``profile``), and ``--inprocess FRAMEWORK VARIANT MIX`` calls
+one variant's app in process, without a server, for its CPU per request (see ``inprocess``).
 
 Sessions are seeded before the rounds: through the app's ``/seed`` page (the framework's own code writes
 them), except for sessions.py's MemoryStore, whose records are made here and loaded by every worker at
@@ -615,6 +616,124 @@ def profile(framework: str, variant: str, mix: str, seconds: int, top: int = 30)
         redis_server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
+
+def inprocess(framework: str, variant: str, mix: str, n: int, inline: bool = False, sort: Optional[str] = None) -> None:
+    """``python3 bench/frameworks.py --inprocess FRAMEWORK VARIANT MIX [N] [inline] [SORT]``: the app called
+    in this process, no server and no socket (a WSGI environ or an ASGI scope built here), ``n`` times after
+    200 to warm up; prints CPU per request (this process, threads included). ``inline`` runs an ASGI
+    sessions.py variant's store calls on the event loop instead of in a worker thread (what an async store
+    would save); ``SORT`` (``tottime``, ``cumulative``) profiles the ``n`` requests with cProfile."""
+    import io
+    import resource
+
+    from bench.stores import RedisServer
+
+    redis_server = RedisServer()
+    tmp = tempfile.mkdtemp(prefix="bench-inprocess-")
+    try:
+        spec = FRAMEWORKS[framework]
+        config: Dict[str, Any] = {"variant": variant, "redis_port": redis_server.port,
+                                  "sqlite": os.path.join(tmp, "store.db"), "seed": os.path.join(tmp, "seed.json")}
+        cookie = "; ".join(NEIGHBOURS)
+        os.environ["BENCH_APP"] = json.dumps(config)  # before bench.apps is imported: it reads it once
+        if variant == "sessions_memory":
+            seeds, cookies = memory_seeds(spec["cookie"], 1)
+            cookie = cookies[0]
+            with open(config["seed"], "w") as f:
+                json.dump(seeds, f)
+        if framework == "django" and variant == "django_db":
+            subprocess.run([sys.executable, "-m", "bench.apps.django_app", "migrate"], cwd=ROOT,
+                           env=dict(child_env(), BENCH_APP=os.environ["BENCH_APP"]), check=True)
+        module, name = spec["app"].split(":")
+        app = getattr(__import__(module, fromlist=[name]), name)
+
+        if spec["server"] == "uvicorn":
+            import asyncio
+
+            async def acall(path: str, cookie: str) -> Tuple[List[Tuple[str, str]], str]:
+                scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                         "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"k=1",
+                         "root_path": "", "headers": [(b"host", b"127.0.0.1"), (b"cookie", cookie.encode())],
+                         "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+                sent: List[Dict[str, Any]] = []
+
+                async def receive() -> Dict[str, Any]:
+                    return {"type": "http.request", "body": b"", "more_body": False}
+
+                async def send(message: Dict[str, Any]) -> None:
+                    sent.append(message)
+
+                await app(scope, receive, send)
+                return ([(k.decode(), v.decode()) for k, v in sent[0]["headers"]],
+                        b"".join(m.get("body", b"") for m in sent[1:]).decode())
+
+            loop = asyncio.new_event_loop()
+            try:
+                import uvloop
+
+                loop = uvloop.new_event_loop()
+            except ImportError:
+                pass
+
+            def call(path: str, cookie: str) -> Tuple[List[Tuple[str, str]], str]:
+                return loop.run_until_complete(acall(path, cookie))
+        else:
+            def call(path: str, cookie: str) -> Tuple[List[Tuple[str, str]], str]:
+                environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "k=1", "SCRIPT_NAME": "",
+                           "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+                           "HTTP_HOST": "127.0.0.1", "HTTP_COOKIE": cookie, "REMOTE_ADDR": "127.0.0.1",
+                           "wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http",
+                           "wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.multiprocess": True,
+                           "wsgi.run_once": False}
+                got: Dict[str, Any] = {}
+
+                def start_response(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> None:
+                    got["headers"] = headers
+
+                body = b"".join(app(environ, start_response)).decode()
+                return got["headers"], body
+
+        if variant not in ("none", "sessions_memory"):
+            headers, _ = call("/seed", cookie)
+            pair = next(v.split(";", 1)[0] for k, v in headers if k.lower() == "set-cookie")
+            cookie = cookie_header(*pair.split("=", 1))
+        call("/read", cookie)
+        if inline:
+            layer = app.middleware_stack
+            while layer is not None and not isinstance(layer, sessions.ASGISessionMiddleware):
+                layer = getattr(layer, "app", None)
+            layer._blocking = False  # the store's calls on the event loop (bench only: what an async store saves)
+        path = "/" + ("untouched" if mix == "mix" else mix)
+        for _ in range(200):
+            call(path, cookie)
+        profiler = None
+        if sort:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        for _ in range(n):
+            _, body = call(path, cookie)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        if profiler is not None:
+            profiler.disable()
+        cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / n * 1e6
+        print(f"{framework} {variant} {mix}{' inline' if inline else ''}: {cpu:.1f} us CPU per request in process "
+              f"({n} requests; last page: {body.strip()})")
+        if profiler is not None:
+            import pstats
+
+            pstats.Stats(profiler).sort_stats(sort).print_stats(30)
+    finally:
+        redis_server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--inprocess"]:
+    extra = sys.argv[6:]
+    inprocess(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]) if len(sys.argv) > 5 else 3000,
+              inline="inline" in extra, sort=next((a for a in extra if a != "inline"), None))
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--profile"]:
     profile(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]) if len(sys.argv) > 5 else 5)
