@@ -4359,8 +4359,9 @@ class _DjangoSessionMiddleware:
 
 def _django_emptied(session: _DjangoSession) -> bool:
     """Used, not stored, and empty: Django's ``is_empty()`` after use (a cookie that named nothing)."""
-    return session.accessed and session.new_reason != "out-of-scope" and session.session_key is None \
-        and not len(session)
+    # emptiness first: session_key signs the id (an HMAC), which a session holding data never needs here
+    return session.accessed and session.new_reason != "out-of-scope" and not len(session) \
+        and session.session_key is None
 
 
 def _django_cookie_parts(set_cookie: str) -> Tuple[str, str, Dict[str, Any]]:

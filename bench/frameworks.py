@@ -371,12 +371,16 @@ def summarize(spec: Dict[str, Any], samples: Dict[str, Dict[str, List[Dict[str, 
     def ratio(num: str, den: str, mix: str) -> float:
         return timing.median_ratio([1 / r["rps"] for r in measured[den][mix]], [1 / r["rps"] for r in measured[num][mix]])
 
-    for store, peer in spec["peers"].items():
-        for ours in (f"sessions_{store}", f"sessions_async_{store}"):
-            if ours in measured and peer in measured:
-                out["ratios"][f"{ours}/{peer}"] = {mix: ratio(ours, peer, mix) for mix in MIXES}
-    if "sessions_memory" in measured and "none" in measured:
-        out["ratios"]["sessions_memory/none"] = {mix: ratio("sessions_memory", "none", mix) for mix in MIXES}
+    def cpu_ratio(num: str, den: str, mix: str) -> float:
+        return timing.median_ratio([r["cpu_us"] for r in measured[num][mix]], [r["cpu_us"] for r in measured[den][mix]])
+
+    pairs = [(ours, peer) for store, peer in spec["peers"].items()
+             for ours in (f"sessions_{store}", f"sessions_async_{store}")] + [("sessions_memory", "none")]
+    out["cpu_ratios"] = {}
+    for ours, other in pairs:
+        if ours in measured and other in measured:
+            out["ratios"][f"{ours}/{other}"] = {mix: ratio(ours, other, mix) for mix in MIXES}
+            out["cpu_ratios"][f"{ours}/{other}"] = {mix: cpu_ratio(ours, other, mix) for mix in MIXES}
     return out
 
 
@@ -552,7 +556,9 @@ def table(result: Dict[str, Any]) -> List[str]:
                 f"{figures[m]['rps']:>10,.0f}{figures[m]['p50_ms']:>8.2f}{figures[m]['p99_ms']:>8.2f}"
                 f"{figures[m]['cpu_us']:>8,.0f}" for m in MIXES))
         for key, ratios in part["ratios"].items():
-            out.append(f"   {key} (req/s): " + ", ".join(f"{MIX_LABELS[m]} {ratios[m]:.2f}x" for m in MIXES))
+            cpu = part["cpu_ratios"][key]
+            out.append(f"   {key}: req/s " + ", ".join(f"{MIX_LABELS[m]} {ratios[m]:.2f}x" for m in MIXES)
+                       + "; CPU/request " + ", ".join(f"{cpu[m]:.2f}x" for m in MIXES))
         for variant, text in part["config"].items():
             out.append(f"     {variant}: {text.strip()}")
     return out
