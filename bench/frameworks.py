@@ -234,6 +234,31 @@ def seed_through_app(server: AppServer, name: str, count: int) -> List[str]:
     return cookies
 
 
+def prepare(framework: str, variant: str, config: Dict[str, Any], count: int) -> Optional[List[str]]:
+    """What a variant needs before its app starts: sessions.py's MemoryStore gets ``count`` seeded records in
+    the file ``config["seed"]`` (their Cookie headers are returned), Django's db backend its table."""
+    cookies = None
+    if variant == "sessions_memory":
+        seeds, cookies = memory_seeds(FRAMEWORKS[framework]["cookie"], count)
+        with open(config["seed"], "w") as f:
+            json.dump(seeds, f)
+    if framework == "django" and variant == "django_db":
+        env = dict(child_env(), BENCH_APP=json.dumps({"variant": variant, **config, "profile": None}))
+        subprocess.run([sys.executable, "-m", "bench.apps.django_app", "migrate"], cwd=ROOT, env=env, check=True,
+                       timeout=120)
+    return cookies
+
+
+def session_cookies(server: AppServer, prepared: Optional[List[str]], count: int) -> List[str]:
+    """The Cookie headers of a started variant: the prepared ones, the neighbours alone for no session, or
+    sessions seeded through the app."""
+    if prepared is not None:
+        return prepared
+    if server.variant == "none":
+        return ["; ".join(NEIGHBOURS)] * count
+    return seed_through_app(server, FRAMEWORKS[server.framework]["cookie"], count)
+
+
 # Load ###########################################################################################################
 
 
@@ -277,26 +302,16 @@ class Framework:
         self.cookie_files: Dict[str, str] = {}
         self.cookies: Dict[str, List[str]] = {}
         variants = [v for v, _ in self.spec["variants"] if v not in missing]
+        prepared: Dict[str, Optional[List[str]]] = {}
         try:
             for variant in variants:
-                config: Dict[str, Any] = {"redis_port": redis_port,
-                                          "sqlite": os.path.join(tmp, f"{name}-{variant}.db")}
-                if variant == "sessions_memory":
-                    seeds, self.cookies[variant] = memory_seeds(self.spec["cookie"], sessions_per_run)
-                    config["seed"] = os.path.join(tmp, f"{name}-seed.json")
-                    with open(config["seed"], "w") as f:
-                        json.dump(seeds, f)
-                if name == "django" and variant == "django_db":
-                    env = dict(child_env(), BENCH_APP=json.dumps({"variant": variant, **config}))
-                    subprocess.run([sys.executable, "-m", "bench.apps.django_app", "migrate"], cwd=ROOT, env=env,
-                                   check=True, timeout=120)
+                config: Dict[str, Any] = {"redis_port": redis_port, "sqlite": os.path.join(tmp, f"{name}-{variant}.db"),
+                                          "seed": os.path.join(tmp, f"{name}-{variant}.seed.json")}
+                prepared[variant] = prepare(name, variant, config, sessions_per_run)
                 self.servers[variant] = AppServer(name, variant, workers, config, os.path.join(tmp, f"{name}.log"))
             for variant, server in self.servers.items():
                 server.wait_ready()
-                if variant == "none":  # the same neighbour cookies, no session
-                    self.cookies[variant] = ["; ".join(NEIGHBOURS)] * sessions_per_run
-                elif variant not in self.cookies:
-                    self.cookies[variant] = seed_through_app(server, self.spec["cookie"], sessions_per_run)
+                self.cookies[variant] = session_cookies(server, prepared[variant], sessions_per_run)
                 self.cookie_files[variant] = os.path.join(tmp, f"{name}-{variant}.cookies")
                 with open(self.cookie_files[variant], "w") as f:
                     f.write("\n".join(self.cookies[variant]) + "\n")
@@ -579,24 +594,13 @@ def profile(framework: str, variant: str, mix: str, seconds: int, top: int = 30)
     tmp = tempfile.mkdtemp(prefix="bench-profile-")
     prefix = os.path.join(tmp, "profile")
     try:
-        spec = FRAMEWORKS[framework]
         config: Dict[str, Any] = {"redis_port": redis_server.port, "sqlite": os.path.join(tmp, "store.db"),
-                                  "profile": prefix}
-        cookies = None
-        if variant == "sessions_memory":
-            seeds, cookies = memory_seeds(spec["cookie"], 64)
-            config["seed"] = os.path.join(tmp, "seed.json")
-            with open(config["seed"], "w") as f:
-                json.dump(seeds, f)
-        if framework == "django" and variant == "django_db":
-            env = dict(child_env(), BENCH_APP=json.dumps({"variant": variant, **config, "profile": None}))
-            subprocess.run([sys.executable, "-m", "bench.apps.django_app", "migrate"], cwd=ROOT, env=env, check=True)
+                                  "seed": os.path.join(tmp, "seed.json"), "profile": prefix}
+        prepared = prepare(framework, variant, config, 64)
         server = AppServer(framework, variant, 1, config, os.path.join(tmp, "server.log"))
         try:
             server.wait_ready()
-            if cookies is None:
-                cookies = (["; ".join(NEIGHBOURS)] * 64 if variant == "none"
-                           else seed_through_app(server, spec["cookie"], 64))
+            cookies = session_cookies(server, prepared, 64)
             cookie_file = os.path.join(tmp, "cookies")
             with open(cookie_file, "w") as f:
                 f.write("\n".join(cookies) + "\n")
@@ -640,16 +644,9 @@ def inprocess(framework: str, variant: str, mix: str, n: int, inline: bool = Fal
         spec = FRAMEWORKS[framework]
         config: Dict[str, Any] = {"variant": variant, "redis_port": redis_server.port,
                                   "sqlite": os.path.join(tmp, "store.db"), "seed": os.path.join(tmp, "seed.json")}
-        cookie = "; ".join(NEIGHBOURS)
         os.environ["BENCH_APP"] = json.dumps(config)  # before bench.apps is imported: it reads it once
-        if variant == "sessions_memory":
-            seeds, cookies = memory_seeds(spec["cookie"], 1)
-            cookie = cookies[0]
-            with open(config["seed"], "w") as f:
-                json.dump(seeds, f)
-        if framework == "django" and variant == "django_db":
-            subprocess.run([sys.executable, "-m", "bench.apps.django_app", "migrate"], cwd=ROOT,
-                           env=dict(child_env(), BENCH_APP=os.environ["BENCH_APP"]), check=True)
+        prepared = prepare(framework, variant, config, 1)
+        cookie = prepared[0] if prepared else "; ".join(NEIGHBOURS)
         module, name = spec["app"].split(":")
         app = getattr(__import__(module, fromlist=[name]), name)
 

@@ -23,7 +23,7 @@ import json
 import os
 from typing import Any, Dict, List
 
-from bench.cycle import DATA, SECRET
+from bench.cycle import DATA, SECRET  # noqa: F401 (SECRET: the apps sign with it)
 
 CONFIG: Dict[str, Any] = json.loads(os.environ.get("BENCH_APP", '{"variant": "none"}'))
 VARIANT: str = CONFIG["variant"]
