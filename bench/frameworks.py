@@ -386,8 +386,10 @@ def summarize(spec: Dict[str, Any], samples: Dict[str, Dict[str, List[Dict[str, 
     def ratio(num: str, den: str, mix: str) -> float:
         return timing.median_ratio([1 / r["rps"] for r in measured[den][mix]], [1 / r["rps"] for r in measured[num][mix]])
 
-    def cpu_ratio(num: str, den: str, mix: str) -> float:
-        return timing.median_ratio([r["cpu_us"] for r in measured[num][mix]], [r["cpu_us"] for r in measured[den][mix]])
+    def cpu_ratio(num: str, den: str, mix: str) -> Optional[float]:
+        """None where the CPU clock (10 ms ticks) saw nothing: the quick mode's runs of a few requests."""
+        pairs = [(a["cpu_us"], b["cpu_us"]) for a, b in zip(measured[num][mix], measured[den][mix]) if b["cpu_us"]]
+        return timing.median_ratio([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
 
     pairs = [(ours, peer) for store, peer in spec["peers"].items()
              for ours in (f"sessions_{store}", f"sessions_async_{store}")] + [("sessions_memory", "none")]
@@ -573,7 +575,7 @@ def table(result: Dict[str, Any]) -> List[str]:
         for key, ratios in part["ratios"].items():
             cpu = part["cpu_ratios"][key]
             out.append(f"   {key}: req/s " + ", ".join(f"{MIX_LABELS[m]} {ratios[m]:.2f}x" for m in MIXES)
-                       + "; CPU/request " + ", ".join(f"{cpu[m]:.2f}x" for m in MIXES))
+                       + "; CPU/request " + ", ".join("n/a" if cpu[m] is None else f"{cpu[m]:.2f}x" for m in MIXES))
         for variant, text in part["config"].items():
             out.append(f"     {variant}: {text.strip()}")
     return out
