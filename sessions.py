@@ -68,6 +68,7 @@ __all__ = [
     "Codec",
     "SessionCookie",
     "Store",
+    "AsyncStore",
     "MemoryStore",
     "SQLiteStore",
     "RedisStore",
@@ -958,6 +959,60 @@ class Store:
         raise NotImplementedError(f"{type(self).__name__} cannot count its sessions")
 
     def ids(self) -> List[str]:
+        """Optional: the ids of the live records."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its sessions")
+
+
+class AsyncStore:
+    """The ``Store`` contract with ``async def`` methods, for backends with an asyncio client
+    (``redis.asyncio``, psycopg's ``AsyncConnectionPool``). Subclass it and override ``get``, ``set`` and
+    ``destroy`` (and ``update`` and ``touch`` with one atomic step of the backend where it has one); each
+    method means exactly what the ``Store`` method of the same name means, returns the same, and raises
+    the same way. The optional ones are ``clear()``, ``count()`` (``len`` cannot be awaited) and ``ids()``.
+
+    A manager whose store is async serves async code: ``ASGISessionMiddleware`` (no worker thread at
+    all), ``manager.aopen``/``acommit``, and ``await session.asave()``, ``areload()``, ``adestroy()``,
+    ``aflush()``. Sync calls that would need the store (``manager.open`` with a session cookie,
+    ``session.save()``) raise ``SessionError`` saying so. A method cancelled while it waits (the client
+    went away) must leave the record as it was or as written, never half-written: one command, script or
+    transaction per write.
+    """
+
+    async def get(self, sid: str) -> Union[str, Tuple[str, Optional[float]], None]:
+        """As ``Store.get``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement get(sid)")
+
+    async def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """As ``Store.set``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement set(sid, record, expires)")
+
+    async def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        """As ``Store.update``; this default is get, change, set (not atomic: see ``Store.update``)."""
+        stored = await self.get(sid)
+        if isinstance(stored, tuple):
+            stored = stored[0]
+        if stored is None:
+            return False
+        await self.set(sid, change(stored), expires)
+        return True
+
+    async def touch(self, sid: str, record: str, expires: Optional[float]) -> Optional[bool]:
+        """As ``Store.touch``; this default is ``update`` with the cookie object of ``record``."""
+        return await self.update(sid, lambda stored: _with_cookie_of(stored, record), expires)
+
+    async def destroy(self, sid: str) -> None:
+        """As ``Store.destroy``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement destroy(sid)")
+
+    async def clear(self) -> None:
+        """Optional: delete every record."""
+        raise NotImplementedError(f"{type(self).__name__} cannot clear")
+
+    async def count(self) -> int:
+        """Optional: the number of live records (``Store.__len__``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count its sessions")
+
+    async def ids(self) -> List[str]:
         """Optional: the ids of the live records."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its sessions")
 
@@ -2596,13 +2651,15 @@ def _check_codec_round_trip(key: str, value: Any, encoded: Any, codec: "Codec") 
 
 
 def _same_value(first: Any, second: Any) -> bool:
-    """Equal, with the same types all the way down (``Markup("a") == "a"`` but is not the same value).
-    Iterative, like ``_unstorable``."""
+    """Equal, with the same types all the way down (``Markup("a") == "a"`` but is not the same value),
+    except that a whole float may come back as the equal int: records are written as JavaScript writes
+    numbers (one number type: ``1.0`` is ``1``). Iterative, like ``_unstorable``."""
     pending = [(first, second)]
     while pending:
         a, b = pending.pop()
         if type(a) is not type(b):
-            return False
+            if not ({type(a), type(b)} == {int, float} and a == b):
+                return False
         if isinstance(a, dict):
             if list(a) != list(b):
                 return False
@@ -3194,11 +3251,18 @@ class SessionManager:
     # One policy, two ways to perform its calls: here for sync code, awaited for async code.
 
     def _run(self, steps: _Steps) -> Any:
-        """Perform the store calls ``steps`` yields on this (sync) store; return what ``steps`` returns. A
-        store's exception is thrown into ``steps`` as a StoreError (see ``_store_failure``)."""
-        store = self.store
+        """Perform the store calls ``steps`` yields on this (sync) store; return what ``steps`` returns."""
         try:
             call = next(steps)
+        except StopIteration as done:
+            return done.value
+        return self._perform(steps, call)
+
+    def _perform(self, steps: _Steps, call: Tuple[str, Tuple[Any, ...]]) -> Any:
+        """Perform ``call`` and the further calls of ``steps`` on this sync store. A store's exception is
+        thrown into ``steps`` as ``_store_failure`` makes it (the policy may clean up; it propagates)."""
+        store = self.store
+        try:
             while True:
                 if self._async_store:
                     raise SessionError(_SYNC_CALL_ON_ASYNC_STORE)
@@ -3213,23 +3277,31 @@ class SessionManager:
             return done.value
 
     async def _arun(self, steps: _Steps) -> Any:
-        """``_run`` for async code: an ``AsyncStore``'s calls are awaited; a sync store runs inline when it
-        does not block (``MemoryStore``), else in a worker thread, the event loop never waiting on it."""
-        if not self._async_store:
-            if not getattr(self.store, "blocking", True):
-                return self._run(steps)
-            import asyncio
-
-            return await asyncio.to_thread(self._run, steps)
-        store = self.store
+        """``_run`` for async code. The policy's own work runs on the event loop; its store calls are
+        awaited on an ``AsyncStore``, made inline on a store that does not block (``MemoryStore``), and
+        made in a worker thread on a blocking one, so the loop never waits on a store. Steps that call no
+        store (a new session, an unused one) need no thread."""
         try:
             call = next(steps)
+        except StopIteration as done:
+            return done.value
+        if not self._async_store:
+            if not getattr(self.store, "blocking", True):
+                return self._perform(steps, call)
+            import asyncio  # here: importing it up front would double the import time of sessions.py
+
+            return await asyncio.to_thread(self._perform, steps, call)
+        store = self.store
+        try:
             while True:
                 method, args = call
                 try:
                     result = await getattr(store, method)(*args)
                 except Exception as exc:
                     call = steps.throw(_store_failure(method, exc))
+                except BaseException:  # cancelled (the client went away): end the policy now, its
+                    steps.close()  # finally blocks run (a commit closes its session), then go
+                    raise
                 else:
                     call = steps.send(result)
         except StopIteration as done:
@@ -3947,11 +4019,11 @@ class ASGISessionMiddleware:
     added to that message; an app that fails before starting its response commits nothing (the server or
     Starlette answers 500).
 
-    The event loop never waits on store I/O at open or commit: a store whose ``blocking`` attribute is true
-    (the default of ``Store``) is called in a worker thread there; a non-blocking store (``MemoryStore``)
-    inline. The session methods that call the store at once (``save``, ``reload``, ``destroy``, ``flush``)
-    run where they are called: with a blocking store, an async endpoint calls them through
-    ``asyncio.to_thread``. HTTPS is ``scope["scheme"]`` or, with ``trust_proxy``, ``X-Forwarded-Proto``.
+    The event loop never waits on store I/O at open or commit: an ``AsyncStore`` is awaited; a sync store
+    whose ``blocking`` attribute is true (the default of ``Store``) is called in a worker thread; a
+    non-blocking one (``MemoryStore``) inline. An async endpoint calls the session methods that reach the
+    store at once as ``await session.asave()``, ``areload()``, ``adestroy()``, ``aflush()`` (the same rule);
+    their sync twins call a sync store where they are called, and refuse an async store. HTTPS is ``scope["scheme"]`` or, with ``trust_proxy``, ``X-Forwarded-Proto``.
     Other scopes (``lifespan``) pass through untouched.
     """
 
@@ -3976,10 +4048,6 @@ class ASGISessionMiddleware:
                     f"ASGISessionMiddleware takes manager= or Starlette's arguments, not both: {given[0]} was "
                     "given with a manager, which decides every setting; set it on the manager instead"
                 )
-        self._blocking = bool(getattr(self.manager.store, "blocking", True))
-        import asyncio  # here, not at the top: it would double the import time of sessions.py for everyone
-
-        self._to_thread = asyncio.to_thread
 
     async def __call__(self, scope: Dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -3989,20 +4057,14 @@ class ASGISessionMiddleware:
         # the lambda holds the request, not the scope, which will hold the session
         session = self.manager.open_lazy(lambda: request)
         if parse_cookie_header(request[0], self.manager.name):  # a session to read: read it up front
-            if self._blocking:
-                await self._to_thread(session._preload)
-            else:
-                session._preload()
+            await session._apreload()
         scope["session"] = session
 
         async def send_with_session(message: Dict[str, Any]) -> None:
             kind = message["type"]
             if kind == "http.response.start" or kind == "websocket.accept":
                 status = message.get("status", 101)  # websocket.accept: the handshake's 101 response
-                if self._blocking and session.accessed:  # an unused session commits without the store
-                    headers = await self._to_thread(self.manager.response_headers, session, status)
-                else:
-                    headers = self.manager.response_headers(session, status)
+                headers = await self.manager.aresponse_headers(session, status)
                 if headers:
                     message = dict(message)
                     message["headers"] = list(message.get("headers") or ()) + [
@@ -4209,17 +4271,52 @@ class _DjangoSession(Session):
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._manager.clock(), timezone.utc)
 
-    # Async: what may call the store runs in a worker thread when the store blocks, never on the loop
-    async def _off_loop(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if getattr(self._manager.store, "blocking", True):
-            import asyncio  # here, not at the top: see ASGISessionMiddleware
-
-            return await asyncio.to_thread(method, *args, **kwargs)
-        return method(*args, **kwargs)
-
+    # Async: Django's a<name> methods. What calls the store goes through the core's async methods, which
+    # await an AsyncStore, call MemoryStore inline and a blocking store in a worker thread: never on the loop.
     async def _aopened(self) -> None:
-        if not self.opened:
-            await self._off_loop(len, self)  # the first use opens: verify the cookie, load the record
+        """Opened (cookie verified, record loaded) and in use, without the event loop waiting on a store."""
+        await self._apreload()
+        self._use()
+
+    async def aexists(self, session_key: str) -> bool:
+        """Django's ``aexists``: ``exists`` for async code."""
+        return not (await self._manager.aopen(*_django_key_request(self._manager, session_key))).is_new
+
+    async def aload(self) -> Dict[str, Any]:
+        """Django's ``aload``: ``load`` for async code."""
+        await self._aopened()
+        stored = await self._manager.aopen(*_django_key_request(self._manager, self.session_key))
+        return {} if stored.is_new else dict(stored)
+
+    async def asave(self, must_create: bool = False) -> None:
+        """Django's ``asave``: ``save`` for async code."""
+        await self._aopened()
+        await super().asave()
+
+    async def acreate(self) -> None:
+        """Django's ``acreate``: ``create`` for async code."""
+        await self._aopened()
+        self.regenerate(keep_data=True)
+        await super().asave()
+
+    async def acycle_key(self) -> None:
+        """Django's ``acycle_key``: ``cycle_key`` for async code (``alogin`` calls it)."""
+        await self.acreate()
+
+    async def adelete(self, session_key: Optional[str] = None) -> None:
+        """Django's ``adelete``: ``delete`` for async code."""
+        await self._aopened()
+        if session_key is None or session_key == self.session_key:
+            await self.adestroy()
+            return
+        other = await self._manager.aopen(*_django_key_request(self._manager, session_key))
+        if not other.is_new:
+            await other.adestroy()
+
+    async def aflush(self) -> None:
+        """Django's ``aflush``: ``flush`` for async code (``alogout`` calls it)."""
+        await self._aopened()
+        await super().aflush()
 
 
 def _django_expiry_age(expiry: Any, modification: datetime, default: int) -> int:
@@ -4246,23 +4343,11 @@ def _after_opening(name: str, method_name: Optional[str] = None) -> Callable[...
     return method
 
 
-def _in_worker(name: str) -> Callable[..., Any]:
-    """The async twin ``a<name>`` of a method that calls the store: off the loop when the store blocks."""
-    async def method(self: _DjangoSession, *args: Any, **kwargs: Any) -> Any:
-        return await self._off_loop(getattr(self, name), *args, **kwargs)
-
-    method.__name__ = method.__qualname__ = "a" + name
-    method.__doc__ = f"Django's ``a{name}``: ``{name}`` for async code, in a worker thread for a blocking store."
-    return method
-
-
 for _name in ("get", "pop", "setdefault", "update", "has_key", "keys", "values", "items", "clear",
               "set_test_cookie", "test_cookie_worked", "delete_test_cookie", "set_expiry", "get_expiry_age",
               "get_expiry_date", "get_expire_at_browser_close"):
     setattr(_DjangoSession, "a" + _name, _after_opening(_name))
 _DjangoSession.aset = _after_opening("set", "__setitem__")  # type: ignore[attr-defined]
-for _name in ("exists", "load", "save", "create", "cycle_key", "delete", "flush"):
-    setattr(_DjangoSession, "a" + _name, _in_worker(_name))
 del _name
 
 
@@ -4342,9 +4427,29 @@ class _DjangoSessionMiddleware:
         if not isinstance(session, _DjangoSession):  # replaced, or a response from before process_request
             return response
         status = response.status_code
-        if self.save_every_request and status < 500 and not session.closed:
+        if self._saved_every_request(session, status):
             len(session)  # opened, so that the commit writes it and sends its cookie
-        headers = self.manager.response_headers(session, status)
+        return self._respond(request, response, session, self.manager.response_headers(session, status))
+
+    async def __acall__(self, request: Any) -> Any:
+        """Under ASGI: as ``MiddlewareMixin`` runs it, but the commit goes through the core's async path
+        (an ``AsyncStore`` awaited on the loop, a blocking store in a worker thread) instead of a thread
+        for the whole of ``process_response``."""
+        self.process_request(request)  # builds a lazy session: no store call
+        response = await self.get_response(request)
+        session = getattr(request, "session", None)
+        if not isinstance(session, _DjangoSession):
+            return response
+        status = response.status_code
+        if self._saved_every_request(session, status):
+            await session._aopened()
+        return self._respond(request, response, session, await self.manager.aresponse_headers(session, status))
+
+    def _saved_every_request(self, session: _DjangoSession, status: int) -> bool:
+        return self.save_every_request and status < 500 and not session.closed
+
+    def _respond(self, request: Any, response: Any, session: _DjangoSession, headers: List[Tuple[str, str]]) -> Any:
+        """The response with the session's headers, by Django's rules for its session cookie."""
         cookie = next((value for name, value in headers if name == "Set-Cookie"), None)  # one at most
         if self.manager.name not in request.COOKIES:
             if cookie is not None and _django_clearing(cookie):  # nothing to delete: Django sends no cookie
