@@ -2058,6 +2058,18 @@ _CLOSED = (
 _DESTROYED_REASON = "the session was destroyed; call regenerate() or flush() to start a new one"
 
 
+def _opening(read: Callable[..., Any]) -> Callable[..., Any]:
+    """``Session``'s version of one of dict's reads: the session opens on first use, then dict's own runs."""
+    def method(self: "Session", *args: Any) -> Any:
+        if not self._accessed:
+            self._use()
+        return read(self, *args)
+
+    method.__name__ = method.__qualname__ = read.__name__
+    method.__doc__ = read.__doc__
+    return method
+
+
 class Session(Dict[str, Any]):
     """One request's view of a session: a real ``dict`` of JSON values, plus its id, cookie and lifecycle
     methods.
@@ -2202,27 +2214,12 @@ class Session(Dict[str, Any]):
             self._use()
         return dict.__iter__(self)
 
-    def __reversed__(self) -> Iterator[str]:
-        if not self._accessed:
-            self._use()
-        return dict.__reversed__(self)  # type: ignore[attr-defined]
-
     def __len__(self) -> int:
         if not self._accessed:
             self._use()
         return dict.__len__(self)
 
-    def keys(self):  # type: ignore[override]
-        if not self._accessed:
-            self._use()
-        return dict.keys(self)
-
-    def values(self):  # type: ignore[override]
-        if not self._accessed:
-            self._use()
-        return dict.values(self)
-
-    def items(self):  # type: ignore[override]
+    def items(self):  # type: ignore[override]  # written out: the JSON encoder calls it at every commit
         if not self._accessed:
             self._use()
         return dict.items(self)
@@ -2233,27 +2230,15 @@ class Session(Dict[str, Any]):
             self._use()
         return dict(dict.items(self))  # dict.copy would read a subclass key by key through __getitem__
 
-    def __eq__(self, other: object) -> bool:
-        if not self._accessed:
-            self._use()
-        return dict.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        if not self._accessed:
-            self._use()
-        return dict.__ne__(self, other)
-
+    # The other reads, as dict's own once the session is open (``keys``, ``items``, ``==``, ``|``, ...)
+    keys = _opening(dict.keys)
+    values = _opening(dict.values)
+    __reversed__ = _opening(dict.__reversed__)  # type: ignore[attr-defined]
+    __eq__ = _opening(dict.__eq__)
+    __ne__ = _opening(dict.__ne__)
+    __or__ = _opening(dict.__or__)  # type: ignore[attr-defined]  # a plain dict, as dict | dict gives
+    __ror__ = _opening(dict.__ror__)  # type: ignore[attr-defined]
     __hash__ = None  # type: ignore[assignment]  # a dict: mutable, so unhashable
-
-    def __or__(self, other: Any) -> Any:
-        if not self._accessed:
-            self._use()
-        return dict.__or__(self, other)  # type: ignore[operator]
-
-    def __ror__(self, other: Any) -> Any:
-        if not self._accessed:
-            self._use()
-        return dict.__ror__(self, other)  # type: ignore[operator]
 
     def __setitem__(self, key: str, value: Any) -> None:
         if not self._accessed or self._status is not _OPEN:
