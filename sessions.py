@@ -73,6 +73,7 @@ __all__ = [
     "SQLiteStore",
     "RedisStore",
     "PostgresStore",
+    "AsyncPostgresStore",
     "Session",
     "SessionManager",
     "SessionHandlerMixin",
@@ -1703,7 +1704,165 @@ class _StaleConnection(Exception):
     """A reused connection was found dead at its first statement: the call is run again on a fresh one."""
 
 
-class PostgresStore(Store):
+#: One step of a PostgreSQL store call: a statement's name (``_PostgresSessions._statements``) or
+#: ``_TABLE_SQL`` with its SQL, its parameters, and what the step is sent back: "one" row (or None), "all"
+#: rows, the "rowcount", or nothing (None).
+_PostgresStep = Tuple[str, Tuple[Any, ...], Optional[str]]
+
+
+class _PostgresSessions:
+    """What PostgresStore and AsyncPostgresStore share: the options, connect-pg-simple's statements, and
+    each store call as steps (a generator yielding ``_PostgresStep``s and sent their results), which the
+    two classes perform on a DB-API connection or awaited on an asyncio one, each in one transaction."""
+
+    #: Expired rows deleted by one write, and the seconds between two such batches of one store.
+    PRUNE_BATCH = 256
+    PRUNE_INTERVAL = 1.0
+
+    def __init__(
+        self, table: str, schema: Optional[str], default_ttl: Seconds, create_table: bool,
+        clock: Callable[[], float],
+    ) -> None:
+        quoted = _quoted_identifier(table, "table")
+        if schema is not None:
+            quoted = _quoted_identifier(schema, "schema") + "." + quoted
+        self.table = quoted
+        self.default_ttl = _default_ttl(default_ttl)
+        self.clock = clock
+        self._sql = self._statements(quoted)
+        self._table_checked = not create_table
+        self._lock = threading.Lock()
+        self._pruned_at: Optional[float] = None  # when (per clock) a write last deleted a batch not full
+
+    # Each store call, as steps: the public methods of the two classes run these.
+    def _get_steps(self, sid: str) -> Generator[_PostgresStep, Any, Any]:
+        row = yield "get", (sid, self.clock()), "one"
+        return None if row is None else (row[0], row[1])
+
+    def _set_steps(self, sid: str, record: str, expires: Optional[float]) -> Generator[_PostgresStep, Any, Any]:
+        now = self.clock()
+        expire = self._expire(expires, now)
+        if expire > now:
+            yield "put", (record, expire, sid), None
+        else:
+            yield "destroy", (sid,), None
+
+    def _update_steps(self, sid: str, change: Callable[[str], str], expires: Optional[float]
+                      ) -> Generator[_PostgresStep, Any, Any]:
+        now = self.clock()
+        expire = self._expire(expires, now)
+        row = yield "lock", (sid, now), "one"
+        if row is None:
+            return False
+        if expire > now:
+            yield "update", (change(row[0]), expire, sid), None
+        else:
+            yield "destroy", (sid,), None
+        return True
+
+    def _touch_steps(self, sid: str, expires: Optional[float]) -> Generator[_PostgresStep, Any, Any]:
+        now = self.clock()
+        return (yield "touch", (self._expire(expires, now), sid, now), "one") is not None
+
+    def _destroy_steps(self, sid: str) -> Generator[_PostgresStep, Any, Any]:
+        yield "destroy", (sid,), None
+
+    def _clear_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        yield "clear", (), None
+
+    def _prune_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        return (yield "prune", (math.ceil(self.clock()),), "rowcount")
+
+    def _count_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        return (yield "count", (self.clock(),), "one")[0]
+
+    def _ids_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        return [row[0] for row in (yield "ids", (self.clock(),), "all")]
+
+    def _table_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        """connect-pg-simple's ``createTableIfMissing``: ``table.sql`` when ``to_regclass`` finds no table."""
+        if (yield "exists", (self.table,), "one")[0] is None:
+            for statement in self._table_sql():
+                yield _TABLE_SQL, (statement,), None
+
+    def _pruned_first(self, steps: Callable[[], Generator[_PostgresStep, Any, Any]]
+                      ) -> Callable[[], Generator[_PostgresStep, Any, Any]]:
+        """``steps`` preceded by a batch of deletions of expired rows when one is due: ``PRUNE_INTERVAL``
+        seconds (by ``clock``; at once if it went back) after the last batch, or at once after a full one.
+        ``SKIP LOCKED``: writers never wait for each other's pruning."""
+        now = self.clock()
+        with self._lock:
+            if self._pruned_at is not None and 0 <= now - self._pruned_at < self.PRUNE_INTERVAL:
+                return steps
+            self._pruned_at = now
+
+        def pruning() -> Generator[_PostgresStep, Any, Any]:
+            deleted = yield "prune_batch", (math.ceil(now), self.PRUNE_BATCH), "rowcount"
+            if deleted >= self.PRUNE_BATCH:
+                with self._lock:
+                    self._pruned_at = None
+            return (yield from steps())
+
+        return pruning
+
+    def _sql_of(self, step: _PostgresStep) -> str:
+        name, params, _ = step
+        return params[0] if name == _TABLE_SQL else self._sql[name]
+
+    @staticmethod
+    def _params_of(step: _PostgresStep) -> Tuple[Any, ...]:
+        return () if step[0] == _TABLE_SQL else step[1]
+
+    @staticmethod
+    def _statements(table: str) -> Dict[str, str]:
+        """connect-pg-simple's statements (``$n`` as ``%s``, which psycopg 3, psycopg2 and pg8000 take), plus
+        ``FOR UPDATE`` for update, count, ids and a batched prune. A row is live while ``expire`` is after
+        now: connect-pg-simple's ``expire >= to_timestamp(ceil(now))`` but for the instant ``expire`` itself."""
+        live = "expire > to_timestamp(%s)"
+        return {
+            "get": f"SELECT sess::text, extract(epoch FROM expire::timestamptz)::float8 FROM {table}"
+                   f" WHERE sid = %s AND {live}",
+            "lock": f"SELECT sess::text FROM {table} WHERE sid = %s AND {live} FOR UPDATE",
+            "put": f"INSERT INTO {table} (sess, expire, sid) VALUES (%s, to_timestamp(%s), %s)"
+                   " ON CONFLICT (sid) DO UPDATE SET sess = EXCLUDED.sess, expire = EXCLUDED.expire",
+            "update": f"UPDATE {table} SET sess = %s, expire = to_timestamp(%s) WHERE sid = %s",
+            "touch": f"UPDATE {table} SET expire = to_timestamp(%s) WHERE sid = %s AND {live} RETURNING sid",
+            "destroy": f"DELETE FROM {table} WHERE sid = %s",
+            "clear": f"DELETE FROM {table}",
+            "prune": f"DELETE FROM {table} WHERE expire < to_timestamp(%s)",
+            "prune_batch": f"DELETE FROM {table} WHERE sid IN (SELECT sid FROM {table}"
+                           " WHERE expire < to_timestamp(%s) ORDER BY expire LIMIT %s FOR UPDATE SKIP LOCKED)",
+            "count": f"SELECT count(*) FROM {table} WHERE {live}",
+            "ids": f"SELECT sid FROM {table} WHERE {live}",
+            "exists": "SELECT to_regclass(%s::text)",
+        }
+
+    def _table_sql(self) -> List[str]:
+        """connect-pg-simple's ``table.sql``, its ``"session"`` replaced by the quoted table (it keeps the
+        constraint and index names), one statement at a time (not every driver runs several in one)."""
+        table = self.table
+        return [
+            f'CREATE TABLE {table} ("sid" varchar NOT NULL COLLATE "default", "sess" json NOT NULL,'
+            ' "expire" timestamp(6) NOT NULL) WITH (OIDS=FALSE)',
+            f'ALTER TABLE {table} ADD CONSTRAINT "session_pkey" PRIMARY KEY ("sid") NOT DEFERRABLE INITIALLY IMMEDIATE',
+            f'CREATE INDEX "IDX_session_expire" ON {table} ("expire")',
+        ]
+
+    def _expire(self, expires: Optional[float], now: float) -> int:
+        """connect-pg-simple's ``expire`` in seconds: the expiry rounded up to a whole second, or now plus
+        ``default_ttl`` (rounded up) without one."""
+        return math.ceil(_deadline(expires, now, self.default_ttl))
+
+
+_TABLE_SQL = "table.sql"  # a step that runs one statement of connect-pg-simple's table.sql (its SQL as param)
+
+
+def _postgres_result(cur: Any, fetch: Optional[str]) -> Any:
+    """What a step is sent back, for the cursor of its executed statement, when fetching needs no await."""
+    return cur.rowcount if fetch == "rowcount" else None
+
+
+class PostgresStore(_PostgresSessions, Store):
     """Sessions in PostgreSQL, in connect-pg-simple 10's table and format, so Node and Python apps share them.
 
     ``connect`` is a pool with a ``connection()`` context manager (psycopg_pool's ``ConnectionPool``), or a
@@ -1747,9 +1906,6 @@ class PostgresStore(Store):
     """
 
     blocking = True
-    #: Expired rows deleted by one write, and the seconds between two such batches of one store.
-    PRUNE_BATCH = 256
-    PRUNE_INTERVAL = 1.0
 
     def __init__(
         self,
@@ -1769,180 +1925,70 @@ class PostgresStore(Store):
             raise ConfigurationError(
                 "connect must be a pool with connection() (psycopg_pool) or a callable returning a DB-API connection"
             )
-        quoted = _quoted_identifier(table, "table")
-        if schema is not None:
-            quoted = _quoted_identifier(schema, "schema") + "." + quoted
-        self.table = quoted
-        self.default_ttl = _default_ttl(default_ttl)
-        self.clock = clock
-        self._sql = self._statements(quoted)
-        self._table_checked = not create_table
+        super().__init__(table, schema, default_ttl, create_table, clock)
         self._table_lock = threading.Lock()
-        self._lock = threading.Lock()
-        self._pruned_at: Optional[float] = None  # when (per clock) a write last deleted a batch not full
 
     def get(self, sid: str) -> Optional[Tuple[str, float]]:
         """``(record, expires_at)`` for a live row, else None; ``expires_at`` is ``expire`` in seconds."""
-        row = self._run("load", lambda cur: self._fetch(cur, "get", (sid, self.clock())), prune=False)
-        return None if row is None else (row[0], row[1])
+        return self._run("load", lambda: self._get_steps(sid), prune=False)
 
     def set(self, sid: str, record: str, expires: Optional[float]) -> None:
         """connect-pg-simple's UPSERT of the row; a record already expired is deleted instead."""
-        now = self.clock()
-        expire = self._expire(expires, now)
-
-        def write(cur: Any) -> None:
-            if expire > now:
-                cur.execute(self._sql["put"], (record, expire, sid))
-            else:
-                cur.execute(self._sql["destroy"], (sid,))
-
-        self._run("save", write)
+        self._run("save", lambda: self._set_steps(sid, record, expires))
 
     def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
         """``SELECT sess::text ... FOR UPDATE`` of the live row, ``change``, ``UPDATE``, in one transaction:
         a concurrent writer waits for the lock, then works on this write's result. A missing or expired row
         stays missing (False)."""
-        now = self.clock()
-        expire = self._expire(expires, now)
-
-        def write(cur: Any) -> bool:
-            row = self._fetch(cur, "lock", (sid, now))
-            if row is None:
-                return False
-            if expire > now:
-                cur.execute(self._sql["update"], (change(row[0]), expire, sid))
-            else:
-                cur.execute(self._sql["destroy"], (sid,))
-            return True
-
-        return self._run("save", write)
+        return self._run("save", lambda: self._update_steps(sid, change, expires))
 
     def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
         """connect-pg-simple's ``UPDATE ... SET expire`` of a live row (one statement, ``RETURNING sid``): the
         stored record is left as it is, and a missing or expired row stays missing (False)."""
-        now = self.clock()
-        params = (self._expire(expires, now), sid, now)
-        return self._run("touch", lambda cur: self._fetch(cur, "touch", params) is not None)
+        return self._run("touch", lambda: self._touch_steps(sid, expires))
 
     def destroy(self, sid: str) -> None:
         """``DELETE`` the row; a missing one is not an error."""
-        self._run("destroy", lambda cur: cur.execute(self._sql["destroy"], (sid,)))
+        self._run("destroy", lambda: self._destroy_steps(sid))
 
     def clear(self) -> None:
-        self._run("clear", lambda cur: cur.execute(self._sql["clear"]), prune=False)
+        self._run("clear", self._clear_steps, prune=False)
 
     def prune(self) -> int:
         """connect-pg-simple's ``DELETE`` of every expired row now; returns how many were deleted."""
-        return self._run("prune", lambda cur: self._rowcount(cur, "prune", (math.ceil(self.clock()),)), prune=False)
+        return self._run("prune", self._prune_steps, prune=False)
 
     def __len__(self) -> int:
-        return self._run("count", lambda cur: self._fetch(cur, "count", (self.clock(),))[0], prune=False)
+        return self._run("count", self._count_steps, prune=False)
 
     def ids(self) -> List[str]:
-        def fetch(cur: Any) -> List[str]:
-            cur.execute(self._sql["ids"], (self.clock(),))
-            return [row[0] for row in cur.fetchall()]
+        return self._run("list", self._ids_steps, prune=False)
 
-        return self._run("list", fetch, prune=False)
-
-    @staticmethod
-    def _statements(table: str) -> Dict[str, str]:
-        """connect-pg-simple's statements (``$n`` as ``%s``, which psycopg 3, psycopg2 and pg8000 take), plus
-        ``FOR UPDATE`` for update, count, ids and a batched prune. A row is live while ``expire`` is after
-        now: connect-pg-simple's ``expire >= to_timestamp(ceil(now))`` but for the instant ``expire`` itself."""
-        live = "expire > to_timestamp(%s)"
-        return {
-            "get": f"SELECT sess::text, extract(epoch FROM expire::timestamptz)::float8 FROM {table}"
-                   f" WHERE sid = %s AND {live}",
-            "lock": f"SELECT sess::text FROM {table} WHERE sid = %s AND {live} FOR UPDATE",
-            "put": f"INSERT INTO {table} (sess, expire, sid) VALUES (%s, to_timestamp(%s), %s)"
-                   " ON CONFLICT (sid) DO UPDATE SET sess = EXCLUDED.sess, expire = EXCLUDED.expire",
-            "update": f"UPDATE {table} SET sess = %s, expire = to_timestamp(%s) WHERE sid = %s",
-            "touch": f"UPDATE {table} SET expire = to_timestamp(%s) WHERE sid = %s AND {live} RETURNING sid",
-            "destroy": f"DELETE FROM {table} WHERE sid = %s",
-            "clear": f"DELETE FROM {table}",
-            "prune": f"DELETE FROM {table} WHERE expire < to_timestamp(%s)",
-            "prune_batch": f"DELETE FROM {table} WHERE sid IN (SELECT sid FROM {table}"
-                           " WHERE expire < to_timestamp(%s) ORDER BY expire LIMIT %s FOR UPDATE SKIP LOCKED)",
-            "count": f"SELECT count(*) FROM {table} WHERE {live}",
-            "ids": f"SELECT sid FROM {table} WHERE {live}",
-            "exists": "SELECT to_regclass(%s::text)",
-        }
-
-    def _table_sql(self) -> List[str]:
-        """connect-pg-simple's ``table.sql``, its ``"session"`` replaced by the quoted table (it keeps the
-        constraint and index names), one statement at a time (not every driver runs several in one)."""
-        table = self.table
-        return [
-            f'CREATE TABLE {table} ("sid" varchar NOT NULL COLLATE "default", "sess" json NOT NULL,'
-            ' "expire" timestamp(6) NOT NULL) WITH (OIDS=FALSE)',
-            f'ALTER TABLE {table} ADD CONSTRAINT "session_pkey" PRIMARY KEY ("sid") NOT DEFERRABLE INITIALLY IMMEDIATE',
-            f'CREATE INDEX "IDX_session_expire" ON {table} ("expire")',
-        ]
-
-    def _expire(self, expires: Optional[float], now: float) -> int:
-        """connect-pg-simple's ``expire`` in seconds: the expiry rounded up to a whole second, or now plus
-        ``default_ttl`` (rounded up) without one."""
-        return math.ceil(_deadline(expires, now, self.default_ttl))
-
-    def _fetch(self, cur: Any, statement: str, params: Tuple[Any, ...]) -> Any:
-        cur.execute(self._sql[statement], params)
-        return cur.fetchone()
-
-    def _rowcount(self, cur: Any, statement: str, params: Tuple[Any, ...]) -> int:
-        cur.execute(self._sql[statement], params)
-        return cur.rowcount
-
-    def _run(self, action: str, work: Callable[[Any], Any], prune: bool = True) -> Any:
-        """``work(cursor)`` in one transaction (after the table check and, with ``prune`` when one is due, a
-        batch of expired rows deleted), as ``_store_errors``' StoreError if it fails. A connection found dead at
-        its first statement is replaced and the call run once more."""
+    def _run(self, action: str, steps: Callable[[], Generator[_PostgresStep, Any, Any]], prune: bool = True) -> Any:
+        """``steps()`` in one transaction (after the table check and, with ``prune`` when one is due, a batch
+        of expired rows deleted), as ``_store_errors``' StoreError if it fails. A connection found dead at its
+        first statement is replaced and the call run once more."""
         with _store_errors("PostgreSQL", action):
             if not self._table_checked:
                 self._check_table()
-            work = self._with_prune(work) if prune else work
+            steps = self._pruned_first(steps) if prune else steps
             try:
-                return self._once(work, retry_stale=True)
+                return self._once(steps, retry_stale=True)
             except _StaleConnection:
-                return self._once(work)
-
-    def _with_prune(self, work: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """``work`` preceded by a batch of deletions of expired rows when one is due: ``PRUNE_INTERVAL``
-        seconds (by ``clock``; at once if it went back) after the last batch, or at once after a full one.
-        ``SKIP LOCKED``: writers never wait for each other's pruning."""
-        now = self.clock()
-        with self._lock:
-            if self._pruned_at is not None and 0 <= now - self._pruned_at < self.PRUNE_INTERVAL:
-                return work
-            self._pruned_at = now
-
-        def pruned_first(cur: Any) -> Any:
-            if self._rowcount(cur, "prune_batch", (math.ceil(now), self.PRUNE_BATCH)) >= self.PRUNE_BATCH:
-                with self._lock:
-                    self._pruned_at = None
-            return work(cur)
-
-        return pruned_first
+                return self._once(steps)
 
     def _check_table(self) -> None:
         """Create the table if it is missing, once per store, one thread at a time (concurrent CREATEs
         fail). Another process creating it at the same moment fails this call only: the next one finds it."""
         with self._table_lock:
             if not self._table_checked:
-                self._once(self._create_table_if_missing)
+                self._once(self._table_steps)
                 self._table_checked = True
 
-    def _create_table_if_missing(self, cur: Any) -> None:
-        """connect-pg-simple's ``createTableIfMissing``: ``table.sql`` when ``to_regclass`` finds no table."""
-        if self._fetch(cur, "exists", (self.table,))[0] is None:
-            for statement in self._table_sql():
-                cur.execute(statement)
-
-    def _once(self, work: Callable[[Any], Any], retry_stale: bool = False) -> Any:
-        """``work(cursor)`` then COMMIT on one connection; on a failure, ROLLBACK and re-raise (the
-        connection is then discarded by ``_Reconnecting``, and checked by a pool). With ``retry_stale``, a
-        failure that left the connection dead before the COMMIT raises ``_StaleConnection`` instead."""
+    def _once(self, steps: Callable[[], Generator[_PostgresStep, Any, Any]], retry_stale: bool = False) -> Any:
+        """``steps()`` then COMMIT on one connection; on a failure, ROLLBACK and re-raise (the connection is
+        then discarded by ``_Reconnecting``, and checked by a pool). With ``retry_stale``, a failure that
+        left the connection dead before the COMMIT raises ``_StaleConnection`` instead."""
         with self._connections.connection() as conn:
             autocommit = bool(getattr(conn, "autocommit", False))
             cur = conn.cursor()
@@ -1950,7 +1996,7 @@ class PostgresStore(Store):
                 try:
                     if autocommit:
                         cur.execute("BEGIN")
-                    result = work(cur)
+                    result = self._perform(cur, steps())
                 except Exception as exc:
                     if retry_stale and _connection_lost(conn, exc):
                         raise _StaleConnection() from None
@@ -1963,6 +2009,21 @@ class PostgresStore(Store):
                 with contextlib.suppress(Exception):
                     cur.close()
 
+    def _perform(self, cur: Any, steps: Generator[_PostgresStep, Any, Any]) -> Any:
+        try:
+            step = next(steps)
+            while True:
+                cur.execute(self._sql_of(step), self._params_of(step))
+                fetch = step[2]
+                if fetch == "one":
+                    step = steps.send(cur.fetchone())
+                elif fetch == "all":
+                    step = steps.send(cur.fetchall())
+                else:
+                    step = steps.send(_postgres_result(cur, fetch))
+        except StopIteration as done:
+            return done.value
+
     @staticmethod
     def _end(conn: Any, cur: Any, autocommit: bool, command: str) -> None:
         """COMMIT or ROLLBACK: the statement on a connection in autocommit mode (which began with an explicit
@@ -1974,6 +2035,102 @@ class PostgresStore(Store):
         else:
             conn.rollback()
 
+
+class AsyncPostgresStore(_PostgresSessions, AsyncStore):
+    """PostgresStore for async code: the same table, statements, expiry arithmetic and behaviour (see
+    PostgresStore), over psycopg 3's ``AsyncConnectionPool`` (``psycopg_pool``): ``pool`` is any object with
+    an async ``connection()`` context manager giving psycopg ``AsyncConnection``s. Each call is one
+    transaction, awaited on the event loop; a call cancelled while it waits is rolled back by the pool (its
+    connection goes back in a failed or unknown state and is discarded or reset), so a write is whole or
+    absent. ``count()`` is the async ``len``.
+    """
+
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        table: str = "session",
+        schema: Optional[str] = None,
+        default_ttl: Seconds = 86400,
+        create_table: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not callable(getattr(pool, "connection", None)):
+            raise ConfigurationError("pool must be an async pool with connection() (psycopg_pool.AsyncConnectionPool)")
+        self._pool = pool
+        super().__init__(table, schema, default_ttl, create_table, clock)
+        self._table_lock: Any = None  # an asyncio.Lock, made on the loop at first use (Python 3.9 binds it)
+
+    async def get(self, sid: str) -> Optional[Tuple[str, float]]:
+        return await self._run("load", lambda: self._get_steps(sid), prune=False)
+
+    async def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        await self._run("save", lambda: self._set_steps(sid, record, expires))
+
+    async def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        return await self._run("save", lambda: self._update_steps(sid, change, expires))
+
+    async def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
+        return await self._run("touch", lambda: self._touch_steps(sid, expires))
+
+    async def destroy(self, sid: str) -> None:
+        await self._run("destroy", lambda: self._destroy_steps(sid))
+
+    async def clear(self) -> None:
+        await self._run("clear", self._clear_steps, prune=False)
+
+    async def prune(self) -> int:
+        return await self._run("prune", self._prune_steps, prune=False)
+
+    async def count(self) -> int:
+        return await self._run("count", self._count_steps, prune=False)
+
+    async def ids(self) -> List[str]:
+        return await self._run("list", self._ids_steps, prune=False)
+
+    async def _run(self, action: str, steps: Callable[[], Generator[_PostgresStep, Any, Any]],
+                   prune: bool = True) -> Any:
+        """As ``PostgresStore._run``: the pool checks and replaces dead connections itself."""
+        with _store_errors("PostgreSQL", action):
+            if not self._table_checked:
+                await self._check_table()
+            return await self._once(self._pruned_first(steps) if prune else steps)
+
+    async def _check_table(self) -> None:
+        """As ``PostgresStore._check_table``, one task at a time (an asyncio lock, made on the loop)."""
+        if self._table_lock is None:
+            import asyncio
+
+            self._table_lock = asyncio.Lock()
+        async with self._table_lock:
+            if not self._table_checked:
+                await self._once(self._table_steps)
+                self._table_checked = True
+
+    async def _once(self, steps: Callable[[], Generator[_PostgresStep, Any, Any]]) -> Any:
+        """``steps()`` in one transaction (``conn.transaction()``: COMMIT, or ROLLBACK on any failure)."""
+        async with self._pool.connection() as conn:
+            async with conn.transaction():
+                cur = conn.cursor()
+                try:
+                    return await self._perform(cur, steps())
+                finally:
+                    await cur.close()
+
+    async def _perform(self, cur: Any, steps: Generator[_PostgresStep, Any, Any]) -> Any:
+        try:
+            step = next(steps)
+            while True:
+                await cur.execute(self._sql_of(step), self._params_of(step))
+                fetch = step[2]
+                if fetch == "one":
+                    step = steps.send(await cur.fetchone())
+                elif fetch == "all":
+                    step = steps.send(await cur.fetchall())
+                else:
+                    step = steps.send(_postgres_result(cur, fetch))
+        except StopIteration as done:
+            return done.value
 
 
 # Session ##################################################################################################

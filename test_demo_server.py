@@ -709,7 +709,7 @@ def test_store_failure_is_a_clean_500(demo, monkeypatch):
 
 
 def start_demo(*args: str, env_secret: str | None = None) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+    port = free_port(consecutive=2 if "--with-express" in args else 1)  # the twin listens on the next port
     env = {k: v for k, v in os.environ.items() if k != "SESSION_SECRET"}
     if env_secret is not None:
         env["SESSION_SECRET"] = env_secret

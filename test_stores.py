@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import sessions
-from conftest import free_port, require_binary, stop_process
+from conftest import AsyncStoreFacade, free_port, require_binary, stop_process
 from test_sessions import SECRET, T0, Clock, cookie_header_for, rec
 
 HERE = Path(__file__).resolve().parent
@@ -137,8 +137,14 @@ def postgres_store(request, driver, clock, **options):
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "redis-sentinel", "postgres-pool",
-                        "postgres-psycopg", "postgres-psycopg2", "postgres-pg8000", "readme-example"])
+                        "postgres-psycopg", "postgres-psycopg2", "postgres-pg8000", "async-postgres",
+                        "readme-example"])
 def store_and_clock(request, tmp_path):
+    if request.param == "async-postgres":
+        clock = Clock(T0)
+        store = sessions.AsyncPostgresStore(request.getfixturevalue("async_postgres_pool"), clock=clock,
+                                            create_table=True)
+        return AsyncStoreFacade(store, request.getfixturevalue("store_loop")), clock
     if request.param.startswith("postgres-"):
         clock = Clock(T0)
         return postgres_store(request, request.param[len("postgres-"):], clock), clock
