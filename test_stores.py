@@ -1452,7 +1452,7 @@ def test_readme_postgres_snippet_runs_as_a_file(tmp_path, postgres_dsn, postgres
     """The PostgreSQL block runs against the test server (its URL instead of the README's) and creates the
     table; then the store it describes works there."""
     pytest.importorskip("psycopg_pool")
-    (snippet,) = [block for block in readme_stores_snippets() if "PostgresStore" in block]
+    (snippet,) = [block for block in readme_stores_snippets() if "sessions.PostgresStore(" in block]
     assert snippet.count("postgresql://app@127.0.0.1:5432/app") == 1
     path = tmp_path / "snippet.py"
     path.write_text(snippet.replace("postgresql://app@127.0.0.1:5432/app", postgres_server.url)
@@ -1460,3 +1460,18 @@ def test_readme_postgres_snippet_runs_as_a_file(tmp_path, postgres_dsn, postgres
     subprocess.run([sys.executable, str(path)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(HERE)},
                    check=True, timeout=60)
     assert pg_rows(postgres_dsn, "SELECT sid FROM session") == [("from-readme",)]
+
+
+def test_readme_async_postgres_snippet_runs_as_a_file(tmp_path, postgres_dsn, postgres_server):
+    """The AsyncPostgresStore block runs against the test server: it creates the table, stores a session
+    and prints its cookie."""
+    pytest.importorskip("psycopg_pool")
+    (snippet,) = [block for block in readme_stores_snippets() if "sessions.AsyncPostgresStore(" in block]
+    assert snippet.count("postgresql://app@127.0.0.1:5432/app") == 1
+    path = tmp_path / "snippet.py"
+    path.write_text(snippet.replace("postgresql://app@127.0.0.1:5432/app", postgres_server.url))
+    done = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(HERE)},
+                          check=True, timeout=60, capture_output=True, text=True)
+    assert done.stdout.startswith("['sid=s%3A")
+    ((record,),) = pg_rows(postgres_dsn, "SELECT sess::text FROM session")
+    assert json.loads(record)["user"] == "ada"
