@@ -4578,6 +4578,8 @@ class _DjangoSessionMiddleware:
         (an ``AsyncStore`` awaited on the loop, a blocking store in a worker thread) instead of a thread
         for the whole of ``process_response``."""
         self.process_request(request)  # builds a lazy session: no store call
+        if self.manager.name in request.COOKIES:  # read it now, awaited: sync code (CSRF, auth) reads it later
+            await request.session._apreload()
         response = await self.get_response(request)
         session = getattr(request, "session", None)
         if not isinstance(session, _DjangoSession):
