@@ -75,6 +75,7 @@ __all__ = [
     "PostgresStore",
     "AsyncPostgresStore",
     "Session",
+    "SessionInfo",
     "SessionManager",
     "SessionHandlerMixin",
     "SessionMiddleware",
@@ -105,7 +106,13 @@ CREATED_KEY = "__createdAt"
 #: ``cookie_refresh``: the server cannot otherwise know when the browser's copy expires. A data key for the
 #: same reason as ``CREATED_KEY``.
 SENT_EXPIRES_KEY = "__cookieSentExpires"
-_RESERVED_KEYS = frozenset(("cookie", CREATED_KEY, SENT_EXPIRES_KEY))
+#: Key of the session's owner (``Session.owner``, e.g. a user id) in a record, written only for a session that
+#: has one, right after the two keys above: a data key, so express-session keeps it, and in a fixed place, so a
+#: store finds it with an exact text scan (``_owner_of``) to keep its owner index in the same write.
+OWNER_KEY = "__owner"
+#: The longest owner accepted (characters): it is part of a Redis key and of an index.
+MAX_OWNER_LENGTH = 256
+_RESERVED_KEYS = frozenset(("cookie", CREATED_KEY, SENT_EXPIRES_KEY, OWNER_KEY))
 
 
 # Errors ###################################################################################################
@@ -742,22 +749,25 @@ class _RecordFormat:
 
     def text(
         self, original_max_age_ms: Optional[float], expires_ms: Optional[int], secure: bool,
-        created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int],
+        created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int], owner: Optional[str],
     ) -> str:
         """The record; the parts after the cookie object are ``after_cookie``'s."""
         return "".join((
             '{"cookie":{"originalMaxAge":', "null" if original_max_age_ms is None else str(original_max_age_ms),
             self._middle, "null" if expires_ms is None else f'"{_iso(expires_ms)}"',
-            self._tails[secure], self.after_cookie(created_ms, data_json, sent_expires_ms),
+            self._tails[secure], self.after_cookie(created_ms, data_json, sent_expires_ms, owner),
         ))
 
     @staticmethod
-    def after_cookie(created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int]) -> str:
-        """The record's text after its cookie object: ``created_ms`` and ``sent_expires_ms`` (None: left out)
-        as ``CREATED_KEY`` and ``SENT_EXPIRES_KEY``, then the data keys, and the end."""
+    def after_cookie(
+        created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int], owner: Optional[str]
+    ) -> str:
+        """The record's text after its cookie object: ``created_ms``, ``sent_expires_ms`` and ``owner`` (None:
+        left out) as ``CREATED_KEY``, ``SENT_EXPIRES_KEY`` and ``OWNER_KEY``, then the data keys, and the end."""
         created = "" if created_ms is None else f',"{CREATED_KEY}":{created_ms}'
         sent = "" if sent_expires_ms is None else f',"{SENT_EXPIRES_KEY}":{sent_expires_ms}'
-        return created + sent + ("}" if data_json == "{}" else "," + data_json[1:])
+        owned = "" if owner is None else f',"{OWNER_KEY}":{_encode_json(owner)}'
+        return created + sent + owned + ("}" if data_json == "{}" else "," + data_json[1:])
 
 
 def _cookie_end(record: str) -> int:
@@ -788,11 +798,41 @@ def _data_text(record: str) -> Optional[str]:
     return "{" + record[end + 1 :] if record[end] == "," else None
 
 
+#: Where a record this module writes holds its owner: right after the cookie object and the time keys.
+_OWNER_AFTER_COOKIE = re.compile(
+    rf'(?:,"{CREATED_KEY}":[0-9]+)?(?:,"{SENT_EXPIRES_KEY}":[0-9]+)?,"{OWNER_KEY}":"([^"\\\x00-\x1f]*)"[,}}]'
+)
+
+
+def _owner_of(record: str) -> Optional[str]:
+    """The owner (``OWNER_KEY``) of a record's text, or None. What stores call on every write to keep their
+    owner index: an exact text scan for the records this module writes (and express-session writes back,
+    as it keeps key order), a JSON parse only for other text that mentions the key."""
+    end = _cookie_end(record)
+    if end > 0:
+        found = _OWNER_AFTER_COOKIE.match(record, end)
+        if found is not None:
+            return found.group(1)
+    if OWNER_KEY not in record and "\\u" not in record:  # JSON can spell a key only so, or with escapes
+        return None
+    try:
+        owner = _decode_json(record).get(OWNER_KEY)
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        return None
+    return owner if _is_owner(owner) else None
+
+
+def _is_owner(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_OWNER_LENGTH and not _SURROGATE.search(value)
+
+
 _MAX_TIME_MS = 8.64e15  # the latest time a JavaScript Date holds (year 275760)
 
 #: A parsed record: data, originalMaxAge (ms), expires (ms), created (ms), the data's JSON text when it
-#: could be cut out of the record exactly (else None), and the expiry of the cookie last sent (ms)
-_ParsedRecord = Tuple[Dict[str, Any], Any, Optional[int], Optional[int], Optional[str], Optional[int]]
+#: could be cut out of the record exactly (else None), the expiry of the cookie last sent (ms), the owner
+_ParsedRecord = Tuple[
+    Dict[str, Any], Any, Optional[int], Optional[int], Optional[str], Optional[int], Optional[str]
+]
 
 
 def _pop_ms(parsed: Dict[str, Any], key: str) -> Optional[int]:
@@ -829,9 +869,12 @@ def _parse_record(record: str, store_deadline_ms: Optional[int] = None) -> _Pars
         if expires_ms is None:
             raise ValueError("expires is not an ISO-8601 time")
     created, sent = _pop_ms(parsed, CREATED_KEY), _pop_ms(parsed, SENT_EXPIRES_KEY)
+    owner = parsed.pop(OWNER_KEY, None)
+    if owner is not None and not _is_owner(owner):
+        raise ValueError(f"{OWNER_KEY} is not a non-empty string of at most {MAX_OWNER_LENGTH} characters")
     del parsed["cookie"]
-    data_text = None if created is not None or sent is not None else _data_text(record)
-    return parsed, original, expires_ms, created, data_text, sent
+    data_text = None if created is not None or sent is not None or owner is not None else _data_text(record)
+    return parsed, original, expires_ms, created, data_text, sent, owner
 
 
 def _with_cookie_of(stored: str, fresh: str) -> str:
@@ -887,6 +930,10 @@ class Store:
       Returns whether there was a live record (None: unknown, taken as live).
     - ``destroy(sid)``: delete; a missing record is not an error.
     - Optional: ``clear()``, ``__len__()`` (live records) and ``ids()``.
+    - Optional, the owner index: ``records_of(owner)``, the live records whose ``OWNER_KEY`` is ``owner``
+      (``SessionManager.sessions_of`` and ``end_sessions_of`` need it; without it they raise a
+      ConfigurationError). Keep the index in the same atomic step as the record: ``_owner_of(record)``
+      reads a record's owner with an exact text scan.
 
     Missing is never an error; any exception means the store failed, and the request fails with a 500
     (nothing is written, no cookie is sent). Methods may be called from several threads at once (e.g.
@@ -963,6 +1010,13 @@ class Store:
         """Optional: the ids of the live records."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its sessions")
 
+    def records_of(self, owner: str) -> Dict[str, Union[str, Tuple[str, Optional[float]]]]:
+        """Optional, the owner index: ``{id: what get(id) returns}`` for every live record whose owner
+        (``OWNER_KEY``, see ``_owner_of``) is ``owner``, found without reading the other records. Entries
+        the index holds for records that expired, were destroyed or changed owner are left out (and may be
+        dropped from the index here: expired sessions leave it without a background job)."""
+        raise NotImplementedError(f"{type(self).__name__} has no owner index")
+
 
 class AsyncStore:
     """The ``Store`` contract with ``async def`` methods, for backends with an asyncio client
@@ -1035,6 +1089,9 @@ class MemoryStore(Store):
     A later write leaves the id's earlier entry behind, stale; stale entries are skipped when their second
     is pruned, and the index is rebuilt when they outnumber the records, which keeps memory linear (about
     220 bytes per session besides the record text, the id included, measured by ``bench/run.py``).
+
+    The owner index (``records_of``) maps each owner to the ids of its records, updated under the same lock
+    as the records: a record that is written, replaced, expired, evicted or destroyed moves with it.
     """
 
     #: Index entries examined per write, so that one request never pays for a mass expiry.
@@ -1057,6 +1114,8 @@ class MemoryStore(Store):
         self.clock = clock
         self._lock = threading.Lock()
         self._records: Dict[str, Tuple[str, float]] = {}  # id -> (record text, deadline)
+        self._owners: Dict[str, set] = {}  # owner -> ids of its records
+        self._owner_of_id: Dict[str, str] = {}  # id -> owner, for the records that have one
         self._reindex()
 
     def get(self, sid: str) -> Optional[Tuple[str, float]]:
@@ -1066,7 +1125,7 @@ class MemoryStore(Store):
             if entry is None:
                 return None
             if entry[1] <= self.clock():
-                del self._records[sid]
+                self._remove(sid)
                 return None
             return entry
 
@@ -1096,11 +1155,13 @@ class MemoryStore(Store):
 
     def destroy(self, sid: str) -> None:
         with self._lock:
-            self._records.pop(sid, None)
+            self._remove(sid)
 
     def clear(self) -> None:
         with self._lock:
             self._records.clear()
+            self._owners.clear()
+            self._owner_of_id.clear()
             self._reindex()
 
     def prune(self) -> int:
@@ -1118,6 +1179,15 @@ class MemoryStore(Store):
         with self._lock:
             return list(self._records)
 
+    def records_of(self, owner: str) -> Dict[str, Tuple[str, float]]:
+        """``{id: (record, deadline)}`` of the live records of ``owner``; expired ones are removed."""
+        with self._lock:
+            now, records = self.clock(), self._records
+            expired = [sid for sid in self._owners.get(owner, ()) if records[sid][1] <= now]
+            for sid in expired:
+                self._remove(sid)
+            return {sid: records[sid] for sid in self._owners.get(owner, ())}
+
     def expiry(self, sid: str) -> Optional[float]:
         """When the store will drop ``sid`` (seconds since the epoch), or None if it holds no such record."""
         with self._lock:
@@ -1131,7 +1201,7 @@ class MemoryStore(Store):
             self._prune(now, self.PRUNE_BATCH)
         deadline = _deadline(expires, now, self.default_ttl)
         if deadline <= now:
-            self._records.pop(sid, None)
+            self._remove(sid)
             return
         old = self._records.get(sid)
         if old is None and self.max_sessions is not None and len(self._records) >= self.max_sessions:
@@ -1139,10 +1209,35 @@ class MemoryStore(Store):
             while len(self._records) >= self.max_sessions and self._evict_earliest():
                 pass
         self._records[sid] = (record, deadline)
+        self._index_owner(sid, _owner_of(record))
         if old is None or int(old[1]) != int(deadline):  # same second: its entry is already there
             self._index(sid, deadline)
             if self._entries > 2 * len(self._records) + 1024:  # mostly stale entries: rebuild
                 self._reindex()
+
+    def _index_owner(self, sid: str, owner: Optional[str]) -> None:
+        previous = self._owner_of_id.get(sid)
+        if owner == previous:
+            return
+        if previous is not None:
+            self._unindex_owner(sid, previous)
+        if owner is not None:
+            self._owner_of_id[sid] = owner
+            self._owners.setdefault(owner, set()).add(sid)
+
+    def _unindex_owner(self, sid: str, owner: str) -> None:
+        del self._owner_of_id[sid]
+        ids = self._owners[owner]
+        ids.discard(sid)
+        if not ids:
+            del self._owners[owner]
+
+    def _remove(self, sid: str) -> None:
+        """Delete a record (a missing one is no error) and its owner index entry."""
+        if self._records.pop(sid, None) is not None:
+            owner = self._owner_of_id.get(sid)
+            if owner is not None:
+                self._unindex_owner(sid, owner)
 
     def _index(self, sid: str, deadline: float) -> None:
         second = int(deadline)
@@ -1182,7 +1277,7 @@ class MemoryStore(Store):
         while self._seconds and self._seconds[0] + 1 <= now:
             before = self._entries
             for sid in self._take(self._seconds[0], limit):
-                del self._records[sid]
+                self._remove(sid)
                 removed += 1
             if limit is not None:
                 limit -= before - self._entries
@@ -1196,7 +1291,7 @@ class MemoryStore(Store):
         for sid in self._buckets.get(int(now), ()):
             entry = self._records.get(sid)
             if entry is not None and entry[1] <= now:
-                del self._records[sid]
+                self._remove(sid)
                 removed += 1
         return removed
 
@@ -1204,7 +1299,7 @@ class MemoryStore(Store):
         """Remove one live record of the earliest expiry second; False if there is none."""
         while self._seconds:
             for sid in self._take(self._seconds[0], None):
-                del self._records[sid]
+                self._remove(sid)
                 return True
         return False
 
@@ -1227,11 +1322,25 @@ def _text(value: Union[str, bytes]) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+#: RedisStore's owner index, in Lua so that it runs in the same step as the record's write: if the record
+#: ``record_key`` is there (and ``ttl`` positive), add ``sid`` to the owner's set ``set_key`` and give the set
+#: at least the record's ttl, so it lives as long as its longest-lived member.
+_INDEX_OWNER_LUA = r"""
+local function index_owner(set_key, record_key, sid, ttl)
+  if tonumber(ttl) <= 0 or redis.call('EXISTS', record_key) == 0 then return end
+  redis.call('SADD', set_key, sid)
+  if redis.call('TTL', set_key) < tonumber(ttl) then redis.call('EXPIRE', set_key, ttl) end
+end
+"""
+#: KEYS: the owner's set, the record; ARGV: the id, the ttl (after a SET or EXPIRE of the record, in MULTI).
+_INDEX_OWNER = _INDEX_OWNER_LUA + "index_owner(KEYS[1], KEYS[2], ARGV[1], ARGV[2])\n"
+
 #: ``_Merge``'s first check, run inside Redis: if the stored value is a record whose text after its cookie
 #: object is ARGV[1] (``_cookie_end``'s rules: the first ``}`` ends a cookie object with no ``{``, no
 #: backslash and paired quotes), write ARGV[2] with ``EX`` ARGV[3] (``DEL`` for a ttl of zero or less) and
-#: answer 1; a missing or empty value answers 0; anything else 2 (then ``WATCH``/``MULTI`` merges).
-_SET_IF_UNCHANGED = r"""
+#: answer 1; a missing or empty value answers 0; anything else 2 (then ``WATCH``/``MULTI`` merges). With
+#: KEYS[2] (the owner's set of the record ARGV[2]) and ARGV[4] (the id), the owner index is kept too.
+_SET_IF_UNCHANGED = _INDEX_OWNER_LUA + r"""
 local value = redis.call('GET', KEYS[1])
 if not value or value == '' then return 0 end
 local tail = ARGV[1]
@@ -1243,6 +1352,7 @@ if string.sub(head, 1, 11) ~= '{"cookie":{' or string.find(head, '}', 12, true) 
    or select(2, string.gsub(head, '"', '')) % 2 == 1 then return 2 end
 if tonumber(ARGV[3]) > 0 then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  if KEYS[2] then index_owner(KEYS[2], KEYS[1], ARGV[4], ARGV[3]) end
 else
   redis.call('DEL', KEYS[1])
 end
@@ -1282,21 +1392,26 @@ class SQLiteStore(Store):
     expired rows, earliest first, through the index on ``expires_at``, so its cost follows the number
     expired, not the number stored, and no background thread is needed; ``prune()`` deletes them all.
 
-    The schema (version 1, kept in ``PRAGMA user_version``; give the store a database file of its own)::
+    The schema (version 2, kept in ``PRAGMA user_version``; give the store a database file of its own)::
 
         CREATE TABLE sessions (
             id         TEXT PRIMARY KEY,  -- the session id
             record     TEXT NOT NULL,     -- the record's JSON text, as express-session stores it
-            expires_at REAL NOT NULL      -- seconds since the epoch (UTC) when the record dies
+            expires_at REAL NOT NULL,     -- seconds since the epoch (UTC) when the record dies
+            owner      TEXT               -- the record's OWNER_KEY (Session.owner), or NULL
         );
         CREATE INDEX sessions_expires_at ON sessions (expires_at);
+        CREATE INDEX sessions_owner ON sessions (owner) WHERE owner IS NOT NULL;
+
+    A file of version 1 (no ``owner`` column) is upgraded in place when the store opens it, in one
+    transaction: the column is added and filled from each record, and the index created.
 
     Writes are transactions (``BEGIN IMMEDIATE``): ``update`` reads the row and writes it back in one,
     so no other thread or process writes between the two.
     """
 
     blocking = True
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
     #: Expired rows deleted per write, so that one request never pays for a mass expiry.
     PRUNE_BATCH = 64
 
@@ -1341,7 +1456,7 @@ class SQLiteStore(Store):
         deadline = _deadline(expires, now, self.default_ttl)
         with _store_errors("SQLite", "save"), self._transaction(now) as db:
             if deadline > now:
-                db.execute(self._sql["put"], (sid, record, deadline))
+                db.execute(self._sql["put"], (sid, record, deadline, _owner_of(record)))
             else:
                 db.execute(self._sql["destroy"], (sid,))
 
@@ -1356,7 +1471,8 @@ class SQLiteStore(Store):
             if row is None:
                 return False
             if deadline > now:
-                db.execute(self._sql["update"], (change(row[0]), deadline, sid))
+                record = change(row[0])
+                db.execute(self._sql["update"], (record, deadline, _owner_of(record), sid))
             else:
                 db.execute(self._sql["destroy"], (sid,))
             return True
@@ -1391,14 +1507,21 @@ class SQLiteStore(Store):
         with _store_errors("SQLite", "list"):
             return [row[0] for row in self._connection().execute(self._sql["ids"], (self.clock(),))]
 
+    def records_of(self, owner: str) -> Dict[str, Tuple[str, float]]:
+        """``{id: (record, expires_at)}`` of the live rows of ``owner``, through the index on ``owner``."""
+        with _store_errors("SQLite", "list"):
+            rows = self._connection().execute(self._sql["records_of"], (owner, self.clock()))
+            return {sid: (record, expires_at) for sid, record, expires_at in rows}
+
     @staticmethod
     def _statements(table: str) -> Dict[str, str]:
         live = "expires_at > ?"
         return {
             "get": f"SELECT record, expires_at FROM {table} WHERE id = ? AND {live}",
-            "put": f"INSERT INTO {table} (id, record, expires_at) VALUES (?, ?, ?) ON CONFLICT (id)"
-                   " DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
-            "update": f"UPDATE {table} SET record = ?, expires_at = ? WHERE id = ?",
+            "put": f"INSERT INTO {table} (id, record, expires_at, owner) VALUES (?, ?, ?, ?) ON CONFLICT (id)"
+                   " DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at,"
+                   " owner = excluded.owner",
+            "update": f"UPDATE {table} SET record = ?, expires_at = ?, owner = ? WHERE id = ?",
             "touch": f"UPDATE {table} SET record = sessions_with_cookie_of(record, ?), expires_at = ?"
                      f" WHERE id = ? AND {live}",
             "destroy": f"DELETE FROM {table} WHERE id = ?",
@@ -1408,6 +1531,7 @@ class SQLiteStore(Store):
                            f" (SELECT rowid FROM {table} WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
             "count": f"SELECT count(*) FROM {table} WHERE {live}",
             "ids": f"SELECT id FROM {table} WHERE {live}",
+            "records_of": f"SELECT id, record, expires_at FROM {table} WHERE owner = ? AND {live}",
         }
 
     def _create_schema(self) -> None:
@@ -1427,8 +1551,9 @@ class SQLiteStore(Store):
                 )
             table = f'"{self.table}"'
             db.execute(f"CREATE TABLE IF NOT EXISTS {table} "
-                       "(id TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at REAL NOT NULL)")
+                       "(id TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at REAL NOT NULL, owner TEXT)")
             db.execute(f'CREATE INDEX IF NOT EXISTS "{self.table}_expires_at" ON {table} (expires_at)')
+            self._add_owner_column(db)
             db.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
             db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -1438,6 +1563,17 @@ class SQLiteStore(Store):
         finally:
             if db is not None:
                 db.close()
+
+    def _add_owner_column(self, db: sqlite3.Connection) -> None:
+        """Schema version 2: the ``owner`` column and its index. A table of version 1 gets the column, filled
+        from its records (inside the caller's transaction). Checked per table, as tables share a file's
+        ``user_version``."""
+        table = f'"{self.table}"'
+        columns = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+        if "owner" not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT")
+            db.execute(f"UPDATE {table} SET owner = sessions_owner_of(record)")
+        db.execute(f'CREATE INDEX IF NOT EXISTS "{self.table}_owner" ON {table} (owner) WHERE owner IS NOT NULL')
 
     def _switch_to_wal(self, db: sqlite3.Connection) -> None:
         """``PRAGMA journal_mode = WAL``, retried for up to ``timeout`` seconds: SQLite answers "database is
@@ -1459,6 +1595,7 @@ class SQLiteStore(Store):
         db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         db.execute("PRAGMA synchronous = NORMAL")
         db.create_function("sessions_with_cookie_of", 2, _with_cookie_of, deterministic=True)
+        db.create_function("sessions_owner_of", 1, _owner_of, deterministic=True)
         return db
 
     def _connection(self) -> sqlite3.Connection:
@@ -1524,6 +1661,17 @@ class RedisStore(Store):
     Redis's TTL is the authority on expiry: connect-redis's own touch leaves the stored ``cookie.expires``
     behind, so ``get`` reads the TTL along with the value, in one round trip, and returns both. Any error of
     the client becomes a ``StoreError``, so the request fails cleanly instead of starting an empty session.
+
+    The owner index (``records_of``): a set ``prefix + "owner:" + owner`` holds the ids of the owner's
+    records. Every write of a record with an owner (``set``, ``update``, ``touch``) adds its id in the same
+    step (the script or ``MULTI``) and gives the set the record's ttl if that is longer, so the set lives as
+    long as its longest-lived member and expires with it. Entries of records that expired, were destroyed
+    or changed owner are removed when ``records_of`` reads the set. A record that Node wrote joins the set
+    at its first write from Python. ``ids()``, ``len()`` and ``clear()`` leave the sets out (connect-redis's
+    own ``length()`` and ``all()`` count them; ``clear()`` deletes them too). On Redis Cluster a
+    record and its owner's set are in different slots (the record's key is connect-redis's, with no hash tag), so one step cannot write both:
+    with a cluster client ``owner_index`` defaults to False (no index: ``records_of`` raises), and True is
+    refused.
     """
 
     blocking = True
@@ -1540,6 +1688,7 @@ class RedisStore(Store):
         default_ttl: Seconds = 86400,
         scan_count: int = 100,
         clock: Callable[[], float] = time.time,
+        owner_index: Optional[bool] = None,
     ) -> None:
         if not callable(getattr(client, "pipeline", None)):
             raise ConfigurationError("client must be a redis-py-compatible client (it has no pipeline())")
@@ -1552,6 +1701,11 @@ class RedisStore(Store):
         self.default_ttl = _default_ttl(default_ttl)
         self.scan_count = scan_count
         self.clock = clock
+        cluster = "Cluster" in type(client).__name__
+        if owner_index and cluster:
+            raise ConfigurationError("owner_index=True needs a single Redis (or Sentinel): on a Cluster a record "
+                                     "and its owner's set cannot be written in one step")
+        self.owner_index = not cluster if owner_index is None else bool(owner_index)
         register = getattr(client, "register_script", None)  # a client without scripts merges by WATCH only
         self._set_if_unchanged = register(_SET_IF_UNCHANGED) if callable(register) else None
 
@@ -1572,11 +1726,17 @@ class RedisStore(Store):
     def set(self, sid: str, record: str, expires: Optional[float]) -> None:
         """``SET key record EX ttl``; a record already expired is deleted instead."""
         ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
+        owner = self._indexed_owner(record)
         with _store_errors("Redis", "save"):
-            if ttl > 0:
+            if ttl <= 0:
+                self.client.delete(self.prefix + sid)
+            elif owner is None:
                 self.client.set(self.prefix + sid, record, ex=ttl)
             else:
-                self.client.delete(self.prefix + sid)
+                with self.client.pipeline(transaction=True) as pipe:
+                    pipe.set(self.prefix + sid, record, ex=ttl)
+                    self._index_owner(pipe, owner, sid, ttl)
+                    pipe.execute()
 
     def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
         """``WATCH``, ``GET``, ``MULTI``, ``SET ... EX ttl`` (or ``DEL`` for a ttl of zero or less),
@@ -1586,7 +1746,12 @@ class RedisStore(Store):
         with _store_errors("Redis", "save"):
             if isinstance(change, _Merge) and self._set_if_unchanged is not None:
                 ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
-                done = self._set_if_unchanged(keys=[key], args=[change.unchanged, change.record, ttl])
+                owner = self._indexed_owner(change.record)
+                keys, args = [key], [change.unchanged, change.record, ttl]
+                if owner is not None:
+                    keys.append(self._owner_key(owner))
+                    args.append(sid)
+                done = self._set_if_unchanged(keys=keys, args=args)
                 if done != 2:
                     return done == 1
             for attempt in range(self.UPDATE_ATTEMPTS):
@@ -1602,6 +1767,9 @@ class RedisStore(Store):
                     pipe.multi()
                     if ttl > 0:
                         pipe.set(key, record, ex=ttl)
+                        owner = self._indexed_owner(record)
+                        if owner is not None:
+                            self._index_owner(pipe, owner, sid, ttl)
                     else:
                         pipe.delete(key)
                     try:
@@ -1615,10 +1783,17 @@ class RedisStore(Store):
 
     def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
         """``EXPIRE key ttl`` only, as connect-redis does: the stored record (data and cookie) is left as it
-        is, a missing key stays missing (False: EXPIRE answers 0), and a ttl of zero or less deletes the key."""
+        is, a missing key stays missing (False: EXPIRE answers 0), and a ttl of zero or less deletes the key.
+        A record with an owner is also indexed (in the same ``MULTI``): a record Node wrote joins the index."""
         ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
+        owner = self._indexed_owner(record)
         with _store_errors("Redis", "touch"):
-            return bool(self.client.expire(self.prefix + sid, ttl))
+            if owner is None:
+                return bool(self.client.expire(self.prefix + sid, ttl))
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.expire(self.prefix + sid, ttl)
+                self._index_owner(pipe, owner, sid, ttl)
+                return bool(pipe.execute()[0])
 
     def destroy(self, sid: str) -> None:
         """``DEL key``; a missing key is not an error."""
@@ -1628,7 +1803,7 @@ class RedisStore(Store):
     def clear(self) -> None:
         """Delete every key under ``prefix`` (found with SCAN, deleted a batch at a time)."""
         with _store_errors("Redis", "clear"):
-            keys = list(self._keys())
+            keys = list(self._keys(with_sets=True))
             for start in range(0, len(keys), self.scan_count):
                 self.client.delete(*keys[start : start + self.scan_count])
 
@@ -1641,10 +1816,50 @@ class RedisStore(Store):
         with _store_errors("Redis", "list"):
             return [_text(key)[len(self.prefix) :] for key in self._keys()]
 
-    def _keys(self) -> set:
-        """The keys under ``prefix``; SCAN may report a key twice, so they are collected in a set."""
+    def records_of(self, owner: str) -> Dict[str, Tuple[str, Optional[float]]]:
+        """``{id: (record, expires_at)}`` of the live records in the owner's set (``SMEMBERS``, then GET and
+        PTTL of each in one pipeline); ids whose record is gone or has another owner now leave the set."""
+        if not self.owner_index:
+            raise ConfigurationError("this RedisStore has no owner index (owner_index=False, or a Cluster client)")
+        set_key = self._owner_key(owner)
+        with _store_errors("Redis", "list"):
+            ids = [_text(member) for member in self.client.smembers(set_key)]
+            pipe = self.client.pipeline(transaction=False)
+            for sid in ids:
+                pipe.get(self.prefix + sid)
+                pipe.pttl(self.prefix + sid)
+            answers = pipe.execute() if ids else []
+            now, found, stale = self.clock(), {}, []
+            for sid, value, pttl_ms in zip(ids, answers[::2], answers[1::2]):
+                record = _text(value) if value else None
+                if record is None or pttl_ms == -2 or _owner_of(record) != owner:
+                    stale.append(sid)
+                else:
+                    found[sid] = (record, None if pttl_ms < 0 else now + pttl_ms / 1000)
+            if stale:
+                self.client.srem(set_key, *stale)
+        return found
+
+    def _owner_key(self, owner: str) -> str:
+        return self.prefix + "owner:" + owner
+
+    def _indexed_owner(self, record: str) -> Optional[str]:
+        """The owner under which ``record`` is indexed, or None (none, or no index)."""
+        return _owner_of(record) if self.owner_index else None
+
+    def _index_owner(self, pipe: Any, owner: str, sid: str, ttl: int) -> None:
+        """Queue ``_INDEX_OWNER`` in ``pipe``, a MULTI that has just written or extended the record of ``sid``."""
+        pipe.eval(_INDEX_OWNER, 2, self._owner_key(owner), self.prefix + sid, sid, ttl)
+
+    def _keys(self, with_sets: bool = False) -> set:
+        """The keys under ``prefix``, the owner index's sets only ``with_sets``; SCAN may report a key twice, so
+        they are collected in a set."""
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + "*"
-        return set(self.client.scan_iter(match=pattern, count=self.scan_count))
+        keys = set(self.client.scan_iter(match=pattern, count=self.scan_count))
+        if with_sets:
+            return keys
+        sets = self.prefix + "owner:"
+        return {key for key in keys if not _text(key).startswith(sets)}
 
 
 def _quoted_identifier(name: Any, option: str) -> str:
@@ -2282,6 +2497,8 @@ class Session(Dict[str, Any]):
         "_stored_expires_ms",
         "_sent_expires_ms",
         "_set_cookies",
+        "_owner",
+        "_stored_owner",
         "__weakref__",
     )
 
@@ -2316,6 +2533,8 @@ class Session(Dict[str, Any]):
         self._stored_expires_ms: Optional[int] = None  # the expiry the store holds (as loaded or last written): touch_after
         self._sent_expires_ms: Optional[int] = None  # when the browser's copy of the cookie expires, if known: cookie_refresh
         self._set_cookies: List[str] = []  # what commit returned (never mutated: commit hands out copies)
+        self._owner: Optional[str] = None  # session.owner
+        self._stored_owner: Optional[str] = None  # the owner the store holds, as loaded or last written
 
     # Opening is lazy: the adapters create sessions that load on first use. Every public method starts
     # with ``if not self._accessed: self._use()``, one attribute test once the session is in use.
@@ -2504,6 +2723,24 @@ class Session(Dict[str, Any]):
         """Whether the session was committed (its response started)."""
         return self._status is _COMMITTED
 
+    @property
+    def owner(self) -> Optional[str]:
+        """Who the session belongs to (typically the user id, set at login), or None. The record keeps it as
+        the data key ``OWNER_KEY``, which express-session keeps too; it is not among the session's data. Setting
+        it is a change that is saved; ``SessionManager.sessions_of`` lists the sessions of an owner."""
+        if not self._accessed:
+            self._use()
+        return self._owner
+
+    @owner.setter
+    def owner(self, value: Optional[str]) -> None:
+        self._writable()
+        if value is not None and not _is_owner(value):
+            raise ConfigurationError(
+                f"owner must be None or a non-empty str of at most {MAX_OWNER_LENGTH} characters: {_shown(value)}"
+            )
+        self._owner = value
+
     # Lifecycle: the policy is in the manager.
     def save(self) -> None:
         """Write the session to the store now; the end-of-request write is skipped if nothing changes after."""
@@ -2526,7 +2763,10 @@ class Session(Dict[str, Any]):
         (session fixation, OWASP Session Management Cheat Sheet). The old record is deleted when the
         session is committed (or saved), before the new one is written, once."""
         self._writable(allow_destroyed=True)
+        owner = self._owner
         self._manager._regenerate(self, keep_data)
+        if keep_data:  # the owner goes with the data (a new id at login keeps neither: set it after)
+            self._owner = owner
 
     def flush(self) -> None:
         """End the session now and go on with a fresh, empty one under a new id (Django's ``flush``).
@@ -2587,11 +2827,16 @@ class Session(Dict[str, Any]):
         return self._new_reason is None or self._synced_json is not None
 
     def _modified(self, data_json: str) -> bool:
-        return self._forced or self._id_changed or data_json != self._loaded_json
+        return (
+            self._forced or self._id_changed or data_json != self._loaded_json or self._owner != self._stored_owner
+        )
 
     def _changed_since_saved(self, data_json: str) -> bool:
         """Something the store does not hold yet, after ``save()`` or ``reload()``."""
-        return data_json != self._synced_json or self._cookie_unsaved or self._created_unsaved or self._forced
+        return (
+            data_json != self._synced_json or self._cookie_unsaved or self._created_unsaved or self._forced
+            or self._owner != self._stored_owner
+        )
 
     @property
     def _baseline_json(self) -> str:
@@ -2612,10 +2857,12 @@ class Session(Dict[str, Any]):
         expires_ms: Optional[int],
         sent_expires_ms: Optional[int] = None,
         created_unsaved: bool = False,
+        owner: Optional[str] = None,
     ) -> None:
         """Become session ``sid``: loaded (``new_reason`` None) or new. A session starts once per request
         (``_restart`` starts it again); the status is left as it is."""
         self._id, self._new_reason, self._opened = sid, new_reason, True
+        self._owner = self._stored_owner = owner
         self._replace_data(data)
         self._loaded_json, self._created_ms = loaded_json, created_ms
         self._created_unsaved = created_unsaved
@@ -2643,7 +2890,13 @@ class Session(Dict[str, Any]):
         current cookie under the current id."""
         self._synced_json = data_json
         self._cookie_unsaved = self._forced = self._created_unsaved = False
+        self._stored_owner = self._owner
         self._stored_expires_ms = self._cookie.expires_ms
+
+    def _owner_merged(self, stored: Optional[str]) -> None:
+        """A concurrent write is merged: an owner this request did not change is the stored one."""
+        if self._owner == self._stored_owner:
+            self._owner = self._stored_owner = stored
 
     def _mark_gone(self) -> None:
         """The store has no live record under the current id any more: nothing more is written for it,
@@ -2653,10 +2906,11 @@ class Session(Dict[str, Any]):
     def _reloaded(
         self, data: Dict[str, Any], stored_json: str, created_ms: Optional[int],
         original_max_age_ms: Optional[float], expires_ms: Optional[int], sent_expires_ms: Optional[int],
-        created_unsaved: bool,
+        created_unsaved: bool, owner: Optional[str],
     ) -> None:
         """Take what the store holds now; "modified" still compares with the data the request opened."""
         self._replace_data(data)
+        self._owner = self._stored_owner = owner
         self._created_ms, self._created_unsaved = created_ms, created_unsaved
         self._stored_expires_ms, self._sent_expires_ms = expires_ms, sent_expires_ms
         self._cookie = SessionCookie(self, self._manager.cookie_options, original_max_age_ms, expires_ms)
@@ -2685,6 +2939,7 @@ class Session(Dict[str, Any]):
 
     def _mark_destroyed(self) -> None:
         self._status, self._closed_reason = _DESTROYED, _DESTROYED_REASON
+        self._owner = None
         dict.clear(self)
 
     def _replace_data(self, data: Dict[str, Any]) -> None:
@@ -2856,9 +3111,39 @@ def _data_json(data: Dict[str, Any], codec: Optional["Codec"] = None) -> str:
 
 
 #: What ``SessionManager._load`` gives ``Session._start``: data, its JSON, created (ms), originalMaxAge (ms),
-#: expires (ms), the expiry of the cookie last sent (ms), and whether the creation time is not in the record
-#: yet (under absolute_timeout: its clock starts now, and the next commit writes it)
-_LoadedRecord = Tuple[Dict[str, Any], str, Optional[int], Optional[float], Optional[int], Optional[int], bool]
+#: expires (ms), the expiry of the cookie last sent (ms), whether the creation time is not in the record
+#: yet (under absolute_timeout: its clock starts now, and the next commit writes it), and the owner
+_LoadedRecord = Tuple[
+    Dict[str, Any], str, Optional[int], Optional[float], Optional[int], Optional[int], bool, Optional[str]
+]
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One live session of an owner, as ``SessionManager.sessions_of`` lists it (an account page's "where
+    you are logged in"). Times are aware UTC datetimes, None when unknown.
+
+    - ``handle``: a short hash of the session id (the tag of that session in this module's log lines),
+      never the id: it cannot be turned back into the id, so it is safe to show, and it only ends a
+      session together with its owner (``end_session``).
+    - ``created``: when the session started (``regenerate()`` at login restarts it); recorded for
+      sessions with an owner, and under ``absolute_timeout``.
+    - ``last_seen``: when a request last extended the session (its expiry minus the cookie's max age, so
+      up to ``touch_after`` early with that option); for a browser-session cookie, from the store's
+      deadline minus its ``default_ttl``.
+    - ``expires``: when the session ends unless a request comes.
+    - ``data``: the data keys the caller asked for (``sessions_of(owner, expose=...)``), those present.
+    """
+
+    handle: str
+    created: Optional[datetime]
+    last_seen: Optional[datetime]
+    expires: Optional[datetime]
+    data: Dict[str, Any]
+
+
+def _utc(ms: Optional[float]) -> Optional[datetime]:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc)
 
 
 #: A piece of the manager's policy that calls the store: a generator that yields each call as
@@ -3106,7 +3391,9 @@ class SessionManager:
             log.debug("session %s: no record in the store", _sid_hash(sid))
             return None
         try:
-            data, original_max_age_ms, expires_ms, created_ms, data_text, sent_ms = _parse_record(record, deadline_ms)
+            data, original_max_age_ms, expires_ms, created_ms, data_text, sent_ms, owner = _parse_record(
+                record, deadline_ms
+            )
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             log.warning("session %s: corrupt record in the store treated as missing (%s)", _sid_hash(sid), exc)
             return None
@@ -3133,7 +3420,7 @@ class SessionManager:
                 log.warning("session %s: record the codec cannot decode treated as missing (%s)",
                             _sid_hash(sid), type(exc).__name__)
                 return None
-        return data, data_json, created_ms, original_max_age_ms, expires_ms, sent_ms, created_unsaved
+        return data, data_json, created_ms, original_max_age_ms, expires_ms, sent_ms, created_unsaved, owner
 
     def _start_new(self, session: Session, reason: str, now_ms: int) -> None:
         session._start(self._new_id(), reason, {}, "{}", now_ms, self._max_age_ms, None)
@@ -3362,7 +3649,7 @@ class SessionManager:
         baseline, data = session._baseline_json, _encoded(session, self.codec)
         created, sent = self._record_times(session)
         # when this response sends the cookie, sent is new: the stored text then differs and merge() runs
-        unchanged = self._record_format.after_cookie(created, baseline, sent)
+        unchanged = self._record_format.after_cookie(created, baseline, sent, session._stored_owner)
         changes: List[Tuple[Dict[str, Any], List[str]]] = []  # computed once, on the first conflict
 
         def merge(stored: str) -> str:
@@ -3378,7 +3665,8 @@ class SessionManager:
                 for key in deleted:
                     current.pop(key, None)
                 current.update(changed)
-                if self._absolute_ms is not None:
+                session._owner_merged(current.pop(OWNER_KEY, None))
+                if created is not None:
                     current.pop(CREATED_KEY, None)
                 if self._cookie_refresh is not None:
                     current.pop(SENT_EXPIRES_KEY, None)
@@ -3459,14 +3747,16 @@ class SessionManager:
         cookie = session._cookie
         created, sent = self._record_times(session)
         return self._record_format.text(
-            cookie.original_max_age_ms, cookie.expires_ms, self._secure_attribute(session), created, data_json, sent
+            cookie.original_max_age_ms, cookie.expires_ms, self._secure_attribute(session), created, data_json, sent,
+            session._owner,
         )
 
     def _record_times(self, session: Session) -> Tuple[Optional[int], Optional[int]]:
         """What the record stores as ``CREATED_KEY`` and ``SENT_EXPIRES_KEY`` (None: left out): the creation
-        time only under ``absolute_timeout``, the expiry of the cookie last sent only under ``cookie_refresh``."""
+        time only under ``absolute_timeout`` or for a session with an owner (``SessionInfo.created``), the
+        expiry of the cookie last sent only under ``cookie_refresh``."""
         return (
-            None if self._absolute_ms is None else session._created_ms,
+            None if self._absolute_ms is None and session._owner is None else session._created_ms,
             None if self._cookie_refresh is None else session._sent_expires_ms,
         )
 
@@ -3484,6 +3774,79 @@ class SessionManager:
 
     def _clearing_cookie(self, session: Session) -> str:
         return self._set_cookie.clearing(self._secure_attribute(session))
+
+    # Owners: who is logged in where ---------------------------------------------------------------------
+
+    def sessions_of(self, owner: str, expose: Iterable[str] = ()) -> List[SessionInfo]:
+        """The live sessions whose ``Session.owner`` is ``owner``, most recently seen first, each with the
+        data keys named in ``expose`` (e.g. a user agent the app stored at login). Found through the
+        store's owner index (``Store.records_of``): a store without one is a ConfigurationError."""
+        keys, now_ms = list(expose), self._now_ms()
+        infos = [info for sid, got in self._records_of(owner).items()
+                 if (info := self._session_info(sid, got, now_ms, keys)) is not None]
+        return sorted(infos, key=lambda info: info.last_seen or _utc(0), reverse=True)
+
+    def end_session(self, owner: str, handle: str) -> bool:
+        """End the session of ``owner`` whose ``SessionInfo.handle`` is ``handle``; False if ``owner`` has no
+        such live session (so one owner's handle never ends another owner's session)."""
+        for sid in self._records_of(owner):
+            if _sid_hash(sid) == handle:
+                self._store_call("destroy", sid)
+                return True
+        return False
+
+    def end_sessions_of(self, owner: str, keep: Optional[Session] = None) -> int:
+        """End every live session of ``owner`` but ``keep`` (the session of the request asking: "log out
+        everywhere else"; None ends them all); returns how many were ended. A request of an ended session
+        still in flight writes nothing back (``Store.update`` and ``touch`` never re-create a record)."""
+        if keep is not None and not isinstance(keep, Session):
+            raise ConfigurationError(f"keep must be a Session or None, not {type(keep).__name__}")
+        kept = None if keep is None else keep.id
+        ended = 0
+        for sid in self._records_of(owner):
+            if sid != kept:
+                self._store_call("destroy", sid)
+                ended += 1
+        return ended
+
+    def _records_of(self, owner: str) -> Dict[str, Any]:
+        if not _is_owner(owner):
+            raise ConfigurationError(
+                f"owner must be a non-empty str of at most {MAX_OWNER_LENGTH} characters: {_shown(owner)}"
+            )
+        records_of = getattr(self.store, "records_of", None)
+        with _store_failures("the session store failed to list the sessions of an owner"):
+            try:
+                if callable(records_of):
+                    return records_of(owner)
+            except NotImplementedError:
+                pass
+        raise ConfigurationError(f"{type(self.store).__name__} has no owner index (Store.records_of)")
+
+    def _session_info(self, sid: str, got: Any, now_ms: int, expose: List[str]) -> Optional[SessionInfo]:
+        """The ``SessionInfo`` of a record as ``Store.get`` returns it, or None when this manager would not
+        load it (corrupt, expired, past the absolute timeout)."""
+        authority = isinstance(got, tuple)
+        record, expires_at = got if authority else (got, None)
+        deadline_ms = None if expires_at is None else round(float(expires_at) * 1000)
+        try:
+            data, original_ms, expires_ms, created_ms, _, _, _ = _parse_record(record, deadline_ms)
+            shown = _decoded({key: data[key] for key in expose if key in data}, self.codec)
+        except Exception:  # as _load: a record it cannot read is no session
+            return None
+        expiry = deadline_ms if authority else expires_ms
+        if expiry is not None and expiry <= now_ms:
+            return None
+        if self._absolute_ms is not None and created_ms is not None and created_ms + self._absolute_ms <= now_ms:
+            return None
+        store_ttl = getattr(self.store, "default_ttl", None)  # a browser-session record lives that long
+        if original_ms is not None and expires_ms is not None:
+            last_seen_ms: Optional[float] = expires_ms - original_ms
+        elif expires_ms is None and deadline_ms is not None and isinstance(store_ttl, (int, float)):
+            last_seen_ms = deadline_ms - store_ttl * 1000
+        else:
+            last_seen_ms = None
+        return SessionInfo(_sid_hash(sid), _utc(created_ms), _utc(last_seen_ms), _utc(expiry), shown)
 
 
 # Adapters #################################################################################################

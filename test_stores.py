@@ -681,10 +681,10 @@ def test_sqlite_schema_is_versioned_and_inspectable(db_path):
     assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 2500
     with sqlite3.connect(db_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == sessions.SQLiteStore.SCHEMA_VERSION == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == sessions.SQLiteStore.SCHEMA_VERSION == 2
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         columns = [(row[1], row[2], row[3]) for row in db.execute("PRAGMA table_info(sessions)")]
-        assert columns == [("id", "TEXT", 0), ("record", "TEXT", 1), ("expires_at", "REAL", 1)]
+        assert columns == [("id", "TEXT", 0), ("record", "TEXT", 1), ("expires_at", "REAL", 1), ("owner", "TEXT", 0)]
         assert db.execute("SELECT id, record FROM sessions").fetchall() == [("a", rec())]
         plan = db.execute("EXPLAIN QUERY PLAN SELECT rowid FROM sessions WHERE expires_at <= 1 "
                           "ORDER BY expires_at LIMIT 64").fetchall()
@@ -740,7 +740,7 @@ def _not_a_database(tmp_path):
 def _newer_schema(tmp_path):
     path = tmp_path / "future.db"
     with sqlite3.connect(path) as db:
-        db.execute("PRAGMA user_version = 2")
+        db.execute(f"PRAGMA user_version = {sessions.SQLiteStore.SCHEMA_VERSION + 1}")
     return path
 
 
@@ -748,7 +748,7 @@ def _newer_schema(tmp_path):
     (lambda tmp: tmp / "missing" / "sessions.db", {}, "unable to open"),
     (lambda tmp: tmp, {}, "unable to open"),
     (_not_a_database, {}, "not a database"),
-    (_newer_schema, {}, "schema version 2"),
+    (_newer_schema, {}, "schema version 3"),
     (lambda tmp: ":memory:", {}, "MemoryStore"),
     (lambda tmp: tmp / "s.db", {"table": "sessions; DROP TABLE x"}, "table"),
     (lambda tmp: tmp / "s.db", {"default_ttl": -1}, "default_ttl"),
@@ -1445,7 +1445,7 @@ def test_readme_stores_snippets_run_as_files(tmp_path, redis_server):
         subprocess.run([sys.executable, str(path)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(HERE)},
                        check=True, timeout=60)
     with sqlite3.connect(tmp_path / "sessions-backup.db") as copy:
-        assert copy.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert copy.execute("PRAGMA user_version").fetchone()[0] == sessions.SQLiteStore.SCHEMA_VERSION
 
 
 def test_readme_postgres_snippet_runs_as_a_file(tmp_path, postgres_dsn, postgres_server):
