@@ -160,6 +160,7 @@ def _store_error(message: str, exc: BaseException) -> StoreError:
 #: What the application is told when a store method fails (never the store's own message: it may quote an id).
 _STORE_FAILURE = {method: f"the session store failed to {action} a session" for method, action in (
     ("get", "load"), ("set", "set"), ("update", "update"), ("touch", "touch"), ("destroy", "destroy"))}
+_STORE_FAILURE["records_of"] = "the session store failed to list the sessions of an owner"
 
 
 def _store_failure(method: str, exc: Exception) -> SessionError:
@@ -3781,47 +3782,71 @@ class SessionManager:
         """The live sessions whose ``Session.owner`` is ``owner``, most recently seen first, each with the
         data keys named in ``expose`` (e.g. a user agent the app stored at login). Found through the
         store's owner index (``Store.records_of``): a store without one is a ConfigurationError."""
-        keys, now_ms = list(expose), self._now_ms()
-        infos = [info for sid, got in self._records_of(owner).items()
-                 if (info := self._session_info(sid, got, now_ms, keys)) is not None]
-        return sorted(infos, key=lambda info: info.last_seen or _utc(0), reverse=True)
+        return self._run(self._sessions_of(owner, list(expose)))
 
     def end_session(self, owner: str, handle: str) -> bool:
         """End the session of ``owner`` whose ``SessionInfo.handle`` is ``handle``; False if ``owner`` has no
         such live session (so one owner's handle never ends another owner's session)."""
-        for sid in self._records_of(owner):
-            if _sid_hash(sid) == handle:
-                self._store_call("destroy", sid)
-                return True
-        return False
+        return self._run(self._end_session(owner, handle))
 
     def end_sessions_of(self, owner: str, keep: Optional[Session] = None) -> int:
         """End every live session of ``owner`` but ``keep`` (the session of the request asking: "log out
         everywhere else"; None ends them all); returns how many were ended. A request of an ended session
-        still in flight writes nothing back (``Store.update`` and ``touch`` never re-create a record)."""
-        if keep is not None and not isinstance(keep, Session):
-            raise ConfigurationError(f"keep must be a Session or None, not {type(keep).__name__}")
-        kept = None if keep is None else keep.id
+        still in flight writes nothing back (``Store.update`` and ``touch`` never re-create a record).
+        A store failure part way leaves the rest alive: call it again."""
+        return self._run(self._end_sessions_of(owner, keep))
+
+    async def asessions_of(self, owner: str, expose: Iterable[str] = ()) -> List[SessionInfo]:
+        """``sessions_of`` for async code (the store called as ``acommit`` calls it)."""
+        return await self._arun(self._sessions_of(owner, list(expose)))
+
+    async def aend_session(self, owner: str, handle: str) -> bool:
+        """``end_session`` for async code."""
+        return await self._arun(self._end_session(owner, handle))
+
+    async def aend_sessions_of(self, owner: str, keep: Optional[Session] = None) -> int:
+        """``end_sessions_of`` for async code."""
+        return await self._arun(self._end_sessions_of(owner, keep))
+
+    def _sessions_of(self, owner: str, expose: List[str]) -> _Steps:
+        records, now_ms = (yield from self._records_of(owner)), self._now_ms()
+        infos = [info for sid, got in records.items()
+                 if (info := self._session_info(sid, got, now_ms, expose)) is not None]
+        return sorted(infos, key=lambda info: info.last_seen or _utc(0), reverse=True)
+
+    def _end_session(self, owner: str, handle: str) -> _Steps:
+        for sid in (yield from self._records_of(owner)):
+            if _sid_hash(sid) == handle:
+                yield "destroy", (sid,)
+                return True
+        return False
+
+    def _end_sessions_of(self, owner: str, keep: Optional[Session]) -> _Steps:
+        if keep is not None and not (isinstance(keep, Session) and keep.opened):
+            raise ConfigurationError(f"keep must be None or a Session this request opened ({type(keep).__name__})")
+        kept = None if keep is None else keep._id
         ended = 0
-        for sid in self._records_of(owner):
+        for sid in (yield from self._records_of(owner)):
             if sid != kept:
-                self._store_call("destroy", sid)
+                yield "destroy", (sid,)
                 ended += 1
         return ended
 
-    def _records_of(self, owner: str) -> Dict[str, Any]:
+    def _records_of(self, owner: str) -> _Steps:
+        """``Store.records_of(owner)``; a store without an owner index is a ConfigurationError."""
         if not _is_owner(owner):
             raise ConfigurationError(
                 f"owner must be a non-empty str of at most {MAX_OWNER_LENGTH} characters: {_shown(owner)}"
             )
-        records_of = getattr(self.store, "records_of", None)
-        with _store_failures("the session store failed to list the sessions of an owner"):
-            try:
-                if callable(records_of):
-                    return records_of(owner)
-            except NotImplementedError:
-                pass
-        raise ConfigurationError(f"{type(self.store).__name__} has no owner index (Store.records_of)")
+        missing = f"{type(self.store).__name__} has no owner index (Store.records_of)"
+        if not callable(getattr(self.store, "records_of", None)):
+            raise ConfigurationError(missing)
+        try:
+            return (yield "records_of", (owner,))
+        except StoreError as exc:
+            if isinstance(exc.original, NotImplementedError):
+                raise ConfigurationError(missing) from None
+            raise
 
     def _session_info(self, sid: str, got: Any, now_ms: int, expose: List[str]) -> Optional[SessionInfo]:
         """The ``SessionInfo`` of a record as ``Store.get`` returns it, or None when this manager would not
@@ -5226,3 +5251,107 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = globals()[name] = build()
     return value
+
+
+# Operations CLI ###########################################################################################
+
+_CLI_EPILOG = """\
+STORE is sqlite:PATH, redis://... (or rediss://...), or postgresql://...; only the client package of the
+store named is imported (redis for Redis, psycopg for PostgreSQL).
+
+commands:
+  count                  print the number of live sessions
+  prune                  delete expired sessions now, print how many (Redis expires them itself: 0)
+  sessions-of OWNER      one line per live session of OWNER: handle, created, last seen, expires (UTC)
+  end-sessions-of OWNER  end every session of OWNER, print how many ended
+  end HANDLE             end the session with that handle (searches every session: O(sessions))
+
+Exit status: 0 done, 1 nothing found or the store failed, 2 usage. Session ids and secrets are never
+printed: a session appears as its handle, the tag of its lines in the log.
+"""
+
+
+def _cli_store(spec: str, table: Optional[str], prefix: Optional[str]) -> Optional[Store]:
+    """The store a CLI argument names; None when it names none (a usage error)."""
+    if spec.startswith("sqlite:"):
+        path = spec[len("sqlite:"):]
+        if not os.path.isfile(path):  # the store would create it: a typo must not make an empty database
+            raise FileNotFoundError("no such SQLite file")
+        return SQLiteStore(path, **({} if table is None else {"table": table}))
+    if spec.startswith(("redis://", "rediss://")):
+        redis = importlib.import_module("redis")
+        client = redis.Redis.from_url(spec, socket_timeout=10, socket_connect_timeout=10)
+        return RedisStore(client, **({} if prefix is None else {"prefix": prefix}))
+    if spec.startswith(("postgresql://", "postgres://")):
+        psycopg = importlib.import_module("psycopg")
+        return PostgresStore(lambda: psycopg.connect(spec), **({} if table is None else {"table": table}))
+    return None
+
+
+def _cli_time(moment: Optional[datetime]) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cli_run(manager: SessionManager, command: str, argument: Optional[str]) -> int:
+    store = manager.store
+    if command == "count":
+        print(len(store))
+        return 0
+    if command == "prune":
+        prune = getattr(store, "prune", None)
+        print(prune() if callable(prune) else 0)
+        return 0
+    if command == "sessions-of":
+        infos = manager.sessions_of(argument)
+        for info in infos:
+            print(info.handle, _cli_time(info.created), _cli_time(info.last_seen), _cli_time(info.expires), sep="\t")
+        return 0 if infos else 1
+    if command == "end-sessions-of":
+        ended = manager.end_sessions_of(argument)
+        print(ended)
+        return 0 if ended else 1
+    matches = [sid for sid in store.ids() if _sid_hash(sid) == argument]  # end HANDLE
+    if len(matches) != 1:
+        print(f"sessions.py: {'no' if not matches else 'more than one'} session has handle {argument}", file=sys.stderr)
+        return 1
+    store.destroy(matches[0])
+    print(1)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python3 sessions.py STORE COMMAND``: see ``--help``. Returns the exit status."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="sessions.py", description="Inspect and end the sessions in a session store.",
+        epilog=_CLI_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("store", metavar="STORE")
+    parser.add_argument("--table", help="the SQL table (default: the store's own default)")
+    parser.add_argument("--prefix", help="the Redis key prefix (default: sess:)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands.add_parser("count")
+    commands.add_parser("prune")
+    for name, operand in (("sessions-of", "OWNER"), ("end-sessions-of", "OWNER"), ("end", "HANDLE")):
+        commands.add_parser(name).add_argument("operand", metavar=operand)
+    args = parser.parse_args(argv)
+    operand = getattr(args, "operand", None)
+    if args.command == "end" and not re.fullmatch(r"[0-9a-f]{12}", operand):
+        parser.error("HANDLE is the 12 hexadecimal digits that sessions-of prints")
+    if args.command.endswith("sessions-of") and not _is_owner(operand):
+        parser.error(f"OWNER must be at most {MAX_OWNER_LENGTH} characters")
+    try:
+        store = _cli_store(args.store, args.table, args.prefix)
+        if store is None:
+            parser.error("STORE must be sqlite:PATH, redis://... or postgresql://...")
+        return _cli_run(SessionManager(_secrets.token_bytes(32), store=store), args.command, operand)
+    except ImportError as exc:
+        print(f"sessions.py: this store needs the {exc.name} package (pip install {exc.name})", file=sys.stderr)
+    except (SessionError, NotImplementedError, FileNotFoundError) as exc:  # their messages hold no ids
+        print(f"sessions.py: {exc}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
