@@ -8,6 +8,8 @@ Sentinel); Redis Cluster and PostgresStore, which have no owner index, are check
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -607,3 +609,28 @@ def test_importing_sessions_imports_no_client_and_the_cli_only_the_one_named(tmp
     done = subprocess.run([sys.executable, "-c", probe % ("redis://127.0.0.1:1/0", SESSIONS_PY)],
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.splitlines()[-1] == "['redis']"
+
+
+# 7. The README's section runs as written ##################################################################
+
+README = (HERE / "README.md").read_text(encoding="utf-8")
+
+
+def test_readme_owners_example_runs_as_a_file(tmp_path):
+    (code,) = re.findall(r"^<!-- owners example -->\n```python\n(.*?)^```$", README, re.M | re.S)
+    assert code.startswith("# owners.py:")
+    (tmp_path / "owners.py").write_text(code)
+    done = subprocess.run([sys.executable, "owners.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(HERE)})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4 and {line.split(" ", 1)[1].split(" last")[0] for line in lines[:2]} == {
+        "Firefox on a laptop", "Safari on a phone"}
+    assert lines[2:] == ["ended 1", "laptop logged out: True - phone still in: True"]
+
+
+def test_readme_cli_block_lists_the_commands_the_cli_has():
+    section = README[README.index("### The operations CLI"):README.index("\n## Stores\n")]
+    help_text = cli("--help").stdout
+    for command in ("count", "prune", "sessions-of OWNER", "end-sessions-of OWNER", "end HANDLE"):
+        assert f"  {command} " in section and f"  {command} " in help_text
