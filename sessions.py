@@ -809,13 +809,13 @@ def _owner_of(record: str) -> Optional[str]:
     """The owner (``OWNER_KEY``) of a record's text, or None. What stores call on every write to keep their
     owner index: an exact text scan for the records this module writes (and express-session writes back,
     as it keeps key order), a JSON parse only for other text that mentions the key."""
+    if OWNER_KEY not in record and "\\u" not in record:  # JSON spells the key so, or with escapes
+        return None
     end = _cookie_end(record)
     if end > 0:
         found = _OWNER_AFTER_COOKIE.match(record, end)
         if found is not None:
             return found.group(1)
-    if OWNER_KEY not in record and "\\u" not in record:  # JSON can spell a key only so, or with escapes
-        return None
     try:
         owner = _decode_json(record).get(OWNER_KEY)
     except (ValueError, TypeError, AttributeError, RecursionError):

@@ -23,6 +23,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import sessions
 from conftest import LaxStore, sid_of
 from test_sessions import SECRET, T0, Clock, cookie_header_for
+from test_interop import SECRET as INTEROP_SECRET
+from test_interop import LONG_MS, Browser, RedisBackend, make_stack, node  # noqa: F401 (node: a fixture)
 from test_stores import RedisClock, postgres_store, redis_client_of
 
 HERE = Path(__file__).resolve().parent
@@ -634,3 +636,29 @@ def test_readme_cli_block_lists_the_commands_the_cli_has():
     help_text = cli("--help").stdout
     for command in ("count", "prune", "sessions-of OWNER", "end-sessions-of OWNER", "end HANDLE"):
         assert f"  {command} " in section and f"  {command} " in help_text
+
+
+# 8. Express keeps the owner: the real Node stack on the same Redis (fixtures/express) #####################
+
+
+@pytest.fixture(scope="module")
+def node_stack(node, redis_server, tmp_path_factory):
+    yield from make_stack(node, RedisBackend(redis_server), tmp_path_factory, LONG_MS, rolling=False)
+
+
+def test_express_keeps_the_owner_and_a_node_session_joins_the_index_at_its_first_python_request(node_stack):
+    node_stack.backend.clear()
+    browser = Browser()
+    browser.post(node_stack.node, "/set", {"__owner": "ada", "visits": 1})  # an Express app's login
+    store = node_stack.backend.python_store()
+    manager = sessions.SessionManager(INTEROP_SECRET, store=store)
+    assert manager.sessions_of("ada") == []  # Node's own write does not index it
+    on_python = browser.get(node_stack.python)
+    assert on_python.data == {"visits": 1}  # the owner is not among the data
+    assert len(manager.sessions_of("ada")) == 1  # its first Python request (a touch) indexed it
+    browser.post(node_stack.node, "/set", {"visits": 2})  # Express rewrites the record: the key stays
+    assert json.loads(node_stack.record(browser.sid()))["__owner"] == "ada"
+    browser.post(node_stack.python, "/set", {"visits": 3})
+    assert list(json.loads(node_stack.record(browser.sid())))[:2] == ["cookie", "__owner"]
+    assert manager.end_sessions_of("ada") == 1
+    assert browser.get(node_stack.node).data == {}  # ended for Express too
