@@ -585,6 +585,19 @@ def test_cli_on_redis(request):
     cli_scenario(sessions.RedisStore(client, clock=clock), clock, url)
 
 
+def test_cli_on_postgres_counts_ends_by_handle_and_says_it_has_no_owner_index(request):
+    clock = Clock.near_real_time()
+    store = postgres_store(request, "psycopg", clock)
+    manager = manager_for(store, clock)
+    header = log_in(manager, "u1")
+    url = request.getfixturevalue("postgres_server").url
+    assert cli(url, "count").stdout == "1\n"
+    listed = cli(url, "sessions-of", "u1")
+    assert listed.returncode == 1 and "PostgresStore has no owner index" in listed.stderr
+    assert cli(url, "end", sessions._sid_hash(sid_of(header.split("=", 1)[1]))).stdout == "1\n"
+    assert cli(url, "count").stdout == "0\n" and manager.open(header).is_new
+
+
 def test_cli_prune_deletes_expired_sqlite_rows(tmp_path):
     path = tmp_path / "sessions.db"
     store = sessions.SQLiteStore(path, clock=Clock(T0))  # written at T0, long expired by the real clock
