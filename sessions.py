@@ -1024,7 +1024,8 @@ class AsyncStore:
     (``redis.asyncio``, psycopg's ``AsyncConnectionPool``). Subclass it and override ``get``, ``set`` and
     ``destroy`` (and ``update`` and ``touch`` with one atomic step of the backend where it has one); each
     method means exactly what the ``Store`` method of the same name means, returns the same, and raises
-    the same way. The optional ones are ``clear()``, ``count()`` (``len`` cannot be awaited) and ``ids()``.
+    the same way. The optional ones are ``clear()``, ``count()`` (``len`` cannot be awaited), ``ids()`` and
+    ``records_of()``.
 
     A manager whose store is async serves async code: ``ASGISessionMiddleware`` (no worker thread at
     all), ``manager.aopen``/``acommit``, and ``await session.asave()``, ``areload()``, ``adestroy()``,
@@ -1071,6 +1072,10 @@ class AsyncStore:
     async def ids(self) -> List[str]:
         """Optional: the ids of the live records."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its sessions")
+
+    async def records_of(self, owner: str) -> Dict[str, Union[str, Tuple[str, Optional[float]]]]:
+        """Optional, the owner index: as ``Store.records_of`` (``manager.asessions_of`` awaits it)."""
+        raise NotImplementedError(f"{type(self).__name__} has no owner index")
 
 
 class MemoryStore(Store):

@@ -306,6 +306,56 @@ def test_async_variants_call_the_store_as_acommit_does(store, clock):
     assert asyncio.run(scenario()) == 0 and manager.open(header).is_new
 
 
+class AsyncMemory(sessions.AsyncStore):
+    """A MemoryStore behind async methods, with or without the optional records_of."""
+
+    def __init__(self, clock, index=True):
+        self.inner, self.index = sessions.MemoryStore(clock=clock), index
+
+    async def get(self, sid):
+        return self.inner.get(sid)
+
+    async def set(self, sid, record, expires):
+        self.inner.set(sid, record, expires)
+
+    async def update(self, sid, change, expires):
+        return self.inner.update(sid, change, expires)
+
+    async def touch(self, sid, record, expires):
+        return self.inner.touch(sid, record, expires)
+
+    async def destroy(self, sid):
+        self.inner.destroy(sid)
+
+    async def records_of(self, owner):
+        if not self.index:
+            return await super().records_of(owner)
+        return self.inner.records_of(owner)
+
+
+@pytest.mark.parametrize("index", [True, False])
+def test_an_async_store_s_owner_index_is_awaited(index):
+    import asyncio
+
+    clock = Clock()
+    manager = manager_for(AsyncMemory(clock, index), clock)
+
+    async def scenario():
+        session = await manager.aopen(None)
+        session.owner = "u1"
+        await manager.acommit(session)
+        if not index:
+            with pytest.raises(sessions.ConfigurationError, match="AsyncMemory has no owner index"):
+                await manager.asessions_of("u1")
+            return
+        assert len(await manager.asessions_of("u1")) == 1
+        assert await manager.aend_sessions_of("u1") == 1
+
+    asyncio.run(scenario())
+    with pytest.raises(sessions.SessionError, match="async"):
+        manager.sessions_of("u1")
+
+
 def test_stores_without_an_owner_index_say_so():
     manager = sessions.SessionManager(SECRET, store=LaxStore())
     for call in (lambda: manager.sessions_of("u1"), lambda: manager.end_sessions_of("u1"),
