@@ -12,7 +12,7 @@ store fit for a single production process.
 
 The file reads in the order a request meets it:
 cookie codec -> signing -> cookie options -> Set-Cookie values -> records -> stores -> session -> manager
-(all policy) -> adapters (no policy).
+(all policy) -> adapters (no policy) -> the operations CLI (``python3 sessions.py --help``).
 
 Quick start (http.server)::
 
@@ -3148,6 +3148,16 @@ class SessionInfo:
     data: Dict[str, Any]
 
 
+def _exposed(keys: Iterable[str]) -> List[str]:
+    """``sessions_of``'s ``expose``: data keys (str), checked."""
+    if isinstance(keys, str) or not isinstance(keys, Iterable):
+        raise ConfigurationError(f"expose must be a list of data keys, not {type(keys).__name__}")
+    keys = list(keys)
+    if not all(isinstance(key, str) for key in keys):
+        raise ConfigurationError("expose must be a list of data keys (str)")
+    return keys
+
+
 def _utc(ms: Optional[float]) -> Optional[datetime]:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc)
 
@@ -3787,7 +3797,7 @@ class SessionManager:
         """The live sessions whose ``Session.owner`` is ``owner``, most recently seen first, each with the
         data keys named in ``expose`` (e.g. a user agent the app stored at login). Found through the
         store's owner index (``Store.records_of``): a store without one is a ConfigurationError."""
-        return self._run(self._sessions_of(owner, list(expose)))
+        return self._run(self._sessions_of(owner, _exposed(expose)))
 
     def end_session(self, owner: str, handle: str) -> bool:
         """End the session of ``owner`` whose ``SessionInfo.handle`` is ``handle``; False if ``owner`` has no
@@ -3803,7 +3813,7 @@ class SessionManager:
 
     async def asessions_of(self, owner: str, expose: Iterable[str] = ()) -> List[SessionInfo]:
         """``sessions_of`` for async code (the store called as ``acommit`` calls it)."""
-        return await self._arun(self._sessions_of(owner, list(expose)))
+        return await self._arun(self._sessions_of(owner, _exposed(expose)))
 
     async def aend_session(self, owner: str, handle: str) -> bool:
         """``end_session`` for async code."""

@@ -368,6 +368,9 @@ def test_owner_and_keep_arguments_are_checked():
     manager = sessions.SessionManager(SECRET)
     with pytest.raises(sessions.ConfigurationError, match="owner"):
         manager.sessions_of(None)
+    for expose in (5, "user_agent", [1]):
+        with pytest.raises(sessions.ConfigurationError, match="expose"):
+            manager.sessions_of("u1", expose=expose)
     for keep in ("not a session", manager.open_lazy(lambda: (None, False, "/"))):
         with pytest.raises(sessions.ConfigurationError, match="keep"):
             manager.end_sessions_of("u1", keep=keep)
