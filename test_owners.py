@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 import sessions
 from conftest import LaxStore, sid_of
@@ -232,6 +232,17 @@ def test_expired_records_leave_the_index_without_a_background_job(store, clock):
     assert set(store.records_of("u1")) == {"b"}
     clock.advance(60)
     assert store.records_of("u1") == {}
+
+
+def test_an_active_session_stays_listed_past_its_first_expiry(store, clock):
+    """Each request extends the session, and the index with it (Redis: the owner set's TTL)."""
+    manager = manager_for(store, clock)
+    active, idle = log_in(manager, "u1"), log_in(manager, "u1")
+    clock.advance(1800)
+    manager.commit(manager.open(active)).clear()  # a read-only request: a touch
+    clock.advance(1800.5)
+    assert [info.handle for info in manager.sessions_of("u1")] == [sessions._sid_hash(sid_of(active.split("=", 1)[1]))]
+    assert not manager.open(active).is_new and manager.open(idle).is_new
 
 
 def test_update_and_touch_of_a_gone_record_do_not_index_it(store, clock):
@@ -485,18 +496,22 @@ def test_postgres_store_has_no_owner_index_yet_and_says_so(request):
 
 
 class OwnerIndexModel(RuleBasedStateMachine):
-    """MemoryStore and SQLiteStore through one manager each; the model is which browser holds which owner."""
+    """MemoryStore and SQLiteStore (and RedisStore, given a client of an empty Redis) through one manager
+    each, on one clock; the model is which browser holds which owner."""
 
-    def __init__(self):
+    def __init__(self, redis_client=None):
         super().__init__()
         import tempfile
 
-        self.clock = Clock()
+        self.clock = Clock() if redis_client is None else RedisClock(redis_client)
         self.tmp = tempfile.TemporaryDirectory()
         self.managers = [
             manager_for(sessions.MemoryStore(clock=self.clock), self.clock),
             manager_for(sessions.SQLiteStore(Path(self.tmp.name) / "s.db", clock=self.clock), self.clock),
         ]
+        if redis_client is not None:
+            redis_client.flushdb()
+            self.managers.append(manager_for(sessions.RedisStore(redis_client, clock=self.clock), self.clock))
         self.browsers = []  # per browser: [header per manager], owner, expiry
 
     def teardown(self):
@@ -569,6 +584,12 @@ class OwnerIndexModel(RuleBasedStateMachine):
 
 TestOwnerIndexModel = OwnerIndexModel.TestCase
 TestOwnerIndexModel.settings = settings(max_examples=25, stateful_step_count=15, deadline=None)
+
+
+def test_owner_index_model_on_redis_too(request):
+    client = redis_client_of("redis", request)
+    run_state_machine_as_test(lambda: OwnerIndexModel(client),
+                              settings=settings(max_examples=25, stateful_step_count=15, deadline=None))
 
 
 # 6. The operations CLI, as a subprocess against real stores ##############################################
