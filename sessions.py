@@ -1673,11 +1673,11 @@ class RedisStore(Store):
     step (the script or ``MULTI``) and gives the set the record's ttl if that is longer, so the set lives as
     long as its longest-lived member and expires with it. Entries of records that expired, were destroyed
     or changed owner are removed when ``records_of`` reads the set. A record that Node wrote joins the set
-    at its first write from Python. ``ids()``, ``len()`` and ``clear()`` leave the sets out (connect-redis's
-    own ``length()`` and ``all()`` count them; ``clear()`` deletes them too). On Redis Cluster a
-    record and its owner's set are in different slots (the record's key is connect-redis's, with no hash tag), so one step cannot write both:
-    with a cluster client ``owner_index`` defaults to False (no index: ``records_of`` raises), and True is
-    refused.
+    at its first write from Python. ``ids()`` and ``len()`` leave the sets out, ``clear()`` deletes them too;
+    connect-redis's own ``length()``, ``ids()`` and ``all()`` scan the whole prefix and see them. On Redis
+    Cluster a record and its owner's set are in different slots (the record's key is connect-redis's, with
+    no hash tag), so one step cannot write both: with a cluster client ``owner_index`` defaults to False (no
+    index: ``records_of`` raises), and True is refused.
     """
 
     blocking = True
