@@ -672,6 +672,19 @@ def test_cli_on_postgres_counts_ends_by_handle_and_says_it_has_no_owner_index(re
     assert cli(url, "count").stdout == "0\n" and manager.open(header).is_new
 
 
+def test_cli_table_and_prefix_options_name_the_stores_of_an_app(tmp_path, request):
+    clock = Clock.near_real_time()
+    path = tmp_path / "app.db"
+    log_in(manager_for(sessions.SQLiteStore(path, table="web_sessions", clock=clock), clock), "u1")
+    assert cli(f"sqlite:{path}", "count").stdout == "0\n"  # the default table, empty
+    assert cli("--table", "web_sessions", f"sqlite:{path}", "sessions-of", "u1").returncode == 0
+    client = redis_client_of("redis", request)
+    log_in(manager_for(sessions.RedisStore(client, prefix="app:", clock=clock), clock), "u1")
+    url = request.getfixturevalue("redis_server").url
+    assert cli(url, "sessions-of", "u1").returncode == 1
+    assert cli(url, "--prefix", "app:", "sessions-of", "u1").returncode == 0
+
+
 def test_cli_prune_deletes_expired_sqlite_rows(tmp_path):
     path = tmp_path / "sessions.db"
     store = sessions.SQLiteStore(path, clock=Clock(T0))  # written at T0, long expired by the real clock
