@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import sessions
 from conftest import LaxStore, sid_of
-from test_sessions import SECRET, T0, Clock, cookie_header_for
+from test_sessions import SECRET, T0, Clock, cookie_header_for, request_cookie
 from test_interop import SECRET as INTEROP_SECRET
 from test_interop import LONG_MS, Browser, RedisBackend, make_stack, node  # noqa: F401 (node: a fixture)
 from test_stores import RedisClock, postgres_store, redis_client_of
@@ -365,6 +365,19 @@ def test_an_async_store_s_owner_index_is_awaited(index):
     asyncio.run(scenario())
     with pytest.raises(sessions.SessionError, match="async"):
         manager.sessions_of("u1")
+
+
+def test_a_request_in_flight_that_regenerates_keeping_its_data_starts_a_new_session():
+    """The README's one exception: the old id stays dead, the new id is a new session (as after a logout)."""
+    clock = Clock()
+    manager = manager_for(sessions.MemoryStore(clock=clock), clock)
+    header = log_in(manager, "u1")
+    in_flight = manager.open(header)
+    in_flight.get("x")
+    manager.end_sessions_of("u1")
+    in_flight.regenerate(keep_data=True)
+    (cookie,) = manager.commit(in_flight)
+    assert manager.open(header).is_new and manager.open(request_cookie(cookie)).owner == "u1"
 
 
 def test_stores_without_an_owner_index_say_so():
