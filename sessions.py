@@ -72,6 +72,7 @@ __all__ = [
     "MemoryStore",
     "SQLiteStore",
     "RedisStore",
+    "AsyncRedisStore",
     "PostgresStore",
     "AsyncPostgresStore",
     "Session",
@@ -1378,6 +1379,8 @@ def _store_errors(backend: str, action: str) -> Iterator[None]:
     the error type: backend messages may quote keys, hence session ids. The original is ``.original``."""
     try:
         yield
+    except SessionError:  # the store's own, already saying what failed
+        raise
     except Exception as exc:
         raise _store_error(f"{backend} session store: cannot {action}", exc) from None
 
@@ -1641,7 +1644,170 @@ class SQLiteStore(Store):
                 db.close()
 
 
-class RedisStore(Store):
+#: One step of a Redis store call, as ``_RedisSessions``' steps yield it; ``RedisStore`` performs it on a
+#: redis-py client, ``AsyncRedisStore`` awaits it on a ``redis.asyncio`` one. Its answer is sent back:
+#:
+#: - ``("call", name, args, kwargs)``: ``client.<name>(*args, **kwargs)``'s answer;
+#: - ``("batch", transaction, commands)``: the commands (each ``(name, args, kwargs)``) in one pipeline,
+#:   ``MULTI``/``EXEC`` when ``transaction``: their answers;
+#: - ``("script", keys, args)``: ``_SET_IF_UNCHANGED``'s answer;
+#: - ``("watch", key)``: ``WATCH key`` on a pipeline of its own, then ``GET key`` at once: the value;
+#: - ``("exec", commands)``: ``MULTI``, the commands, ``EXEC`` on that watched pipeline: True, or False when
+#:   the watched key changed meanwhile (the pipeline is reset either way, and at the end of the call);
+#: - ``("pause", seconds)``: a sleep; ``("scan", pattern)``: the set of keys ``SCAN`` finds.
+_RedisStep = Tuple[Any, ...]
+_RedisCommand = Tuple[str, Tuple[Any, ...], Dict[str, Any]]
+
+
+class _RedisSessions:
+    """What RedisStore and AsyncRedisStore share: the options, connect-redis's format and commands, the owner
+    index, and each store call as steps (generators of ``_RedisStep``); the classes only perform the steps."""
+
+    #: Tries of an ``update`` whose key other clients keep writing before it gives up with a StoreError,
+    #: and the longest random pause (seconds) between two tries: a pause spreads the writers apart.
+    UPDATE_ATTEMPTS = 50
+    UPDATE_BACKOFF = 0.05
+
+    def __init__(
+        self, client: Any, prefix: str, default_ttl: Seconds, scan_count: int, clock: Callable[[], float],
+        owner_index: Optional[bool],
+    ) -> None:
+        if not callable(getattr(client, "pipeline", None)):
+            raise ConfigurationError("client must be a redis-py-compatible client (it has no pipeline())")
+        if not isinstance(prefix, str):
+            raise ConfigurationError(f"prefix must be a str, not {type(prefix).__name__}")
+        if isinstance(scan_count, bool) or not isinstance(scan_count, int) or scan_count < 1:
+            raise ConfigurationError(f"scan_count must be a positive int: {_shown(scan_count)}")
+        self.client = client
+        self.prefix = prefix
+        self.default_ttl = _default_ttl(default_ttl)
+        self.scan_count = scan_count
+        self.clock = clock
+        cluster = "Cluster" in type(client).__name__
+        if owner_index and cluster:
+            raise ConfigurationError("owner_index=True needs a single Redis (or Sentinel): on a Cluster a record "
+                                     "and its owner's set cannot be written in one step")
+        self.owner_index = not cluster if owner_index is None else bool(owner_index)
+        register = getattr(client, "register_script", None)  # a client without scripts merges by WATCH only
+        self._set_if_unchanged = register(_SET_IF_UNCHANGED) if callable(register) else None
+
+    def _get_steps(self, sid: str) -> Generator[_RedisStep, Any, Any]:
+        """GET and PTTL in one pipeline: one round trip, no MULTI (which not every cluster client allows); a
+        write landing between the two only pairs the value with a newer TTL."""
+        key = self.prefix + sid
+        value, pttl_ms = yield "batch", False, [("get", (key,), {}), ("pttl", (key,), {})]
+        if not value or pttl_ms == -2:  # -2: the key vanished between GET and PTTL
+            return None
+        return _text(value), None if pttl_ms < 0 else self.clock() + pttl_ms / 1000
+
+    def _set_steps(self, sid: str, record: str, expires: Optional[float]) -> Generator[_RedisStep, Any, Any]:
+        key, ttl = self.prefix + sid, _ttl_seconds(expires, self.clock(), self.default_ttl)
+        owner = self._indexed_owner(record)
+        if ttl <= 0:
+            yield "call", "delete", (key,), {}
+        elif owner is None:
+            yield "call", "set", (key, record), {"ex": ttl}
+        else:
+            yield "batch", True, [("set", (key, record), {"ex": ttl}), self._index_command(owner, sid, ttl)]
+
+    def _update_steps(self, sid: str, change: Callable[[str], str], expires: Optional[float]
+                      ) -> Generator[_RedisStep, Any, Any]:
+        key = self.prefix + sid
+        if isinstance(change, _Merge) and self._set_if_unchanged is not None:
+            ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
+            owner = self._indexed_owner(change.record)
+            keys, args = [key], [change.unchanged, change.record, ttl]
+            if owner is not None:
+                keys.append(self._owner_key(owner))
+                args.append(sid)
+            done = yield "script", keys, args
+            if done != 2:
+                return done == 1
+        for attempt in range(self.UPDATE_ATTEMPTS):
+            if attempt:
+                yield "pause", random.uniform(0, min(self.UPDATE_BACKOFF, 0.001 * 2**attempt))
+            value = yield "watch", key
+            if not value:
+                return False
+            record = change(_text(value))
+            ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
+            commands: List[_RedisCommand] = [("delete", (key,), {})]
+            if ttl > 0:
+                commands = [("set", (key, record), {"ex": ttl})]
+                owner = self._indexed_owner(record)
+                if owner is not None:
+                    commands.append(self._index_command(owner, sid, ttl))
+            if (yield "exec", commands):
+                return True
+        raise StoreError(f"Redis session store: cannot save (the record kept changing: {self.UPDATE_ATTEMPTS} tries)")
+
+    def _touch_steps(self, sid: str, record: str, expires: Optional[float]) -> Generator[_RedisStep, Any, Any]:
+        key, ttl = self.prefix + sid, _ttl_seconds(expires, self.clock(), self.default_ttl)
+        owner = self._indexed_owner(record)
+        if owner is None:
+            return bool((yield "call", "expire", (key, ttl), {}))
+        answers = yield "batch", True, [("expire", (key, ttl), {}), self._index_command(owner, sid, ttl)]
+        return bool(answers[0])
+
+    def _destroy_steps(self, sid: str) -> Generator[_RedisStep, Any, Any]:
+        yield "call", "delete", (self.prefix + sid,), {}
+
+    def _clear_steps(self) -> Generator[_RedisStep, Any, Any]:
+        keys = list((yield "scan", self._pattern()))  # the owner index's sets too
+        for start in range(0, len(keys), self.scan_count):
+            yield "call", "delete", tuple(keys[start : start + self.scan_count]), {}
+
+    def _ids_steps(self) -> Generator[_RedisStep, Any, Any]:
+        sets = self.prefix + "owner:"
+        keys = [_text(key) for key in (yield "scan", self._pattern())]
+        return [key[len(self.prefix) :] for key in keys if not key.startswith(sets)]
+
+    def _count_steps(self) -> Generator[_RedisStep, Any, Any]:
+        return len((yield from self._ids_steps()))
+
+    def _records_of_steps(self, owner: str) -> Generator[_RedisStep, Any, Any]:
+        """``{id: (record, expires_at)}`` of the live records in the owner's set (``SMEMBERS``, then GET and
+        PTTL of each in one pipeline); ids whose record is gone or has another owner now leave the set."""
+        if not self.owner_index:
+            raise ConfigurationError("this RedisStore has no owner index (owner_index=False, or a Cluster client)")
+        set_key = self._owner_key(owner)
+        ids = [_text(member) for member in (yield "call", "smembers", (set_key,), {})]
+        commands = [(name, (self.prefix + sid,), {}) for sid in ids for name in ("get", "pttl")]
+        answers = (yield "batch", False, commands) if ids else []
+        now, found, stale = self.clock(), {}, []
+        for sid, value, pttl_ms in zip(ids, answers[::2], answers[1::2]):
+            record = _text(value) if value else None
+            if record is None or pttl_ms == -2 or _owner_of(record) != owner:
+                stale.append(sid)
+            else:
+                found[sid] = (record, None if pttl_ms < 0 else now + pttl_ms / 1000)
+        if stale:
+            yield "call", "srem", (set_key, *stale), {}
+        return found
+
+    def _owner_key(self, owner: str) -> str:
+        return self.prefix + "owner:" + owner
+
+    def _indexed_owner(self, record: str) -> Optional[str]:
+        """The owner under which ``record`` is indexed, or None (none, or no index)."""
+        return _owner_of(record) if self.owner_index else None
+
+    def _index_command(self, owner: str, sid: str, ttl: int) -> _RedisCommand:
+        """``_INDEX_OWNER``, for a MULTI that has just written or extended the record of ``sid``."""
+        return "eval", (_INDEX_OWNER, 2, self._owner_key(owner), self.prefix + sid, sid, ttl), {}
+
+    def _pattern(self) -> str:
+        return re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + "*"
+
+
+def _queued(pipe: Any, commands: List[_RedisCommand]) -> Any:
+    """``pipe`` with ``commands`` queued (queueing never waits, with either client)."""
+    for name, args, kwargs in commands:
+        getattr(pipe, name)(*args, **kwargs)
+    return pipe
+
+
+class RedisStore(_RedisSessions, Store):
     """Sessions in Redis, in connect-redis 9's exact format, so Node and Python apps share them.
 
     ``client`` is any redis-py-compatible object (``redis.Redis``, ``redis.RedisCluster``, valkey's), with or
@@ -1681,10 +1847,6 @@ class RedisStore(Store):
     """
 
     blocking = True
-    #: Tries of an ``update`` whose key other clients keep writing before it gives up with a StoreError,
-    #: and the longest random pause (seconds) between two tries: a pause spreads the writers apart.
-    UPDATE_ATTEMPTS = 20
-    UPDATE_BACKOFF = 0.05
 
     def __init__(
         self,
@@ -1696,176 +1858,177 @@ class RedisStore(Store):
         clock: Callable[[], float] = time.time,
         owner_index: Optional[bool] = None,
     ) -> None:
-        if not callable(getattr(client, "pipeline", None)):
-            raise ConfigurationError("client must be a redis-py-compatible client (it has no pipeline())")
-        if not isinstance(prefix, str):
-            raise ConfigurationError(f"prefix must be a str, not {type(prefix).__name__}")
-        if isinstance(scan_count, bool) or not isinstance(scan_count, int) or scan_count < 1:
-            raise ConfigurationError(f"scan_count must be a positive int: {_shown(scan_count)}")
-        self.client = client
-        self.prefix = prefix
-        self.default_ttl = _default_ttl(default_ttl)
-        self.scan_count = scan_count
-        self.clock = clock
-        cluster = "Cluster" in type(client).__name__
-        if owner_index and cluster:
-            raise ConfigurationError("owner_index=True needs a single Redis (or Sentinel): on a Cluster a record "
-                                     "and its owner's set cannot be written in one step")
-        self.owner_index = not cluster if owner_index is None else bool(owner_index)
-        register = getattr(client, "register_script", None)  # a client without scripts merges by WATCH only
-        self._set_if_unchanged = register(_SET_IF_UNCHANGED) if callable(register) else None
+        super().__init__(client, prefix, default_ttl, scan_count, clock, owner_index)
 
     def get(self, sid: str) -> Optional[Tuple[str, Optional[float]]]:
         """``(record, expires_at)`` for a live key, else None. ``expires_at`` is when Redis will drop the key
         (its ``PTTL`` from now, per ``clock``), or None if the key has no TTL. Empty values are missing, as
-        in connect-redis. GET and PTTL go in one pipeline: one round trip, no MULTI (which not every
-        cluster client allows); a write landing between the two only pairs the value with a newer TTL."""
-        with _store_errors("Redis", "load"):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(self.prefix + sid)
-            pipe.pttl(self.prefix + sid)
-            value, pttl_ms = pipe.execute()
-        if not value or pttl_ms == -2:  # -2: the key vanished between GET and PTTL
-            return None
-        return _text(value), None if pttl_ms < 0 else self.clock() + pttl_ms / 1000
+        in connect-redis."""
+        return self._perform("load", self._get_steps(sid))
 
     def set(self, sid: str, record: str, expires: Optional[float]) -> None:
         """``SET key record EX ttl``; a record already expired is deleted instead."""
-        ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
-        owner = self._indexed_owner(record)
-        with _store_errors("Redis", "save"):
-            if ttl <= 0:
-                self.client.delete(self.prefix + sid)
-            elif owner is None:
-                self.client.set(self.prefix + sid, record, ex=ttl)
-            else:
-                with self.client.pipeline(transaction=True) as pipe:
-                    pipe.set(self.prefix + sid, record, ex=ttl)
-                    self._index_owner(pipe, owner, sid, ttl)
-                    pipe.execute()
+        self._perform("save", self._set_steps(sid, record, expires))
 
     def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
         """``WATCH``, ``GET``, ``MULTI``, ``SET ... EX ttl`` (or ``DEL`` for a ttl of zero or less),
         ``EXEC``; retried with the newer value when another client wrote the key meanwhile. A missing key
         (or an empty value, missing to connect-redis too) stays missing: False."""
-        key = self.prefix + sid
-        with _store_errors("Redis", "save"):
-            if isinstance(change, _Merge) and self._set_if_unchanged is not None:
-                ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
-                owner = self._indexed_owner(change.record)
-                keys, args = [key], [change.unchanged, change.record, ttl]
-                if owner is not None:
-                    keys.append(self._owner_key(owner))
-                    args.append(sid)
-                done = self._set_if_unchanged(keys=keys, args=args)
-                if done != 2:
-                    return done == 1
-            for attempt in range(self.UPDATE_ATTEMPTS):
-                if attempt:
-                    time.sleep(random.uniform(0, min(self.UPDATE_BACKOFF, 0.001 * 2**attempt)))
-                with self.client.pipeline(transaction=True) as pipe:
-                    pipe.watch(key)
-                    value = pipe.get(key)  # after WATCH the pipeline runs commands at once
-                    if not value:
-                        return False
-                    record = change(_text(value))
-                    ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
-                    pipe.multi()
-                    if ttl > 0:
-                        pipe.set(key, record, ex=ttl)
-                        owner = self._indexed_owner(record)
-                        if owner is not None:
-                            self._index_owner(pipe, owner, sid, ttl)
-                    else:
-                        pipe.delete(key)
-                    try:
-                        pipe.execute()
-                    except Exception as exc:
-                        if not _is_watch_error(exc):
-                            raise
-                        continue  # the key changed after GET: read it again
-                    return True
-        raise StoreError(f"Redis session store: cannot save (the record kept changing: {self.UPDATE_ATTEMPTS} tries)")
+        return self._perform("save", self._update_steps(sid, change, expires))
 
     def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
         """``EXPIRE key ttl`` only, as connect-redis does: the stored record (data and cookie) is left as it
         is, a missing key stays missing (False: EXPIRE answers 0), and a ttl of zero or less deletes the key.
         A record with an owner is also indexed (in the same ``MULTI``): a record Node wrote joins the index."""
-        ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
-        owner = self._indexed_owner(record)
-        with _store_errors("Redis", "touch"):
-            if owner is None:
-                return bool(self.client.expire(self.prefix + sid, ttl))
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.expire(self.prefix + sid, ttl)
-                self._index_owner(pipe, owner, sid, ttl)
-                return bool(pipe.execute()[0])
+        return self._perform("touch", self._touch_steps(sid, record, expires))
 
     def destroy(self, sid: str) -> None:
         """``DEL key``; a missing key is not an error."""
-        with _store_errors("Redis", "destroy"):
-            self.client.delete(self.prefix + sid)
+        self._perform("destroy", self._destroy_steps(sid))
 
     def clear(self) -> None:
         """Delete every key under ``prefix`` (found with SCAN, deleted a batch at a time)."""
-        with _store_errors("Redis", "clear"):
-            keys = list(self._keys(with_sets=True))
-            for start in range(0, len(keys), self.scan_count):
-                self.client.delete(*keys[start : start + self.scan_count])
+        self._perform("clear", self._clear_steps())
 
     def __len__(self) -> int:
-        with _store_errors("Redis", "count"):
-            return len(self._keys())
+        return self._perform("count", self._count_steps())
 
     def ids(self) -> List[str]:
         """The ids under ``prefix``, found with SCAN (each once, in no particular order)."""
-        with _store_errors("Redis", "list"):
-            return [_text(key)[len(self.prefix) :] for key in self._keys()]
+        return self._perform("list", self._ids_steps())
 
     def records_of(self, owner: str) -> Dict[str, Tuple[str, Optional[float]]]:
-        """``{id: (record, expires_at)}`` of the live records in the owner's set (``SMEMBERS``, then GET and
-        PTTL of each in one pipeline); ids whose record is gone or has another owner now leave the set."""
-        if not self.owner_index:
-            raise ConfigurationError("this RedisStore has no owner index (owner_index=False, or a Cluster client)")
-        set_key = self._owner_key(owner)
-        with _store_errors("Redis", "list"):
-            ids = [_text(member) for member in self.client.smembers(set_key)]
-            pipe = self.client.pipeline(transaction=False)
-            for sid in ids:
-                pipe.get(self.prefix + sid)
-                pipe.pttl(self.prefix + sid)
-            answers = pipe.execute() if ids else []
-            now, found, stale = self.clock(), {}, []
-            for sid, value, pttl_ms in zip(ids, answers[::2], answers[1::2]):
-                record = _text(value) if value else None
-                if record is None or pttl_ms == -2 or _owner_of(record) != owner:
-                    stale.append(sid)
-                else:
-                    found[sid] = (record, None if pttl_ms < 0 else now + pttl_ms / 1000)
-            if stale:
-                self.client.srem(set_key, *stale)
-        return found
+        return self._perform("list", self._records_of_steps(owner))
 
-    def _owner_key(self, owner: str) -> str:
-        return self.prefix + "owner:" + owner
+    def _perform(self, action: str, steps: Generator[_RedisStep, Any, Any]) -> Any:
+        """Perform ``steps`` on the client (``_RedisStep`` says how); any error of the client is a StoreError."""
+        client, watched = self.client, None
+        with _store_errors("Redis", action):
+            try:
+                step = next(steps)
+                while True:
+                    kind = step[0]
+                    if kind == "call":
+                        answer = getattr(client, step[1])(*step[2], **step[3])
+                    elif kind == "batch":
+                        answer = _queued(client.pipeline(transaction=step[1]), step[2]).execute()
+                    elif kind == "script":
+                        answer = self._set_if_unchanged(keys=step[1], args=step[2])
+                    elif kind == "watch":
+                        watched = client.pipeline(transaction=True)
+                        watched.watch(step[1])
+                        answer = watched.get(step[1])  # after WATCH the pipeline runs commands at once
+                    elif kind == "exec":
+                        watched.multi()
+                        try:
+                            _queued(watched, step[1]).execute()
+                            answer = True
+                        except Exception as exc:
+                            if not _is_watch_error(exc):
+                                raise
+                            answer = False  # the key changed after GET: read it again
+                        watched.reset()
+                        watched = None
+                    elif kind == "pause":
+                        answer = time.sleep(step[1])
+                    else:
+                        answer = set(client.scan_iter(match=step[1], count=self.scan_count))
+                    step = steps.send(answer)
+            except StopIteration as done:
+                return done.value
+            finally:
+                if watched is not None:
+                    watched.reset()
 
-    def _indexed_owner(self, record: str) -> Optional[str]:
-        """The owner under which ``record`` is indexed, or None (none, or no index)."""
-        return _owner_of(record) if self.owner_index else None
 
-    def _index_owner(self, pipe: Any, owner: str, sid: str, ttl: int) -> None:
-        """Queue ``_INDEX_OWNER`` in ``pipe``, a MULTI that has just written or extended the record of ``sid``."""
-        pipe.eval(_INDEX_OWNER, 2, self._owner_key(owner), self.prefix + sid, sid, ttl)
+class AsyncRedisStore(_RedisSessions, AsyncStore):
+    """RedisStore for async code: the same format, commands, scripts, merge and owner index (see
+    RedisStore), awaited on a ``redis.asyncio`` client (``redis.asyncio.Redis``, ``.RedisCluster``,
+    ``.Sentinel``'s ``master_for``), which this module never imports. A call cancelled while it waits
+    leaves the record as it was or as written: every write is one command, script or ``MULTI``/``EXEC``.
+    ``count()`` is the async ``len``.
+    """
 
-    def _keys(self, with_sets: bool = False) -> set:
-        """The keys under ``prefix``, the owner index's sets only ``with_sets``; SCAN may report a key twice, so
-        they are collected in a set."""
-        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + "*"
-        keys = set(self.client.scan_iter(match=pattern, count=self.scan_count))
-        if with_sets:
-            return keys
-        sets = self.prefix + "owner:"
-        return {key for key in keys if not _text(key).startswith(sets)}
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = "sess:",
+        default_ttl: Seconds = 86400,
+        scan_count: int = 100,
+        clock: Callable[[], float] = time.time,
+        owner_index: Optional[bool] = None,
+    ) -> None:
+        super().__init__(client, prefix, default_ttl, scan_count, clock, owner_index)
+
+    async def get(self, sid: str) -> Optional[Tuple[str, Optional[float]]]:
+        return await self._perform("load", self._get_steps(sid))
+
+    async def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        await self._perform("save", self._set_steps(sid, record, expires))
+
+    async def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        return await self._perform("save", self._update_steps(sid, change, expires))
+
+    async def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
+        return await self._perform("touch", self._touch_steps(sid, record, expires))
+
+    async def destroy(self, sid: str) -> None:
+        await self._perform("destroy", self._destroy_steps(sid))
+
+    async def clear(self) -> None:
+        await self._perform("clear", self._clear_steps())
+
+    async def count(self) -> int:
+        return await self._perform("count", self._count_steps())
+
+    async def ids(self) -> List[str]:
+        return await self._perform("list", self._ids_steps())
+
+    async def records_of(self, owner: str) -> Dict[str, Tuple[str, Optional[float]]]:
+        return await self._perform("list", self._records_of_steps(owner))
+
+    async def _perform(self, action: str, steps: Generator[_RedisStep, Any, Any]) -> Any:
+        """RedisStore's ``_perform``, each step awaited."""
+        import asyncio  # here, not at the top: see SessionManager._arun
+
+        client, watched = self.client, None
+        with _store_errors("Redis", action):
+            try:
+                step = next(steps)
+                while True:
+                    kind = step[0]
+                    if kind == "call":
+                        answer = await getattr(client, step[1])(*step[2], **step[3])
+                    elif kind == "batch":
+                        answer = await _queued(client.pipeline(transaction=step[1]), step[2]).execute()
+                    elif kind == "script":
+                        answer = await self._set_if_unchanged(keys=step[1], args=step[2])
+                    elif kind == "watch":
+                        watched = client.pipeline(transaction=True)
+                        await watched.watch(step[1])
+                        answer = await watched.get(step[1])
+                    elif kind == "exec":
+                        watched.multi()
+                        try:
+                            await _queued(watched, step[1]).execute()
+                            answer = True
+                        except Exception as exc:
+                            if not _is_watch_error(exc):
+                                raise
+                            answer = False
+                        await watched.reset()
+                        watched = None
+                    elif kind == "pause":
+                        answer = await asyncio.sleep(step[1])
+                    else:
+                        answer = {key async for key in client.scan_iter(match=step[1], count=self.scan_count)}
+                    step = steps.send(answer)
+            except StopIteration as done:
+                return done.value
+            finally:
+                if watched is not None:
+                    await watched.reset()
 
 
 def _quoted_identifier(name: Any, option: str) -> str:

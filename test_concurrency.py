@@ -31,7 +31,7 @@ from conftest import T0, AsyncStoreFacade, Clock, LaxStore, record_of, sid_of
 from test_interop import NAME, node, long_lived_stack, stack  # noqa: F401 - node and the stacks are fixtures
 from test_interop import SECRET as NODE_SECRET
 from test_interop import Browser as NodeBrowser
-from test_stores import RedisClock, postgres_store, redis_client_of
+from test_stores import RedisClock, async_redis_store, postgres_store, redis_client_of
 
 SECRET = "concurrency secret"
 CLIENTS, REQUESTS = 8, 25  # the issue's measurement: 8 clients x 25 requests on one session
@@ -42,6 +42,9 @@ WAIT = 30  # seconds: the bound on any one wait for a request or an event
 def make_store(kind: str, request: pytest.FixtureRequest, test_clock: bool = True) -> sessions.Store:
     """A fresh store of ``kind``; its ``clock`` is a test clock (for Redis one that also moves the TTLs)
     or, with ``test_clock=False``, the real time (for the servers, whose clients judge cookies by it)."""
+    if kind.startswith("async-redis"):
+        store, _ = async_redis_store(kind[len("async-"):], request, None if test_clock else time.time)
+        return store
     if kind.startswith("redis"):
         client = redis_client_of(kind, request)
         return sessions.RedisStore(client, clock=RedisClock(client) if test_clock else time.time)
@@ -57,7 +60,8 @@ def make_store(kind: str, request: pytest.FixtureRequest, test_clock: bool = Tru
     return sessions.SQLiteStore(request.getfixturevalue("tmp_path") / "sessions.db", clock=clock)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "redis-sentinel", "postgres", "async-postgres"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "redis-sentinel", "postgres", "async-postgres",
+                        "async-redis", "async-redis-cluster"])
 def store_kind(request) -> str:
     return request.param
 

@@ -95,6 +95,38 @@ def redis_client_of(kind, request):
     return client
 
 
+def async_redis_client_of(kind, request):
+    """The ``redis.asyncio`` twin of ``redis_client_of``'s client (same server, emptied by it), used on the
+    tests' ``store_loop`` and closed there after the test."""
+    import redis.asyncio as aioredis
+
+    redis_client_of(kind, request)  # starts and empties the server(s)
+    if kind == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        client = aioredis.RedisCluster(startup_nodes=[aioredis.cluster.ClusterNode("127.0.0.1", port)
+                                                      for port in cluster.ports],
+                                       socket_timeout=2, socket_connect_timeout=2)
+    elif kind == "redis-sentinel":
+        sentinel = request.getfixturevalue("redis_sentinel")
+        client = aioredis.sentinel.Sentinel([("127.0.0.1", sentinel.port)], socket_timeout=2).master_for(
+            sentinel.SERVICE, socket_timeout=2, socket_connect_timeout=2)
+    else:
+        client = aioredis.Redis.from_url(request.getfixturevalue("redis_server").url, socket_timeout=1,
+                                         socket_connect_timeout=1)
+    loop = request.getfixturevalue("store_loop")
+    request.addfinalizer(lambda: loop.run(client.aclose()))
+    return client
+
+
+def async_redis_store(kind, request, clock=None):
+    """An AsyncRedisStore on a Redis of ``kind`` ("redis", "redis-cluster" or "redis-sentinel"), seen through
+    the Store contract (its own methods awaited on ``store_loop``), and its test clock (which moves the TTLs
+    through a sync client on the same server)."""
+    clock = clock or RedisClock(redis_client_of(kind, request))
+    store = sessions.AsyncRedisStore(async_redis_client_of(kind, request), clock=clock)
+    return AsyncStoreFacade(store, request.getfixturevalue("store_loop")), clock
+
+
 def readme_stores_snippets():
     """The Python blocks of the README's Stores section, in order."""
     text = (HERE / "README.md").read_text()
@@ -138,8 +170,10 @@ def postgres_store(request, driver, clock, **options):
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "redis-sentinel", "postgres-pool",
                         "postgres-psycopg", "postgres-psycopg2", "postgres-pg8000", "async-postgres",
-                        "readme-example"])
+                        "async-redis", "async-redis-cluster", "async-redis-sentinel", "readme-example"])
 def store_and_clock(request, tmp_path):
+    if request.param.startswith("async-redis"):
+        return async_redis_store(request.param[len("async-"):], request)
     if request.param == "async-postgres":
         clock = Clock(T0)
         store = sessions.AsyncPostgresStore(request.getfixturevalue("async_postgres_pool"), clock=clock,
