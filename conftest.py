@@ -619,6 +619,9 @@ class AsyncStoreFacade(sessions.Store):
     def prune(self):
         return self.loop.run(self.store.prune())
 
+    def records_of(self, owner):
+        return self.loop.run(self.store.records_of(owner))
+
 
 @pytest.fixture(scope="session")
 def store_loop() -> Iterator[LoopThread]:

@@ -2114,7 +2114,9 @@ class _PostgresSessions:
         self.default_ttl = _default_ttl(default_ttl)
         self.clock = clock
         self._sql = self._statements(quoted)
-        self._table_checked = not create_table
+        self._create_table = create_table
+        self._table_checked = False  # the first call checks the table: creates it, finds its owner column
+        self._owner_column = False  # the table has the owner index's column: writes keep it, records_of reads it
         self._lock = threading.Lock()
         self._pruned_at: Optional[float] = None  # when (per clock) a write last deleted a batch not full
 
@@ -2127,7 +2129,7 @@ class _PostgresSessions:
         now = self.clock()
         expire = self._expire(expires, now)
         if expire > now:
-            yield "put", (record, expire, sid), None
+            yield from self._write_steps("put", record, expire, sid)
         else:
             yield "destroy", (sid,), None
 
@@ -2139,14 +2141,37 @@ class _PostgresSessions:
         if row is None:
             return False
         if expire > now:
-            yield "update", (change(row[0]), expire, sid), None
+            yield from self._write_steps("update", change(row[0]), expire, sid)
         else:
             yield "destroy", (sid,), None
         return True
 
-    def _touch_steps(self, sid: str, expires: Optional[float]) -> Generator[_PostgresStep, Any, Any]:
+    def _write_steps(self, statement: str, record: str, expire: int, sid: str) -> Generator[_PostgresStep, Any, Any]:
+        """``put`` or ``update`` the row, its owner column too when the table has one (the same statement)."""
+        if self._owner_column:
+            yield statement + "_owner", (record, expire, _owner_of(record), sid), None
+        else:
+            yield statement, (record, expire, sid), None
+
+    def _touch_steps(self, sid: str, record: str, expires: Optional[float]) -> Generator[_PostgresStep, Any, Any]:
+        """connect-pg-simple's touch; with the owner column, the owner of ``record`` too (in the same
+        statement), so a row Node wrote joins the index at its first request from Python."""
         now = self.clock()
+        if self._owner_column:
+            params: Tuple[Any, ...] = (self._expire(expires, now), _owner_of(record), sid, now)
+            return (yield "touch_owner", params, "one") is not None
         return (yield "touch", (self._expire(expires, now), sid, now), "one") is not None
+
+    def _records_of_steps(self, owner: str) -> Generator[_PostgresStep, Any, Any]:
+        """The live rows whose owner column is ``owner`` (through its index) and whose record still says so
+        (Node rewrites ``sess`` without the column)."""
+        if not self._owner_column:
+            raise ConfigurationError(
+                f"this {type(self).__name__}'s table has no owner column: create_table=True adds it (the column "
+                f"{_OWNER_COLUMN!r} and its index), or run the two statements of the README's PostgresStore section"
+            )
+        rows = yield "of_owner", (owner, self.clock()), "all"
+        return {sid: (record, expires) for sid, record, expires in rows if _owner_of(record) == owner}
 
     def _destroy_steps(self, sid: str) -> Generator[_PostgresStep, Any, Any]:
         yield "destroy", (sid,), None
@@ -2164,10 +2189,16 @@ class _PostgresSessions:
         return [row[0] for row in (yield "ids", (self.clock(),), "all")]
 
     def _table_steps(self) -> Generator[_PostgresStep, Any, Any]:
-        """connect-pg-simple's ``createTableIfMissing``: ``table.sql`` when ``to_regclass`` finds no table."""
-        if (yield "exists", (self.table,), "one")[0] is None:
-            for statement in self._table_sql():
+        """With ``create_table``: connect-pg-simple's ``createTableIfMissing`` (``table.sql`` when
+        ``to_regclass`` finds no table), then the owner index's column and index if they are missing (an older
+        table is upgraded in place). Then, in any case, whether the table has the owner column."""
+        if self._create_table:
+            if (yield "exists", (self.table,), "one")[0] is None:
+                for statement in self._table_sql():
+                    yield _TABLE_SQL, (statement,), None
+            for statement in self._owner_sql():
                 yield _TABLE_SQL, (statement,), None
+        self._owner_column = bool((yield "has_owner", (self.table,), "one")[0])
 
     def _pruned_first(self, steps: Callable[[], Generator[_PostgresStep, Any, Any]]
                       ) -> Callable[[], Generator[_PostgresStep, Any, Any]]:
@@ -2219,7 +2250,25 @@ class _PostgresSessions:
             "count": f"SELECT count(*) FROM {table} WHERE {live}",
             "ids": f"SELECT sid FROM {table} WHERE {live}",
             "exists": "SELECT to_regclass(%s::text)",
+            # the owner index: one more column, which connect-pg-simple's own statements leave alone
+            "put_owner": f"INSERT INTO {table} (sess, expire, {_OWNER_COLUMN}, sid) VALUES (%s, to_timestamp(%s), %s, %s)"
+                         f" ON CONFLICT (sid) DO UPDATE SET sess = EXCLUDED.sess, expire = EXCLUDED.expire,"
+                         f" {_OWNER_COLUMN} = EXCLUDED.{_OWNER_COLUMN}",
+            "update_owner": f"UPDATE {table} SET sess = %s, expire = to_timestamp(%s), {_OWNER_COLUMN} = %s WHERE sid = %s",
+            "touch_owner": f"UPDATE {table} SET expire = to_timestamp(%s), {_OWNER_COLUMN} = %s"
+                           f" WHERE sid = %s AND {live} RETURNING sid",
+            "of_owner": f"SELECT sid, sess::text, extract(epoch FROM expire::timestamptz)::float8 FROM {table}"
+                        f" WHERE {_OWNER_COLUMN} = %s AND {live}",
+            "has_owner": f"SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s::text)"
+                         f" AND attname = '{_OWNER_COLUMN[1:-1]}' AND NOT attisdropped)",
         }
+
+    def _owner_sql(self) -> List[str]:
+        """The owner index's column and index, added to a table that lacks them (idempotent)."""
+        return [
+            f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS {_OWNER_COLUMN} varchar",
+            f'CREATE INDEX IF NOT EXISTS "IDX_session_owner" ON {self.table} ({_OWNER_COLUMN})',
+        ]
 
     def _table_sql(self) -> List[str]:
         """connect-pg-simple's ``table.sql``, its ``"session"`` replaced by the quoted table (it keeps the
@@ -2239,6 +2288,7 @@ class _PostgresSessions:
 
 
 _TABLE_SQL = "table.sql"  # a step that runs one statement of connect-pg-simple's table.sql (its SQL as param)
+_OWNER_COLUMN = '"owner"'  # the owner index's column: the session's OWNER_KEY, or NULL
 
 
 def _postgres_result(cur: Any, fetch: Optional[str]) -> Any:
@@ -2279,6 +2329,12 @@ class PostgresStore(_PostgresSessions, Store):
     store runs connect-pg-simple's statements unchanged and never sets ``TimeZone``, so Python and Node
     agree whenever they connect with the same ``TimeZone`` (the database's default, unless ``PGTZ`` or a
     connection option changes it); see the README.
+
+    The owner index (``records_of``, ``SessionManager.sessions_of``): an ``"owner"`` column with an index,
+    written by the same statement as the row (a touch fills it in for a row Node wrote). ``create_table=True``
+    adds both to a table that lacks them (connect-pg-simple's own statements name their columns and leave it
+    alone); without it the store uses them when the table has them, and ``records_of`` says how to add them
+    when it has not.
 
     ``update`` is one transaction, ``SELECT ... FOR UPDATE``, ``change``, ``UPDATE``: the row stays locked
     from the read to the write, so concurrent requests of one session, in any process on any machine,
@@ -2329,7 +2385,11 @@ class PostgresStore(_PostgresSessions, Store):
     def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
         """connect-pg-simple's ``UPDATE ... SET expire`` of a live row (one statement, ``RETURNING sid``): the
         stored record is left as it is, and a missing or expired row stays missing (False)."""
-        return self._run("touch", lambda: self._touch_steps(sid, expires))
+        return self._run("touch", lambda: self._touch_steps(sid, record, expires))
+
+    def records_of(self, owner: str) -> Dict[str, Tuple[str, float]]:
+        """The owner index (see the class docstring): ``{id: (record, expires_at)}`` of the owner's live rows."""
+        return self._run("list", lambda: self._records_of_steps(owner), prune=False)
 
     def destroy(self, sid: str) -> None:
         """``DELETE`` the row; a missing one is not an error."""
@@ -2362,8 +2422,9 @@ class PostgresStore(_PostgresSessions, Store):
                 return self._once(steps)
 
     def _check_table(self) -> None:
-        """Create the table if it is missing, once per store, one thread at a time (concurrent CREATEs
-        fail). Another process creating it at the same moment fails this call only: the next one finds it."""
+        """``_table_steps`` once per store, one thread at a time (concurrent CREATEs fail): create the table
+        and its owner column with ``create_table``, find whether it has that column. Another process creating
+        the table at the same moment fails this call only: the next one finds it."""
         with self._table_lock:
             if not self._table_checked:
                 self._once(self._table_steps)
@@ -2455,7 +2516,10 @@ class AsyncPostgresStore(_PostgresSessions, AsyncStore):
         return await self._run("save", lambda: self._update_steps(sid, change, expires))
 
     async def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
-        return await self._run("touch", lambda: self._touch_steps(sid, expires))
+        return await self._run("touch", lambda: self._touch_steps(sid, record, expires))
+
+    async def records_of(self, owner: str) -> Dict[str, Tuple[str, float]]:
+        return await self._run("list", lambda: self._records_of_steps(owner), prune=False)
 
     async def destroy(self, sid: str) -> None:
         await self._run("destroy", lambda: self._destroy_steps(sid))

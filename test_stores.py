@@ -975,10 +975,12 @@ def test_postgres_table_is_connect_pg_simple_s(request):
     columns = pg_rows(dsn, "SELECT column_name, data_type, datetime_precision, is_nullable FROM"
                            " information_schema.columns WHERE table_name = 'session' ORDER BY ordinal_position")
     assert columns == [("sid", "character varying", None, "NO"), ("sess", "json", None, "NO"),
-                       ("expire", "timestamp without time zone", 6, "NO")]
+                       ("expire", "timestamp without time zone", 6, "NO"),
+                       ("owner", "character varying", None, "YES")]  # the owner index's, added after table.sql
     indexes = pg_rows(dsn, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'session' ORDER BY 1")
-    assert [name for name, _ in indexes] == ["IDX_session_expire", "session_pkey"]
-    assert "(expire)" in indexes[0][1] and "UNIQUE" in indexes[1][1] and "(sid)" in indexes[1][1]
+    assert [name for name, _ in indexes] == ["IDX_session_expire", "IDX_session_owner", "session_pkey"]
+    assert "(expire)" in indexes[0][1] and "(owner)" in indexes[1][1]
+    assert "UNIQUE" in indexes[2][1] and "(sid)" in indexes[2][1]
 
 
 def test_postgres_store_writes_exactly_what_connect_pg_simple_writes(request):
