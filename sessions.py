@@ -2915,6 +2915,12 @@ class Session(Dict[str, Any]):
         return self._id
 
     @property
+    def handle(self) -> str:
+        """This session's ``SessionInfo.handle`` (a short hash of the id, never the id): what marks "this
+        device" in a list from ``SessionManager.sessions_of``."""
+        return _sid_hash(self.id)
+
+    @property
     def is_new(self) -> bool:
         """True when no valid cookie named a live record (or after ``regenerate``/``flush``)."""
         if not self._accessed:

@@ -175,6 +175,60 @@ def test_pages_show_a_short_hash_never_the_session_id(demo):
         assert sid not in client.get(path).text, path
 
 
+def log_in_as(client: Client, user: str, password: str, agent: str) -> None:
+    token = client.csrf()
+    reply = client.post("/login", {"csrf_token": token, "username": user, "password": password},
+                        headers={"User-Agent": agent})
+    assert user in by_id(reply.text, "user")
+
+
+def account_rows(page: str) -> list:
+    """(device text, handle, is this device) of each row of the Account page's table."""
+    rows = re.findall(r'<tr class="session" data-handle="([0-9a-f]+)"><td>(.*?) <code.*?</tr>', page, re.S)
+    return [(html.unescape(device), handle, 'id="this-device"' in row)
+            for handle, device in rows for row in [page[page.index(f'data-handle="{handle}"'):].split("</tr>", 1)[0]]]
+
+
+def test_account_lists_where_a_user_is_logged_in_and_logs_out_everywhere_else(demo):
+    laptop, phone, tablet, bob = (demo.client() for _ in range(4))
+    log_in_as(laptop, "alice", "wonderland", "Laptop Firefox")
+    log_in_as(phone, "alice", "wonderland", "Phone Safari")
+    log_in_as(tablet, "alice", "wonderland", "Tablet <Chrome>")
+    log_in_as(bob, "bob", "builder", "Bob's browser")
+    page = laptop.get("/account")
+    assert page.status == 200
+    rows = account_rows(page.text)
+    assert sorted(device for device, _, _ in rows) == ["Laptop Firefox", "Phone Safari", "Tablet <Chrome>"]
+    assert [device for device, _, mine in rows if mine] == ["Laptop Firefox"]
+    assert "<Chrome>" not in page.text  # the user agent is escaped
+    for client in (laptop, phone, tablet):  # the page shows handles, never an id
+        assert sid_of(client.cookie()) not in page.text
+    # End one session by its handle: the phone is logged out, the others are not.
+    phone_handle = next(handle for device, handle, _ in rows if device == "Phone Safari")
+    token = field(page.text, "csrf_token")
+    ended = laptop.post("/account/end", {"csrf_token": token, "handle": phone_handle})
+    assert "ended" in by_id(ended.text, "flash") and len(account_rows(ended.text)) == 2
+    assert "alice" not in by_id(phone.get("/").text, "user")
+    # Bob's handle cannot be ended from alice's account.
+    bob_handle = account_rows(bob.get("/account").text)[0][1]
+    assert "had ended already" in by_id(laptop.post("/account/end", {"csrf_token": token, "handle": bob_handle}).text, "flash")
+    assert "bob" in by_id(bob.get("/").text, "user")
+    # Log out everywhere else: the tablet goes, the laptop stays.
+    page = laptop.post("/account/end-others", {"csrf_token": token})
+    assert "1 other session(s) ended" in by_id(page.text, "flash")
+    assert [device for device, _, _ in account_rows(page.text)] == ["Laptop Firefox"] and 'id="alone"' in page.text
+    assert "alice" not in by_id(tablet.get("/").text, "user")
+    assert "alice" in by_id(laptop.get("/").text, "user")
+
+
+def test_account_needs_a_login_and_a_csrf_token(demo):
+    client = demo.client()
+    page = client.get("/account")
+    assert page.status == 200 and "Log in first" in page.text and 'action="/login"' in page.text
+    log_in_as(client, "alice", "wonderland", "Firefox")
+    assert client.post("/account/end-others", {"csrf_token": "forged"}).status == 403
+
+
 def test_login_regenerates_the_id_and_keeps_the_count(demo):
     client = demo.client()
     client.get("/")
@@ -435,7 +489,7 @@ def check_layout(response: Response, status: int) -> str:
     assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>\n")
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
     nav = re.search(r"<nav>(.*?)</nav>", page, re.S).group(1)
-    assert re.findall(r'href="([^"]+)"', nav) == ["/", "/login", "/pitfall", "/many-tabs", "/session.json"]
+    assert re.findall(r'href="([^"]+)"', nav) == ["/", "/login", "/account", "/pitfall", "/many-tabs", "/session.json"]
     assert page.count("<h1>") == 1
     match = re.search(r'<span class="who muted" id="who">(.*?)</span></nav>', page)
     assert match, "the nav ends with the account status"

@@ -790,3 +790,12 @@ def test_express_keeps_the_owner_and_a_node_session_joins_the_index_at_its_first
     assert list(json.loads(node_stack.record(browser.sid())))[:2] == ["cookie", "__owner"]
     assert manager.end_sessions_of("ada") == 1
     assert browser.get(node_stack.node).data == {}  # ended for Express too
+
+
+def test_a_session_s_handle_is_its_handle_in_sessions_of():
+    clock = Clock()
+    manager = manager_for(sessions.MemoryStore(clock=clock), clock)
+    header = log_in(manager, "u1")
+    session = manager.open(header)
+    assert [info.handle for info in manager.sessions_of("u1")] == [session.handle]
+    assert session.handle == sessions._sid_hash(session.id) and session.id not in session.handle
