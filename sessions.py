@@ -1669,8 +1669,14 @@ class _RedisSessions:
     UPDATE_BACKOFF = 0.05
 
     def __init__(
-        self, client: Any, prefix: str, default_ttl: Seconds, scan_count: int, clock: Callable[[], float],
-        owner_index: Optional[bool],
+        self,
+        client: Any,
+        *,
+        prefix: str = "sess:",
+        default_ttl: Seconds = 86400,
+        scan_count: int = 100,
+        clock: Callable[[], float] = time.time,
+        owner_index: Optional[bool] = None,
     ) -> None:
         if not callable(getattr(client, "pipeline", None)):
             raise ConfigurationError("client must be a redis-py-compatible client (it has no pipeline())")
@@ -1848,18 +1854,6 @@ class RedisStore(_RedisSessions, Store):
 
     blocking = True
 
-    def __init__(
-        self,
-        client: Any,
-        *,
-        prefix: str = "sess:",
-        default_ttl: Seconds = 86400,
-        scan_count: int = 100,
-        clock: Callable[[], float] = time.time,
-        owner_index: Optional[bool] = None,
-    ) -> None:
-        super().__init__(client, prefix, default_ttl, scan_count, clock, owner_index)
-
     def get(self, sid: str) -> Optional[Tuple[str, Optional[float]]]:
         """``(record, expires_at)`` for a live key, else None. ``expires_at`` is when Redis will drop the key
         (its ``PTTL`` from now, per ``clock``), or None if the key has no TTL. Empty values are missing, as
@@ -1948,18 +1942,6 @@ class AsyncRedisStore(_RedisSessions, AsyncStore):
     leaves the record as it was or as written: every write is one command, script or ``MULTI``/``EXEC``.
     ``count()`` is the async ``len``.
     """
-
-    def __init__(
-        self,
-        client: Any,
-        *,
-        prefix: str = "sess:",
-        default_ttl: Seconds = 86400,
-        scan_count: int = 100,
-        clock: Callable[[], float] = time.time,
-        owner_index: Optional[bool] = None,
-    ) -> None:
-        super().__init__(client, prefix, default_ttl, scan_count, clock, owner_index)
 
     async def get(self, sid: str) -> Optional[Tuple[str, Optional[float]]]:
         return await self._perform("load", self._get_steps(sid))
