@@ -27,7 +27,7 @@ Quick start (http.server)::
 
 from __future__ import annotations
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 __license__ = "MIT"  # see LICENSE; the same licence as express-session
 
 import contextlib
