@@ -96,24 +96,36 @@ def redis_client_of(kind, request):
 
 
 def async_redis_client_of(kind, request):
-    """The ``redis.asyncio`` twin of ``redis_client_of``'s client (same server, emptied by it), used on the
-    tests' ``store_loop`` and closed there after the test."""
+    """The ``redis.asyncio`` twin of ``redis_client_of``'s client (same server, emptied by it), made on the
+    tests' ``store_loop`` (Python 3.9 binds asyncio locks to the loop current when they are made), used
+    there and closed there after the test."""
     import redis.asyncio as aioredis
 
     redis_client_of(kind, request)  # starts and empties the server(s)
     if kind == "redis-cluster":
         cluster = request.getfixturevalue("redis_cluster")
-        client = aioredis.RedisCluster(startup_nodes=[aioredis.cluster.ClusterNode("127.0.0.1", port)
-                                                      for port in cluster.ports],
-                                       socket_timeout=2, socket_connect_timeout=2)
+
+        def make():
+            return aioredis.RedisCluster(startup_nodes=[aioredis.cluster.ClusterNode("127.0.0.1", port)
+                                                        for port in cluster.ports],
+                                         socket_timeout=2, socket_connect_timeout=2)
     elif kind == "redis-sentinel":
         sentinel = request.getfixturevalue("redis_sentinel")
-        client = aioredis.sentinel.Sentinel([("127.0.0.1", sentinel.port)], socket_timeout=2).master_for(
-            sentinel.SERVICE, socket_timeout=2, socket_connect_timeout=2)
+
+        def make():
+            return aioredis.sentinel.Sentinel([("127.0.0.1", sentinel.port)], socket_timeout=2).master_for(
+                sentinel.SERVICE, socket_timeout=2, socket_connect_timeout=2)
     else:
-        client = aioredis.Redis.from_url(request.getfixturevalue("redis_server").url, socket_timeout=1,
-                                         socket_connect_timeout=1)
+        url = request.getfixturevalue("redis_server").url
+
+        def make():
+            return aioredis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+    async def made_on_the_loop():
+        return make()
+
     loop = request.getfixturevalue("store_loop")
+    client = loop.run(made_on_the_loop())
     request.addfinalizer(lambda: loop.run(client.aclose()))
     return client
 
