@@ -209,6 +209,8 @@ class RedisServer:
     """
 
     STARTUP_SECONDS = 10.0
+    #: How the server persists: not at all (a subclass may write an append-only file instead).
+    PERSISTENCE: Tuple[str, ...] = ("--save", "", "--appendonly", "no")
 
     def __init__(self, binary: str, workdir: str) -> None:
         self.binary = binary
@@ -228,8 +230,8 @@ class RedisServer:
         log = open(os.path.join(self.workdir, "redis.log"), "ab")
         with log:
             self.process = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", self.workdir],
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *self.PERSISTENCE,
+                 "--dir", self.workdir],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + self.STARTUP_SECONDS
@@ -297,3 +299,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
         for name, count in sorted(CAMPAIGN_TALLY.items()):
             terminalreporter.write_line(f"{name}: {count:,}")
 # --- end hardening fixtures ---
+
+
+# --- soak fixtures ---
+def pytest_addoption(parser) -> None:
+    parser.addoption("--soak-minutes", type=float, default=None,
+                     help="test_soak.py: minutes each server/store scenario runs (default: $SOAK_SECONDS, else 8 s)")
+# --- end soak fixtures ---
