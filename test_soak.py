@@ -70,18 +70,6 @@ def soak_seconds(config: pytest.Config) -> float:
 # Processes ################################################################################################
 
 
-def children_of(pid: int) -> List[int]:
-    """The PIDs whose parent is ``pid`` (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                with open(f"/proc/{entry}/stat") as stat:
-                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-    return found
-
-
 def stat_fields(pid: int) -> List[str]:
     """The fields of /proc/<pid>/stat after the command name (state first), or none if it is gone."""
     try:
@@ -91,10 +79,16 @@ def stat_fields(pid: int) -> List[str]:
         return []
 
 
+def children_of(pid: int) -> List[int]:
+    """The PIDs whose parent is ``pid``."""
+    parent = str(pid)
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and stat_fields(int(entry))[1:2] == [parent]]
+
+
 def started_at(pid: int) -> int:
     """When the process started, in clock ticks since boot (0 if it is gone)."""
-    fields = stat_fields(pid)
-    return int(fields[19]) if fields else 0
+    stat = stat_fields(pid)
+    return int(stat[19]) if stat else 0
 
 
 def running(pid: int) -> bool:
@@ -319,7 +313,7 @@ def wait_for_pid(path: str, timeout: float) -> Optional[int]:
 
 @dataclass
 class Figures:
-    """What the users saw, and what went wrong (the last six must stay 0)."""
+    """What the users saw, and what went wrong (``lost`` to ``uncommitted_seen`` must stay 0)."""
 
     requests: int = 0
     answered: int = 0
@@ -344,7 +338,9 @@ class Figures:
 class Write:
     value: str
     session: int  # the number of the user's session it was sent in
-    outcome: str  # "acknowledged" (2xx), "failed" (5xx), "refused" (4xx) or "unknown" (connection error)
+    #: "acknowledged" (2xx), "failed" (5xx), "refused" (4xx), "unknown" (a connection error, or a 5xx sent
+    #: before the store died), or "killed" (its worker was killed inside its transaction, before the commit)
+    outcome: str
 
 
 @dataclass
