@@ -10,8 +10,10 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
+import threading
 import time
-from typing import Any, Iterator, List, Optional, Set, Tuple, Union
+from typing import Any, Iterator, List, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import unquote
 
 import pytest
@@ -154,11 +156,21 @@ def store(clock: Clock) -> RecordingStore:
 # --- stores fixtures ---
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_port(consecutive: int = 1) -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago; with ``consecutive``, the first of that many
+    free ports in a row (the demo's ``--with-express`` takes the next one)."""
+    for _ in range(100):
+        with contextlib.ExitStack() as held:
+            first = held.enter_context(socket.socket())
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            try:
+                for offset in range(1, consecutive):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no {consecutive} free ports in a row on 127.0.0.1")
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
@@ -209,14 +221,13 @@ class RedisServer:
     """
 
     STARTUP_SECONDS = 10.0
-    #: How the server persists: not at all (a subclass may write an append-only file instead).
-    PERSISTENCE: Tuple[str, ...] = ("--save", "", "--appendonly", "no")
 
-    def __init__(self, binary: str, workdir: str) -> None:
+    def __init__(self, binary: str, workdir: str, port: Optional[int] = None, extra: Sequence[str] = ()) -> None:
         self.binary = binary
         self.workdir = workdir
-        self.port = free_port()
+        self.port = free_port() if port is None else port
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.extra = list(extra)  # more redis-server options (a cluster node's)
         self.process: Optional[subprocess.Popen] = None
 
     @property
@@ -230,8 +241,8 @@ class RedisServer:
         log = open(os.path.join(self.workdir, "redis.log"), "ab")
         with log:
             self.process = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *self.PERSISTENCE,
-                 "--dir", self.workdir],
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", self.workdir, *self.extra],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + self.STARTUP_SECONDS
@@ -284,6 +295,251 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 # --- end stores fixtures ---
 
 
+# --- postgres fixtures ---
+
+
+def postgres_bin() -> str:
+    """The directory of PostgreSQL's server programs (Debian keeps them off PATH, in
+    /usr/lib/postgresql/<version>/bin; the newest wins), or ``missing``."""
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda path: int(path.split("/")[4]))
+    if found:
+        return os.path.dirname(found[-1])
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        missing("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    return os.path.dirname(initdb)
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server on 127.0.0.1 (a fresh ``initdb``, fsync off), its socket in its own
+    temporary directory, started and stopped with ``pg_ctl``. As root the programs run as the ``postgres``
+    user (``initdb`` refuses root). ``port`` and ``dsn`` stay the same across ``stop()`` / ``start()``."""
+
+    def __init__(self, bindir: str, workdir: str) -> None:
+        self.bindir = bindir
+        self.workdir = workdir
+        self.data = os.path.join(workdir, "data")
+        self.port = free_port()
+        self.dsn = f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres connect_timeout=2"
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.as_user: List[str] = []
+        if os.geteuid() == 0:
+            self.as_user = [require_binary("runuser"), "-u", "postgres", "--"]
+            shutil.chown(workdir, "postgres", "postgres")
+            os.chmod(workdir, 0o700)
+
+    def _run(self, program: str, *args: str) -> None:
+        done = subprocess.run([*self.as_user, os.path.join(self.bindir, program), *args], timeout=60,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if done.returncode:
+            raise RuntimeError(f"{program} failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
+
+    def initdb(self) -> None:
+        self._run("initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8",
+                  "--no-sync")
+
+    def start(self) -> None:
+        """``pg_ctl start -w``: returns once the server accepts connections."""
+        options = (f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+                   " -c synchronous_commit=off -c full_page_writes=off")
+        self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.workdir, "server.log"), "-w", "-t", "30",
+                  "-o", options, "start")
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m fast -w``: the postmaster ends its connections and exits (a no-op if stopped)."""
+        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "30", "stop")
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """Stop the server for the block, and start it again on the same port afterwards, whatever happens."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL for the test session (about half a second to start): ``.dsn``, ``.url``,
+    ``.port``, ``.stop()``, ``.start()``, ``.stopped()``. Its directory is a new one in /tmp, not under
+    pytest's root-only temporary directory, which the ``postgres`` user could not enter."""
+    bindir = postgres_bin()
+    workdir = tempfile.mkdtemp(prefix="sessions-postgres-")
+    try:
+        server = PostgresServer(bindir, workdir)
+        server.initdb()
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """The test server's DSN, its "session" table dropped (a store with ``create_table=True`` makes it).
+    psycopg is a test dependency, but the library suites also run where only pytest, hypothesis and redis
+    are installed (.ci/run's other Pythons): there the PostgreSQL tests skip."""
+    psycopg = pytest.importorskip("psycopg")
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+        conn.execute('DROP TABLE IF EXISTS "session"')
+    return postgres_server.dsn
+
+
+@pytest.fixture
+def postgres_pool(postgres_dsn: str) -> Iterator[Any]:
+    """A psycopg_pool ConnectionPool on the test server, as the README recommends (a wait bound, connections
+    checked before use)."""
+    pool_module = pytest.importorskip("psycopg_pool")
+    pool = pool_module.ConnectionPool(postgres_dsn, min_size=1, max_size=8, open=True, timeout=2,
+                                      check=pool_module.ConnectionPool.check_connection)
+    yield pool
+    pool.close()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port() -> int:
+    """A free port P for a Redis Cluster node whose cluster bus port, P + 10000, is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        if _port_free(port) and _port_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+def _redis_cli(cli: str, port: int, *args: str) -> str:
+    return subprocess.run([cli, "-h", "127.0.0.1", "-p", str(port), *args], check=True, timeout=30,
+                          capture_output=True, text=True).stdout
+
+
+class RedisCluster:
+    """A real three-primary Redis Cluster on 127.0.0.1 (no replicas, no persistence): three
+    ``redis-server --cluster-enabled yes``, joined by ``redis-cli --cluster create``; ready once every
+    node reports ``cluster_state:ok`` (2 to 6 s). Each node process is stopped by its PID."""
+
+    SIZE = 3
+    STARTUP_SECONDS = 30.0
+
+    def __init__(self, binary: str, cli: str, workdir: str) -> None:
+        self.cli = cli
+        self.nodes: List[RedisServer] = []
+        for n in range(self.SIZE):
+            node_dir = os.path.join(workdir, f"node{n}")
+            os.mkdir(node_dir)
+            node = RedisServer(binary, node_dir, port=free_cluster_port(),
+                               extra=["--cluster-enabled", "yes", "--cluster-config-file",
+                                      os.path.join(node_dir, "nodes.conf"), "--cluster-node-timeout", "5000"])
+            self.nodes.append(node)
+        self.ports = [node.port for node in self.nodes]
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        _redis_cli(self.cli, self.ports[0], "--cluster", "create",
+                   *[f"127.0.0.1:{port}" for port in self.ports], "--cluster-replicas", "0", "--cluster-yes")
+        deadline = time.monotonic() + self.STARTUP_SECONDS
+        while not all("cluster_state:ok" in _redis_cli(self.cli, port, "cluster", "info") for port in self.ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def flushall(self) -> None:
+        for node in self.nodes:
+            node.flushall()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One Redis Cluster of three primaries for the test session: ``.ports``, ``.nodes``, ``.flushall()``."""
+    cluster = RedisCluster(require_binary("redis-server"), require_binary("redis-cli"),
+                           str(tmp_path_factory.mktemp("redis-cluster")))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+class RedisSentinel:
+    """A real Redis master and one Sentinel watching it (as ``mymaster``, quorum 1), on 127.0.0.1;
+    ``redis-server --sentinel`` is Sentinel (Debian's redis-sentinel package is the same binary)."""
+
+    SERVICE = "mymaster"
+    STARTUP_SECONDS = 15.0
+
+    def __init__(self, binary: str, cli: str, workdir: str) -> None:
+        self.binary = binary
+        self.cli = cli
+        self.workdir = workdir
+        os.mkdir(os.path.join(workdir, "master"))
+        self.master = RedisServer(binary, os.path.join(workdir, "master"))
+        self.port = free_port()
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self) -> None:
+        self.master.start()
+        config = os.path.join(self.workdir, "sentinel.conf")  # Sentinel rewrites it: it must be writable
+        with open(config, "w") as out:
+            out.write(f"bind 127.0.0.1\nport {self.port}\ndir {self.workdir}\n"
+                      f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master.port} 1\n"
+                      f"sentinel down-after-milliseconds {self.SERVICE} 5000\n")
+        with open(os.path.join(self.workdir, "sentinel.log"), "ab") as log:
+            self.process = subprocess.Popen([self.binary, config, "--sentinel"], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.STARTUP_SECONDS
+        while True:
+            try:
+                if str(self.master.port) in _redis_cli(self.cli, self.port, "sentinel", "get-master-addr-by-name",
+                                                       self.SERVICE):
+                    return
+            except subprocess.CalledProcessError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("Sentinel did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            stop_process(process, timeout=5)
+        self.master.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinel]:
+    """One Redis master and one Sentinel for the test session: ``.port`` (Sentinel's), ``.SERVICE``,
+    ``.master`` (a RedisServer)."""
+    sentinel = RedisSentinel(require_binary("redis-server"), require_binary("redis-cli"),
+                             str(tmp_path_factory.mktemp("redis-sentinel")))
+    try:
+        sentinel.start()
+        yield sentinel
+    finally:
+        sentinel.stop()
+
+
+# --- end postgres fixtures ---
+
+
 # --- hardening fixtures ---
 # Hypothesis profiles: the default one for CI, and ``--hypothesis-profile=campaign`` for the reliability
 # campaign of test_hardening.py, which scales its own example counts, faults and floods by the profile.
@@ -299,6 +555,92 @@ def pytest_terminal_summary(terminalreporter) -> None:
         for name, count in sorted(CAMPAIGN_TALLY.items()):
             terminalreporter.write_line(f"{name}: {count:,}")
 # --- end hardening fixtures ---
+
+
+# Async stores seen through the Store contract ###############################################################
+
+
+class LoopThread:
+    """One asyncio event loop running in a thread of its own, for the tests' async stores: their clients
+    (redis.asyncio, psycopg's async pool) belong to the loop they first ran on."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="async-store-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Any, timeout: float = 30) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+class AsyncStoreFacade(sessions.Store):
+    """An AsyncStore through the sync Store contract: each call is the async store's own method, awaited on
+    ``loop``. So the store conformance suite and the concurrency tests run the async stores' own code."""
+
+    def __init__(self, store: Any, loop: LoopThread) -> None:
+        self.store, self.loop = store, loop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def get(self, sid):
+        return self.loop.run(self.store.get(sid))
+
+    def set(self, sid, record, expires):
+        return self.loop.run(self.store.set(sid, record, expires))
+
+    def update(self, sid, change, expires):
+        return self.loop.run(self.store.update(sid, change, expires))
+
+    def touch(self, sid, record, expires):
+        return self.loop.run(self.store.touch(sid, record, expires))
+
+    def destroy(self, sid):
+        return self.loop.run(self.store.destroy(sid))
+
+    def clear(self):
+        return self.loop.run(self.store.clear())
+
+    def __len__(self):
+        return self.loop.run(self.store.count())
+
+    def ids(self):
+        return self.loop.run(self.store.ids())
+
+    def prune(self):
+        return self.loop.run(self.store.prune())
+
+
+@pytest.fixture(scope="session")
+def store_loop() -> Iterator[LoopThread]:
+    loop = LoopThread()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def async_postgres_pool(postgres_dsn: str, store_loop: LoopThread) -> Iterator[Any]:
+    """A psycopg_pool AsyncConnectionPool on the test server, opened on ``store_loop``."""
+    pool_module = pytest.importorskip("psycopg_pool")
+
+    async def opened() -> Any:
+        pool = pool_module.AsyncConnectionPool(postgres_dsn, min_size=1, max_size=8, open=False, timeout=2,
+                                               check=pool_module.AsyncConnectionPool.check_connection)
+        await pool.open()
+        return pool
+
+    pool = store_loop.run(opened())
+    yield pool
+    store_loop.run(pool.close())
 
 
 # --- soak fixtures ---

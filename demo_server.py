@@ -5,7 +5,7 @@
     python3 demo_server.py --help     # --port, --store, --max-age, --rolling, --secret, --with-express
 
 Standard library only: http.server + sessions.SessionHandlerMixin + a MemoryStore (``--store`` picks
-SQLiteStore or RedisStore instead; the redis package is imported only then). It listens on 127.0.0.1 only.
+SQLiteStore, RedisStore or PostgresStore instead; the redis or psycopg package is imported only then). It listens on 127.0.0.1 only.
 
 Pages: ``/`` (visit counter and the session's state), ``/login`` (regenerates the session id on success),
 ``/logout`` (POST; destroys the session and clears the cookie), ``/pitfall`` (a write after the response
@@ -39,6 +39,7 @@ import socketserver
 import subprocess
 import sys
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
@@ -828,7 +829,23 @@ def store_option(text: str) -> str:
     match = REDIS_URL.fullmatch(text)
     if match and 0 < int(match.group(2) or 6379) < 65536:
         return text
-    raise argparse.ArgumentTypeError(f"expected memory, sqlite:PATH or redis://HOST:PORT/DB, not {text!r}")
+    if postgres_address(text) is not None:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected memory, sqlite:PATH, redis://HOST:PORT/DB or postgresql://[USER@]HOST[:PORT]/DB, not {text!r}")
+
+
+def postgres_address(spec: str) -> Optional[str]:
+    """``postgresql://[user[:password]@]host[:port]/db`` as shown on the page (no user or password), or None
+    when ``spec`` is not such a URL."""
+    parts = urllib.parse.urlsplit(spec)
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        return None
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or not parts.path.strip("/"):
+        return None
+    return f"postgresql://{parts.hostname}:{port}{parts.path}"
 
 
 def make_store(spec: str) -> Tuple[sessions.Store, str]:
@@ -839,6 +856,14 @@ def make_store(spec: str) -> Tuple[sessions.Store, str]:
     if spec.startswith("sqlite:"):
         path = spec[len("sqlite:"):]
         return library_store("SQLiteStore")(path), f"SQLiteStore ({path})"
+    shown = postgres_address(spec)
+    if shown is not None:
+        try:
+            import psycopg  # only when asked for, like redis
+        except ImportError:
+            raise StartupError("it needs the psycopg package (python3 -m pip install 'psycopg[binary]')") from None
+        store = library_store("PostgresStore")(lambda: psycopg.connect(spec, connect_timeout=2), create_table=True)
+        return store, f"PostgresStore ({shown}, connect-pg-simple's table)"
     host, port, db = redis_address(spec)
     try:
         import redis  # only when asked for: the demo itself needs nothing outside the standard library
@@ -932,7 +957,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = OneLineParser(description="A small site on 127.0.0.1 that shows what sessions.py does.")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--store", type=store_option, default="memory",
-                        help="where sessions live: memory (default), sqlite:PATH or redis://HOST:PORT/DB")
+                        help="where sessions live: memory (default), sqlite:PATH, redis://HOST:PORT/DB or "
+                             "postgresql://[USER@]HOST[:PORT]/DB")
     parser.add_argument("--max-age", type=positive_seconds, default=60,
                         help="session idle timeout in seconds (default 60)")
     parser.add_argument("--rolling", action="store_true", help="re-send the cookie on every response")

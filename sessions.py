@@ -51,7 +51,7 @@ from binascii import b2a_base64
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
+from typing import Any, Dict, Generator, List, Optional, Protocol, Tuple, Union
 from urllib.parse import quote, unquote_to_bytes
 
 __all__ = [
@@ -68,17 +68,23 @@ __all__ = [
     "Codec",
     "SessionCookie",
     "Store",
+    "AsyncStore",
     "MemoryStore",
     "SQLiteStore",
     "RedisStore",
+    "PostgresStore",
+    "AsyncPostgresStore",
     "Session",
     "SessionManager",
     "SessionHandlerMixin",
     "SessionMiddleware",
     "FlaskSessionInterface",
+    "FlaskTaggedJSON",
     "ASGISessionMiddleware",
-    "DjangoSessionMiddleware",
+    "SessionStore",
 ]
+# Also public, but built on first lookup and so not in __all__ (a star import must work without Django):
+# DjangoSessionMiddleware and DjangoSessionsConfig, which subclass Django's classes (see "Django" below).
 
 log = logging.getLogger("sessions")
 
@@ -142,6 +148,21 @@ def _store_error(message: str, exc: BaseException) -> StoreError:
     """``raise _store_error(...) from None``: the StoreError for a store's exception, its text and chain
     free of the exception's own message."""
     return StoreError(f"{message} ({type(exc).__name__})", exc)
+
+
+#: What the application is told when a store method fails (never the store's own message: it may quote an id).
+_STORE_FAILURE = {method: f"the session store failed to {action} a session" for method, action in (
+    ("get", "load"), ("set", "set"), ("update", "update"), ("touch", "touch"), ("destroy", "destroy"))}
+
+
+def _store_failure(method: str, exc: Exception) -> SessionError:
+    """What a store method's exception becomes: a SessionError the store raised itself, as it is; anything
+    else a StoreError naming the action, its chain hidden as ``raise ... from None`` hides it."""
+    if isinstance(exc, SessionError):
+        return exc
+    error = _store_error(_STORE_FAILURE[method], exc)
+    error.__suppress_context__ = True
+    return error
 
 
 @contextlib.contextmanager
@@ -943,6 +964,60 @@ class Store:
         raise NotImplementedError(f"{type(self).__name__} cannot list its sessions")
 
 
+class AsyncStore:
+    """The ``Store`` contract with ``async def`` methods, for backends with an asyncio client
+    (``redis.asyncio``, psycopg's ``AsyncConnectionPool``). Subclass it and override ``get``, ``set`` and
+    ``destroy`` (and ``update`` and ``touch`` with one atomic step of the backend where it has one); each
+    method means exactly what the ``Store`` method of the same name means, returns the same, and raises
+    the same way. The optional ones are ``clear()``, ``count()`` (``len`` cannot be awaited) and ``ids()``.
+
+    A manager whose store is async serves async code: ``ASGISessionMiddleware`` (no worker thread at
+    all), ``manager.aopen``/``acommit``, and ``await session.asave()``, ``areload()``, ``adestroy()``,
+    ``aflush()``. Sync calls that would need the store (``manager.open`` with a session cookie,
+    ``session.save()``) raise ``SessionError`` saying so. A method cancelled while it waits (the client
+    went away) must leave the record as it was or as written, never half-written: one command, script or
+    transaction per write.
+    """
+
+    async def get(self, sid: str) -> Union[str, Tuple[str, Optional[float]], None]:
+        """As ``Store.get``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement get(sid)")
+
+    async def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """As ``Store.set``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement set(sid, record, expires)")
+
+    async def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        """As ``Store.update``; this default is get, change, set (not atomic: see ``Store.update``)."""
+        stored = await self.get(sid)
+        if isinstance(stored, tuple):
+            stored = stored[0]
+        if stored is None:
+            return False
+        await self.set(sid, change(stored), expires)
+        return True
+
+    async def touch(self, sid: str, record: str, expires: Optional[float]) -> Optional[bool]:
+        """As ``Store.touch``; this default is ``update`` with the cookie object of ``record``."""
+        return await self.update(sid, lambda stored: _with_cookie_of(stored, record), expires)
+
+    async def destroy(self, sid: str) -> None:
+        """As ``Store.destroy``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement destroy(sid)")
+
+    async def clear(self) -> None:
+        """Optional: delete every record."""
+        raise NotImplementedError(f"{type(self).__name__} cannot clear")
+
+    async def count(self) -> int:
+        """Optional: the number of live records (``Store.__len__``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count its sessions")
+
+    async def ids(self) -> List[str]:
+        """Optional: the ids of the live records."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its sessions")
+
+
 class MemoryStore(Store):
     """A thread-safe in-memory store for a single process, fit for production there.
 
@@ -1572,6 +1647,491 @@ class RedisStore(Store):
         return set(self.client.scan_iter(match=pattern, count=self.scan_count))
 
 
+def _quoted_identifier(name: Any, option: str) -> str:
+    """``name`` as connect-pg-simple quotes a table or schema name: in double quotes, any ``"`` doubled."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ConfigurationError(f"{option} must be a non-empty str without NUL characters: {_shown(name)}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _connection_lost(conn: Any, exc: Exception) -> bool:
+    """Whether a DB-API connection died under the statement that just failed (the server restarted, the
+    network dropped): psycopg 3 and psycopg2 then report ``closed`` (psycopg 3 also ``broken``); pg8000
+    reports nothing, but raises its ``InterfaceError`` ("network error"), told by class name."""
+    return (bool(getattr(conn, "closed", False)) or bool(getattr(conn, "broken", False))
+            or type(exc).__name__ == "InterfaceError")
+
+
+class _Reconnecting:
+    """The connections of a PostgresStore given a ``connect`` callable: a connection is taken for one store
+    call and given back after it, so each thread uses its own at any moment; idle ones are reused. A
+    connection that failed is closed, never reused (the next call opens a new one), and a process forked
+    after connections were opened opens its own: a connection must not be used across ``fork``, nor
+    closed there (that would end the parent's), so the inherited ones are merely kept unused. Unlike
+    thread-locals this leaks nothing under a server that starts a thread per request."""
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._idle: List[Any] = []
+        self._pid = os.getpid()
+        self._forked_away: List[Any] = []
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        conn = self._take()
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+        with self._lock:
+            if self._pid == os.getpid():
+                self._idle.append(conn)
+
+    def _take(self) -> Any:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._forked_away.extend(self._idle)
+                self._idle, self._pid = [], os.getpid()
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+
+class _StaleConnection(Exception):
+    """A reused connection was found dead at its first statement: the call is run again on a fresh one."""
+
+
+#: One step of a PostgreSQL store call: a statement's name (``_PostgresSessions._statements``) or
+#: ``_TABLE_SQL`` with its SQL, its parameters, and what the step is sent back: "one" row (or None), "all"
+#: rows, the "rowcount", or nothing (None).
+_PostgresStep = Tuple[str, Tuple[Any, ...], Optional[str]]
+
+
+class _PostgresSessions:
+    """What PostgresStore and AsyncPostgresStore share: the options, connect-pg-simple's statements, and
+    each store call as steps (a generator yielding ``_PostgresStep``s and sent their results), which the
+    two classes perform on a DB-API connection or awaited on an asyncio one, each in one transaction."""
+
+    #: Expired rows deleted by one write, and the seconds between two such batches of one store.
+    PRUNE_BATCH = 256
+    PRUNE_INTERVAL = 1.0
+
+    def __init__(
+        self, table: str, schema: Optional[str], default_ttl: Seconds, create_table: bool,
+        clock: Callable[[], float],
+    ) -> None:
+        quoted = _quoted_identifier(table, "table")
+        if schema is not None:
+            quoted = _quoted_identifier(schema, "schema") + "." + quoted
+        self.table = quoted
+        self.default_ttl = _default_ttl(default_ttl)
+        self.clock = clock
+        self._sql = self._statements(quoted)
+        self._table_checked = not create_table
+        self._lock = threading.Lock()
+        self._pruned_at: Optional[float] = None  # when (per clock) a write last deleted a batch not full
+
+    # Each store call, as steps: the public methods of the two classes run these.
+    def _get_steps(self, sid: str) -> Generator[_PostgresStep, Any, Any]:
+        row = yield "get", (sid, self.clock()), "one"
+        return None if row is None else (row[0], row[1])
+
+    def _set_steps(self, sid: str, record: str, expires: Optional[float]) -> Generator[_PostgresStep, Any, Any]:
+        now = self.clock()
+        expire = self._expire(expires, now)
+        if expire > now:
+            yield "put", (record, expire, sid), None
+        else:
+            yield "destroy", (sid,), None
+
+    def _update_steps(self, sid: str, change: Callable[[str], str], expires: Optional[float]
+                      ) -> Generator[_PostgresStep, Any, Any]:
+        now = self.clock()
+        expire = self._expire(expires, now)
+        row = yield "lock", (sid, now), "one"
+        if row is None:
+            return False
+        if expire > now:
+            yield "update", (change(row[0]), expire, sid), None
+        else:
+            yield "destroy", (sid,), None
+        return True
+
+    def _touch_steps(self, sid: str, expires: Optional[float]) -> Generator[_PostgresStep, Any, Any]:
+        now = self.clock()
+        return (yield "touch", (self._expire(expires, now), sid, now), "one") is not None
+
+    def _destroy_steps(self, sid: str) -> Generator[_PostgresStep, Any, Any]:
+        yield "destroy", (sid,), None
+
+    def _clear_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        yield "clear", (), None
+
+    def _prune_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        return (yield "prune", (math.ceil(self.clock()),), "rowcount")
+
+    def _count_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        return (yield "count", (self.clock(),), "one")[0]
+
+    def _ids_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        return [row[0] for row in (yield "ids", (self.clock(),), "all")]
+
+    def _table_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        """connect-pg-simple's ``createTableIfMissing``: ``table.sql`` when ``to_regclass`` finds no table."""
+        if (yield "exists", (self.table,), "one")[0] is None:
+            for statement in self._table_sql():
+                yield _TABLE_SQL, (statement,), None
+
+    def _pruned_first(self, steps: Callable[[], Generator[_PostgresStep, Any, Any]]
+                      ) -> Callable[[], Generator[_PostgresStep, Any, Any]]:
+        """``steps`` preceded by a batch of deletions of expired rows when one is due: ``PRUNE_INTERVAL``
+        seconds (by ``clock``; at once if it went back) after the last batch, or at once after a full one.
+        ``SKIP LOCKED``: writers never wait for each other's pruning."""
+        now = self.clock()
+        with self._lock:
+            if self._pruned_at is not None and 0 <= now - self._pruned_at < self.PRUNE_INTERVAL:
+                return steps
+            self._pruned_at = now
+
+        def pruning() -> Generator[_PostgresStep, Any, Any]:
+            deleted = yield "prune_batch", (math.ceil(now), self.PRUNE_BATCH), "rowcount"
+            if deleted >= self.PRUNE_BATCH:
+                with self._lock:
+                    self._pruned_at = None
+            return (yield from steps())
+
+        return pruning
+
+    def _sql_of(self, step: _PostgresStep) -> str:
+        name, params, _ = step
+        return params[0] if name == _TABLE_SQL else self._sql[name]
+
+    @staticmethod
+    def _params_of(step: _PostgresStep) -> Tuple[Any, ...]:
+        return () if step[0] == _TABLE_SQL else step[1]
+
+    @staticmethod
+    def _statements(table: str) -> Dict[str, str]:
+        """connect-pg-simple's statements (``$n`` as ``%s``, which psycopg 3, psycopg2 and pg8000 take), plus
+        ``FOR UPDATE`` for update, count, ids and a batched prune. A row is live while ``expire`` is after
+        now: connect-pg-simple's ``expire >= to_timestamp(ceil(now))`` but for the instant ``expire`` itself."""
+        live = "expire > to_timestamp(%s)"
+        return {
+            "get": f"SELECT sess::text, extract(epoch FROM expire::timestamptz)::float8 FROM {table}"
+                   f" WHERE sid = %s AND {live}",
+            "lock": f"SELECT sess::text FROM {table} WHERE sid = %s AND {live} FOR UPDATE",
+            "put": f"INSERT INTO {table} (sess, expire, sid) VALUES (%s, to_timestamp(%s), %s)"
+                   " ON CONFLICT (sid) DO UPDATE SET sess = EXCLUDED.sess, expire = EXCLUDED.expire",
+            "update": f"UPDATE {table} SET sess = %s, expire = to_timestamp(%s) WHERE sid = %s",
+            "touch": f"UPDATE {table} SET expire = to_timestamp(%s) WHERE sid = %s AND {live} RETURNING sid",
+            "destroy": f"DELETE FROM {table} WHERE sid = %s",
+            "clear": f"DELETE FROM {table}",
+            "prune": f"DELETE FROM {table} WHERE expire < to_timestamp(%s)",
+            "prune_batch": f"DELETE FROM {table} WHERE sid IN (SELECT sid FROM {table}"
+                           " WHERE expire < to_timestamp(%s) ORDER BY expire LIMIT %s FOR UPDATE SKIP LOCKED)",
+            "count": f"SELECT count(*) FROM {table} WHERE {live}",
+            "ids": f"SELECT sid FROM {table} WHERE {live}",
+            "exists": "SELECT to_regclass(%s::text)",
+        }
+
+    def _table_sql(self) -> List[str]:
+        """connect-pg-simple's ``table.sql``, its ``"session"`` replaced by the quoted table (it keeps the
+        constraint and index names), one statement at a time (not every driver runs several in one)."""
+        table = self.table
+        return [
+            f'CREATE TABLE {table} ("sid" varchar NOT NULL COLLATE "default", "sess" json NOT NULL,'
+            ' "expire" timestamp(6) NOT NULL) WITH (OIDS=FALSE)',
+            f'ALTER TABLE {table} ADD CONSTRAINT "session_pkey" PRIMARY KEY ("sid") NOT DEFERRABLE INITIALLY IMMEDIATE',
+            f'CREATE INDEX "IDX_session_expire" ON {table} ("expire")',
+        ]
+
+    def _expire(self, expires: Optional[float], now: float) -> int:
+        """connect-pg-simple's ``expire`` in seconds: the expiry rounded up to a whole second, or now plus
+        ``default_ttl`` (rounded up) without one."""
+        return math.ceil(_deadline(expires, now, self.default_ttl))
+
+
+_TABLE_SQL = "table.sql"  # a step that runs one statement of connect-pg-simple's table.sql (its SQL as param)
+
+
+def _postgres_result(cur: Any, fetch: Optional[str]) -> Any:
+    """What a step is sent back, for the cursor of its executed statement, when fetching needs no await."""
+    return cur.rowcount if fetch == "rowcount" else None
+
+
+class PostgresStore(_PostgresSessions, Store):
+    """Sessions in PostgreSQL, in connect-pg-simple 10's table and format, so Node and Python apps share them.
+
+    ``connect`` is a pool with a ``connection()`` context manager (psycopg_pool's ``ConnectionPool``), or a
+    zero-argument callable returning a new DB-API connection (``lambda: psycopg.connect(dsn)``,
+    ``psycopg2.connect``, pg8000's ``dbapi.connect``); this module imports no driver. With a callable, the
+    store opens connections as threads need them, reuses idle ones, and replaces one that failed or that a
+    forked process inherited. Connections may be in autocommit mode or not: each store call is one
+    explicit transaction.
+
+    The table is connect-pg-simple's (``create_table=True`` runs its ``table.sql`` when the table is
+    missing; ``schema`` and ``table`` are quoted as it quotes them)::
+
+        CREATE TABLE "session" (
+          "sid" varchar NOT NULL COLLATE "default",
+          "sess" json NOT NULL,
+          "expire" timestamp(6) NOT NULL
+        ) WITH (OIDS=FALSE);
+        ALTER TABLE "session" ADD CONSTRAINT "session_pkey" PRIMARY KEY ("sid") NOT DEFERRABLE INITIALLY IMMEDIATE;
+        CREATE INDEX "IDX_session_expire" ON "session" ("expire");
+
+    ``sess`` holds the record's text byte for byte (``json``, unlike ``jsonb``, keeps its input exactly)
+    and is read back as ``sess::text``, never parsed by the driver. ``expire`` is what connect-pg-simple
+    writes: ``to_timestamp(n)``, where n is the record's expiry in whole seconds rounded up, or now plus
+    ``default_ttl`` without one. ``expire`` is the authority on expiry: ``get`` returns it, ``touch``
+    moves it alone (connect-pg-simple's ``UPDATE ... SET expire``), and expired rows are never returned.
+    Times come from ``clock``, never from the database's ``now()``, as in connect-pg-simple.
+
+    ``expire`` is a ``timestamp`` without time zone: PostgreSQL converts ``to_timestamp(n)`` to the wall
+    clock of the connection's ``TimeZone`` setting when it stores it, and back when it compares. This
+    store runs connect-pg-simple's statements unchanged and never sets ``TimeZone``, so Python and Node
+    agree whenever they connect with the same ``TimeZone`` (the database's default, unless ``PGTZ`` or a
+    connection option changes it); see the README.
+
+    ``update`` is one transaction, ``SELECT ... FOR UPDATE``, ``change``, ``UPDATE``: the row stays locked
+    from the read to the write, so concurrent requests of one session, in any process on any machine,
+    keep each other's keys. Writes delete expired rows, ``PRUNE_BATCH`` at a time, at most every
+    ``PRUNE_INTERVAL`` seconds per store (at once again while batches come back full), so no background
+    thread is needed; ``prune()`` is connect-pg-simple's own ``DELETE``. Any driver error becomes a
+    ``StoreError`` (a clean 500); a connection found dead at its first statement is replaced and the call
+    run once more, so a restarted database is used again without a failed request where that suffices.
+    """
+
+    blocking = True
+
+    def __init__(
+        self,
+        connect: Any,
+        *,
+        table: str = "session",
+        schema: Optional[str] = None,
+        default_ttl: Seconds = 86400,
+        create_table: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if callable(getattr(connect, "connection", None)):
+            self._connections: Any = connect
+        elif callable(connect):
+            self._connections = _Reconnecting(connect)
+        else:
+            raise ConfigurationError(
+                "connect must be a pool with connection() (psycopg_pool) or a callable returning a DB-API connection"
+            )
+        super().__init__(table, schema, default_ttl, create_table, clock)
+        self._table_lock = threading.Lock()
+
+    def get(self, sid: str) -> Optional[Tuple[str, float]]:
+        """``(record, expires_at)`` for a live row, else None; ``expires_at`` is ``expire`` in seconds."""
+        return self._run("load", lambda: self._get_steps(sid), prune=False)
+
+    def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """connect-pg-simple's UPSERT of the row; a record already expired is deleted instead."""
+        self._run("save", lambda: self._set_steps(sid, record, expires))
+
+    def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        """``SELECT sess::text ... FOR UPDATE`` of the live row, ``change``, ``UPDATE``, in one transaction:
+        a concurrent writer waits for the lock, then works on this write's result. A missing or expired row
+        stays missing (False)."""
+        return self._run("save", lambda: self._update_steps(sid, change, expires))
+
+    def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
+        """connect-pg-simple's ``UPDATE ... SET expire`` of a live row (one statement, ``RETURNING sid``): the
+        stored record is left as it is, and a missing or expired row stays missing (False)."""
+        return self._run("touch", lambda: self._touch_steps(sid, expires))
+
+    def destroy(self, sid: str) -> None:
+        """``DELETE`` the row; a missing one is not an error."""
+        self._run("destroy", lambda: self._destroy_steps(sid))
+
+    def clear(self) -> None:
+        self._run("clear", self._clear_steps, prune=False)
+
+    def prune(self) -> int:
+        """connect-pg-simple's ``DELETE`` of every expired row now; returns how many were deleted."""
+        return self._run("prune", self._prune_steps, prune=False)
+
+    def __len__(self) -> int:
+        return self._run("count", self._count_steps, prune=False)
+
+    def ids(self) -> List[str]:
+        return self._run("list", self._ids_steps, prune=False)
+
+    def _run(self, action: str, steps: Callable[[], Generator[_PostgresStep, Any, Any]], prune: bool = True) -> Any:
+        """``steps()`` in one transaction (after the table check and, with ``prune`` when one is due, a batch
+        of expired rows deleted), as ``_store_errors``' StoreError if it fails. A connection found dead at its
+        first statement is replaced and the call run once more."""
+        with _store_errors("PostgreSQL", action):
+            if not self._table_checked:
+                self._check_table()
+            steps = self._pruned_first(steps) if prune else steps
+            try:
+                return self._once(steps, retry_stale=True)
+            except _StaleConnection:
+                return self._once(steps)
+
+    def _check_table(self) -> None:
+        """Create the table if it is missing, once per store, one thread at a time (concurrent CREATEs
+        fail). Another process creating it at the same moment fails this call only: the next one finds it."""
+        with self._table_lock:
+            if not self._table_checked:
+                self._once(self._table_steps)
+                self._table_checked = True
+
+    def _once(self, steps: Callable[[], Generator[_PostgresStep, Any, Any]], retry_stale: bool = False) -> Any:
+        """``steps()`` then COMMIT on one connection; on a failure, ROLLBACK and re-raise (the connection is
+        then discarded by ``_Reconnecting``, and checked by a pool). With ``retry_stale``, a failure that
+        left the connection dead before the COMMIT raises ``_StaleConnection`` instead."""
+        with self._connections.connection() as conn:
+            autocommit = bool(getattr(conn, "autocommit", False))
+            cur = conn.cursor()
+            try:
+                try:
+                    if autocommit:
+                        cur.execute("BEGIN")
+                    result = self._perform(cur, steps())
+                except Exception as exc:
+                    if retry_stale and _connection_lost(conn, exc):
+                        raise _StaleConnection() from None
+                    with contextlib.suppress(Exception):
+                        self._end(conn, cur, autocommit, "ROLLBACK")
+                    raise
+                self._end(conn, cur, autocommit, "COMMIT")
+                return result
+            finally:
+                with contextlib.suppress(Exception):
+                    cur.close()
+
+    def _perform(self, cur: Any, steps: Generator[_PostgresStep, Any, Any]) -> Any:
+        try:
+            step = next(steps)
+            while True:
+                cur.execute(self._sql_of(step), self._params_of(step))
+                fetch = step[2]
+                if fetch == "one":
+                    step = steps.send(cur.fetchone())
+                elif fetch == "all":
+                    step = steps.send(cur.fetchall())
+                else:
+                    step = steps.send(_postgres_result(cur, fetch))
+        except StopIteration as done:
+            return done.value
+
+    @staticmethod
+    def _end(conn: Any, cur: Any, autocommit: bool, command: str) -> None:
+        """COMMIT or ROLLBACK: the statement on a connection in autocommit mode (which began with an explicit
+        BEGIN), else the DB-API method."""
+        if autocommit:
+            cur.execute(command)
+        elif command == "COMMIT":
+            conn.commit()
+        else:
+            conn.rollback()
+
+
+class AsyncPostgresStore(_PostgresSessions, AsyncStore):
+    """PostgresStore for async code: the same table, statements, expiry arithmetic and behaviour (see
+    PostgresStore), over psycopg 3's ``AsyncConnectionPool`` (``psycopg_pool``): ``pool`` is any object with
+    an async ``connection()`` context manager giving psycopg ``AsyncConnection``s. Each call is one
+    transaction, awaited on the event loop; a call cancelled while it waits is rolled back by the pool (its
+    connection goes back in a failed or unknown state and is discarded or reset), so a write is whole or
+    absent. ``count()`` is the async ``len``.
+    """
+
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        table: str = "session",
+        schema: Optional[str] = None,
+        default_ttl: Seconds = 86400,
+        create_table: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not callable(getattr(pool, "connection", None)):
+            raise ConfigurationError("pool must be an async pool with connection() (psycopg_pool.AsyncConnectionPool)")
+        self._pool = pool
+        super().__init__(table, schema, default_ttl, create_table, clock)
+        self._table_lock: Any = None  # an asyncio.Lock, made on the loop at first use (Python 3.9 binds it)
+
+    async def get(self, sid: str) -> Optional[Tuple[str, float]]:
+        return await self._run("load", lambda: self._get_steps(sid), prune=False)
+
+    async def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        await self._run("save", lambda: self._set_steps(sid, record, expires))
+
+    async def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        return await self._run("save", lambda: self._update_steps(sid, change, expires))
+
+    async def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
+        return await self._run("touch", lambda: self._touch_steps(sid, expires))
+
+    async def destroy(self, sid: str) -> None:
+        await self._run("destroy", lambda: self._destroy_steps(sid))
+
+    async def clear(self) -> None:
+        await self._run("clear", self._clear_steps, prune=False)
+
+    async def prune(self) -> int:
+        return await self._run("prune", self._prune_steps, prune=False)
+
+    async def count(self) -> int:
+        return await self._run("count", self._count_steps, prune=False)
+
+    async def ids(self) -> List[str]:
+        return await self._run("list", self._ids_steps, prune=False)
+
+    async def _run(self, action: str, steps: Callable[[], Generator[_PostgresStep, Any, Any]],
+                   prune: bool = True) -> Any:
+        """As ``PostgresStore._run``: the pool checks and replaces dead connections itself."""
+        with _store_errors("PostgreSQL", action):
+            if not self._table_checked:
+                await self._check_table()
+            return await self._once(self._pruned_first(steps) if prune else steps)
+
+    async def _check_table(self) -> None:
+        """As ``PostgresStore._check_table``, one task at a time (an asyncio lock, made on the loop)."""
+        if self._table_lock is None:
+            import asyncio
+
+            self._table_lock = asyncio.Lock()
+        async with self._table_lock:
+            if not self._table_checked:
+                await self._once(self._table_steps)
+                self._table_checked = True
+
+    async def _once(self, steps: Callable[[], Generator[_PostgresStep, Any, Any]]) -> Any:
+        """``steps()`` in one transaction (``conn.transaction()``: COMMIT, or ROLLBACK on any failure)."""
+        async with self._pool.connection() as conn:
+            async with conn.transaction():
+                cur = conn.cursor()
+                try:
+                    return await self._perform(cur, steps())
+                finally:
+                    await cur.close()
+
+    async def _perform(self, cur: Any, steps: Generator[_PostgresStep, Any, Any]) -> Any:
+        try:
+            step = next(steps)
+            while True:
+                await cur.execute(self._sql_of(step), self._params_of(step))
+                fetch = step[2]
+                if fetch == "one":
+                    step = steps.send(await cur.fetchone())
+                elif fetch == "all":
+                    step = steps.send(await cur.fetchall())
+                else:
+                    step = steps.send(_postgres_result(cur, fetch))
+        except StopIteration as done:
+            return done.value
+
 
 # Session ##################################################################################################
 
@@ -1653,6 +2213,18 @@ _CLOSED = (
     "be saved; change the session before sending the response"
 )
 _DESTROYED_REASON = "the session was destroyed; call regenerate() or flush() to start a new one"
+
+
+def _opening(read: Callable[..., Any]) -> Callable[..., Any]:
+    """``Session``'s version of one of dict's reads: the session opens on first use, then dict's own runs."""
+    def method(self: "Session", *args: Any) -> Any:
+        if not self._accessed:
+            self._use()
+        return read(self, *args)
+
+    method.__name__ = method.__qualname__ = read.__name__
+    method.__doc__ = read.__doc__
+    return method
 
 
 class Session(Dict[str, Any]):
@@ -1751,14 +2323,14 @@ class Session(Dict[str, Any]):
         """The application uses the session: open it if it is not yet (may raise StoreError; a later use
         retries) and remember that it was used."""
         if not self._opened:
-            self._manager._open_into(self, *self._request())
+            self._manager._run(self._manager._open_into(self, *self._request()))
         self._accessed = True
 
     def _preload(self) -> None:
         """Open the session without counting it as used: an adapter reads it before the application runs
         (so that even ``json.dumps`` sees its data); unused, it costs no store write, touch or header."""
         if not self._opened:
-            self._manager._open_into(self, *self._request())
+            self._manager._run(self._manager._open_into(self, *self._request()))
 
     @property
     def opened(self) -> bool:
@@ -1799,27 +2371,12 @@ class Session(Dict[str, Any]):
             self._use()
         return dict.__iter__(self)
 
-    def __reversed__(self) -> Iterator[str]:
-        if not self._accessed:
-            self._use()
-        return dict.__reversed__(self)  # type: ignore[attr-defined]
-
     def __len__(self) -> int:
         if not self._accessed:
             self._use()
         return dict.__len__(self)
 
-    def keys(self):  # type: ignore[override]
-        if not self._accessed:
-            self._use()
-        return dict.keys(self)
-
-    def values(self):  # type: ignore[override]
-        if not self._accessed:
-            self._use()
-        return dict.values(self)
-
-    def items(self):  # type: ignore[override]
+    def items(self):  # type: ignore[override]  # written out: the JSON encoder calls it at every commit
         if not self._accessed:
             self._use()
         return dict.items(self)
@@ -1830,27 +2387,15 @@ class Session(Dict[str, Any]):
             self._use()
         return dict(dict.items(self))  # dict.copy would read a subclass key by key through __getitem__
 
-    def __eq__(self, other: object) -> bool:
-        if not self._accessed:
-            self._use()
-        return dict.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        if not self._accessed:
-            self._use()
-        return dict.__ne__(self, other)
-
+    # The other reads, as dict's own once the session is open (``keys``, ``items``, ``==``, ``|``, ...)
+    keys = _opening(dict.keys)
+    values = _opening(dict.values)
+    __reversed__ = _opening(dict.__reversed__)  # type: ignore[attr-defined]
+    __eq__ = _opening(dict.__eq__)
+    __ne__ = _opening(dict.__ne__)
+    __or__ = _opening(dict.__or__)  # type: ignore[attr-defined]  # a plain dict, as dict | dict gives
+    __ror__ = _opening(dict.__ror__)  # type: ignore[attr-defined]
     __hash__ = None  # type: ignore[assignment]  # a dict: mutable, so unhashable
-
-    def __or__(self, other: Any) -> Any:
-        if not self._accessed:
-            self._use()
-        return dict.__or__(self, other)  # type: ignore[operator]
-
-    def __ror__(self, other: Any) -> Any:
-        if not self._accessed:
-            self._use()
-        return dict.__ror__(self, other)  # type: ignore[operator]
 
     def __setitem__(self, key: str, value: Any) -> None:
         if not self._accessed or self._status is not _OPEN:
@@ -1963,17 +2508,17 @@ class Session(Dict[str, Any]):
     def save(self) -> None:
         """Write the session to the store now; the end-of-request write is skipped if nothing changes after."""
         self._writable()
-        self._manager._save_now(self)
+        self._manager._run(self._manager._save_now(self))
 
     def reload(self) -> None:
         """Replace the data and cookie with what the store holds now (raises SessionNotFoundError if gone)."""
         self._writable()
-        self._manager._reload(self)
+        self._manager._run(self._manager._reload(self))
 
     def destroy(self) -> None:
         """Delete the record now and have the response expire the browser's cookie."""
         self._writable()
-        self._manager._destroy(self)
+        self._manager._run(self._manager._destroy(self))
 
     def regenerate(self, keep_data: bool = False) -> None:
         """Move to a new session id, dropping the data unless ``keep_data``. Call it on every privilege
@@ -1991,7 +2536,38 @@ class Session(Dict[str, Any]):
         message) is stored and its cookie sent; if nothing is written, the response expires the
         browser's cookie."""
         self._writable(allow_destroyed=True)
-        self._manager._flush(self)
+        self._manager._run(self._manager._flush(self))
+
+    # The same for async code: an AsyncStore is awaited, a sync store called inline (MemoryStore) or in a
+    # worker thread (a blocking one), so an async endpoint never blocks its event loop on the store.
+    async def asave(self) -> None:
+        """``save()`` for async code."""
+        self._writable()
+        await self._manager._arun(self._manager._save_now(self))
+
+    async def areload(self) -> None:
+        """``reload()`` for async code."""
+        self._writable()
+        await self._manager._arun(self._manager._reload(self))
+
+    async def adestroy(self) -> None:
+        """``destroy()`` for async code."""
+        self._writable()
+        await self._manager._arun(self._manager._destroy(self))
+
+    async def aflush(self) -> None:
+        """``flush()`` for async code."""
+        self._writable(allow_destroyed=True)
+        await self._manager._arun(self._manager._flush(self))
+
+    async def aregenerate(self, keep_data: bool = False) -> None:
+        """``regenerate()`` for async code (it calls no store until the commit, so this only mirrors it)."""
+        self.regenerate(keep_data)
+
+    async def _apreload(self) -> None:
+        """``_preload`` for async code."""
+        if not self._opened:
+            await self._manager._arun(self._manager._open_into(self, *self._request()))
 
     def touch(self) -> None:
         """Restart the expiry now (every committed request does this anyway; with ``touch_after`` the
@@ -2217,13 +2793,15 @@ def _check_codec_round_trip(key: str, value: Any, encoded: Any, codec: "Codec") 
 
 
 def _same_value(first: Any, second: Any) -> bool:
-    """Equal, with the same types all the way down (``Markup("a") == "a"`` but is not the same value).
-    Iterative, like ``_unstorable``."""
+    """Equal, with the same types all the way down (``Markup("a") == "a"`` but is not the same value),
+    except that a whole float may come back as the equal int: records are written as JavaScript writes
+    numbers (one number type: ``1.0`` is ``1``). Iterative, like ``_unstorable``."""
     pending = [(first, second)]
     while pending:
         a, b = pending.pop()
         if type(a) is not type(b):
-            return False
+            if not ({type(a), type(b)} == {int, float} and a == b):
+                return False
         if isinstance(a, dict):
             if list(a) != list(b):
                 return False
@@ -2281,6 +2859,34 @@ def _data_json(data: Dict[str, Any], codec: Optional["Codec"] = None) -> str:
 #: expires (ms), the expiry of the cookie last sent (ms), and whether the creation time is not in the record
 #: yet (under absolute_timeout: its clock starts now, and the next commit writes it)
 _LoadedRecord = Tuple[Dict[str, Any], str, Optional[int], Optional[float], Optional[int], Optional[int], bool]
+
+
+#: A piece of the manager's policy that calls the store: a generator that yields each call as
+#: ``(method, args)``, is sent the call's result, and returns its own result (see ``SessionManager._run``).
+_Steps = Generator[Tuple[str, Tuple[Any, ...]], Any, Any]
+
+_SYNC_CALL_ON_ASYNC_STORE = (
+    "this manager's store is async, so the session cannot call it from sync code: use the async methods "
+    "(await session.asave(), areload(), adestroy(), aflush(); manager.aopen(), acommit()), as "
+    "ASGISessionMiddleware does"
+)
+
+
+def _is_coroutine_function(function: Any) -> bool:
+    """``inspect.iscoroutinefunction`` for a store's method, without importing inspect."""
+    code = getattr(getattr(function, "__func__", function), "__code__", None)
+    return code is not None and bool(code.co_flags & 0x80)  # CO_COROUTINE
+
+
+def _with_cache_headers(cookies: List[str], used: bool) -> List[Tuple[str, str]]:
+    """The Set-Cookie headers, ``Cache-Control: no-cache="Set-Cookie"`` when there are any, and ``Vary:
+    Cookie`` when the session was used (SPEC 9.11)."""
+    headers = [("Set-Cookie", value) for value in cookies]
+    if headers:
+        headers.append(("Cache-Control", 'no-cache="Set-Cookie"'))
+    if used:
+        headers.append(("Vary", "Cookie"))
+    return headers
 
 
 # Manager ##################################################################################################
@@ -2357,7 +2963,10 @@ class SessionManager:
         self._keys = _keys(secret)
         self.store = MemoryStore() if store is None else store
         if not all(callable(getattr(self.store, m, None)) for m in ("get", "set", "touch", "destroy")):
-            raise ConfigurationError("store must have get, set, touch and destroy methods (subclass sessions.Store)")
+            raise ConfigurationError(
+                "store must have get, set, touch and destroy methods (subclass sessions.Store or sessions.AsyncStore)"
+            )
+        self._async_store = _is_coroutine_function(self.store.get)
         if not isinstance(name, str) or not _TOKEN.match(name):
             raise ConfigurationError(f"name must be a valid cookie name (an HTTP token): {_shown(name)}")
         self.name = name
@@ -2417,8 +3026,18 @@ class SessionManager:
         record. ``secure`` says whether the request came over HTTPS; ``path`` is its URL path. Raises
         ``StoreError`` if the store fails."""
         session = Session(self)
-        self._open_into(session, cookie_header, secure, path)
+        self._run(self._open_into(session, cookie_header, secure, path))
         session._use()  # opened by the caller itself: in use
+        return session
+
+    async def aopen(
+        self, cookie_header: Union[str, Iterable[str], None], secure: bool = False, path: str = "/"
+    ) -> Session:
+        """``open`` for async code: the store is awaited (an ``AsyncStore``), called inline (a non-blocking
+        store such as ``MemoryStore``) or in a worker thread (a blocking one)."""
+        session = Session(self)
+        await self._arun(self._open_into(session, cookie_header, secure, path))
+        session._use()
         return session
 
     def open_lazy(self, request: Callable[[], Tuple[Any, bool, str]]) -> Session:
@@ -2434,7 +3053,7 @@ class SessionManager:
             return forwarded_proto.split(",", 1)[0].strip().lower() == "https"
         return False
 
-    def _open_into(self, session: Session, cookie_header: Any, secure: bool, path: str) -> None:
+    def _open_into(self, session: Session, cookie_header: Any, secure: bool, path: str) -> _Steps:
         session._secure = bool(secure)  # what the request is, not session state: read per response
         now_ms = self._now_ms()
         if not _path_matches(path or "/", self.cookie_options.path):
@@ -2450,7 +3069,7 @@ class SessionManager:
             if sid is None:
                 reason = "bad-signature" if reason == "no-cookie" else reason
                 continue
-            loaded = self._load(sid, now_ms)
+            loaded = yield from self._load(sid, now_ms)
             if loaded is None:
                 reason = "not-found"
                 continue
@@ -2475,11 +3094,11 @@ class SessionManager:
         self._verified[value] = sid, key_index
         return sid, key_index
 
-    def _load(self, sid: str, now_ms: int) -> Optional[_LoadedRecord]:
+    def _load(self, sid: str, now_ms: int) -> _Steps:
         """The live, sound record of ``sid`` as a ``_LoadedRecord``, or None. A store that returns ``(record, expires_at)`` is the authority on expiry (SPEC 8):
         its deadline replaces the record's ``cookie.expires``, which Node's connect-redis leaves stale."""
-        with _store_failures("the session store failed to load a session"):
-            got = self.store.get(sid)
+        got = yield "get", (sid,)
+        with _store_failures(_STORE_FAILURE["get"]):  # a malformed answer is the store's failure too
             authority = isinstance(got, tuple)  # (record, expires_at): the store enforces expiry itself
             record, expires_at = got if authority else (got, None)
             deadline_ms = None if expires_at is None else round(float(expires_at) * 1000)
@@ -2541,22 +3160,22 @@ class SessionManager:
 
     # Session methods ------------------------------------------------------------------------------------
 
-    def _save_now(self, session: Session) -> None:
+    def _save_now(self, session: Session) -> _Steps:
         now_ms = self._now_ms()
         self._slide_expiry(session, now_ms)
         data_json = _data_json(session, self.codec)
-        self._destroy_stale(session)
-        self._write(session, data_json)
+        yield from self._destroy_stale(session)
+        yield from self._write(session, data_json)
 
-    def _reload(self, session: Session) -> None:
-        loaded = self._load(session._id, self._now_ms())
+    def _reload(self, session: Session) -> _Steps:
+        loaded = yield from self._load(session._id, self._now_ms())
         if loaded is None:
             raise SessionNotFoundError("failed to load session: it expired or was destroyed")
         session._reloaded(*loaded)
 
-    def _destroy(self, session: Session) -> None:
-        self._store_call("destroy", session._id)
-        self._destroy_stale(session)
+    def _destroy(self, session: Session) -> _Steps:
+        yield "destroy", (session._id,)
+        yield from self._destroy_stale(session)
         session._mark_destroyed()
 
     def _regenerate(self, session: Session, keep_data: bool) -> None:
@@ -2565,15 +3184,15 @@ class SessionManager:
         session._restart(self._new_id(), data, now_ms, self._max_age_ms)
         self._slide_expiry(session, now_ms)
 
-    def _flush(self, session: Session) -> None:
-        self._destroy(session)  # at once: the old id is dead whatever this request does next
+    def _flush(self, session: Session) -> _Steps:
+        yield from self._destroy(session)  # at once: the old id is dead whatever this request does next
         now_ms = self._now_ms()
         session._restart(self._new_id(), {}, now_ms, self._max_age_ms, flushed=True)
         self._slide_expiry(session, now_ms)
 
-    def _destroy_stale(self, session: Session) -> None:
+    def _destroy_stale(self, session: Session) -> _Steps:
         while session._stale_ids:  # one at a time: after a failure the rest are still to delete
-            self._store_call("destroy", session._stale_ids[0])
+            yield "destroy", (session._stale_ids[0],)
             session._stale_deleted()
 
     # Response side: commit ------------------------------------------------------------------------------
@@ -2585,48 +3204,64 @@ class SessionManager:
         new was stored, though records that ``regenerate()`` left behind may be deleted already; send a 500
         without these cookies). A second call returns the first call's cookies
         (none after a failure: the session was not stored)."""
-        if session._status is _COMMITTED:
-            return list(session._set_cookies)
-        if not session._accessed:  # never used: nothing to do, but late use must not pass silently
-            session._close([])
-            return []
-        cookies: List[str] = []
-        try:
-            cookies = self._commit(session, status)
-        finally:
-            session._close(cookies)
-        return list(cookies)
+        if not session._accessed or session._status is _COMMITTED:
+            return self._commit_unstored(session)
+        return self._run(self._closing_commit(session, status))
+
+    async def acommit(self, session: Session, status: int = 200) -> List[str]:
+        """``commit`` for async code (the store awaited, called inline, or in a worker thread, as ``aopen``)."""
+        if not session._accessed or session._status is _COMMITTED:
+            return self._commit_unstored(session)
+        return await self._arun(self._closing_commit(session, status))
 
     def response_headers(self, session: Session, status: int = 200) -> List[Tuple[str, str]]:
         """``commit`` plus cache safety: ``Vary: Cookie`` when the session was used, and
         ``Cache-Control: no-cache="Set-Cookie"`` when a cookie is set, so no shared cache serves one
         visitor's session to another."""
         used = session.accessed
-        headers = [("Set-Cookie", value) for value in self.commit(session, status)]
-        if headers:
-            headers.append(("Cache-Control", 'no-cache="Set-Cookie"'))
-        if used:
-            headers.append(("Vary", "Cookie"))
-        return headers
+        return _with_cache_headers(self.commit(session, status), used)
 
-    def _commit(self, session: Session, status: int) -> List[str]:
+    async def aresponse_headers(self, session: Session, status: int = 200) -> List[Tuple[str, str]]:
+        """``response_headers`` for async code."""
+        used = session.accessed
+        return _with_cache_headers(await self.acommit(session, status), used)
+
+    @staticmethod
+    def _commit_unstored(session: Session) -> List[str]:
+        """The commit of a session that was never used (nothing to do, but late use must not pass
+        silently) or was committed already (its first commit's cookies)."""
+        if session._status is _COMMITTED:
+            return list(session._set_cookies)
+        session._close([])
+        return []
+
+    def _closing_commit(self, session: Session, status: int) -> _Steps:
+        """``_commit``, then the session is closed whatever happened (a store failure included)."""
+        cookies: List[str] = []
+        try:
+            cookies = yield from self._commit(session, status)
+        finally:
+            session._close(cookies)
+        return list(cookies)
+
+    def _commit(self, session: Session, status: int) -> _Steps:
         """The end of a request, by the session's status (scs decides it in one switch too)."""
         if session._status is _OUT_OF_SCOPE:
             return []
         if session._status is _DESTROYED:
-            self._destroy_stale(session)
+            yield from self._destroy_stale(session)
             return [self._clearing_cookie(session)]
         sendable = self._cookie_allowed(session)
         if status >= 500:  # keep what was stored before; send the cookie only for what a save() stored
             sent = sendable and session.is_new and session._saved
             cookies = [self._session_cookie(session, self._now_ms())] if sent else []
         else:
-            cookies = self._save_and_decide_cookie(session, sendable)
+            cookies = yield from self._save_and_decide_cookie(session, sendable)
         if not cookies and session._expire_browser_cookie:  # flush() and nothing stored after it
             cookies = [self._clearing_cookie(session)]
         return cookies
 
-    def _save_and_decide_cookie(self, session: Session, sendable: bool) -> List[str]:
+    def _save_and_decide_cookie(self, session: Session, sendable: bool) -> _Steps:
         now_ms = self._now_ms()
         self._slide_expiry(session, now_ms)
         data_json = _data_json(session, self.codec)
@@ -2634,13 +3269,13 @@ class SessionManager:
         send = sendable and self._should_set_cookie(session, is_new, modified, now_ms)
         if send:  # before the write, so that the record knows the expiry the browser will have
             session._cookie_sending()
-        self._destroy_stale(session)  # first, as express-session does: a failure then leaves no second record
+        yield from self._destroy_stale(session)  # first, as express-session does: a failure then leaves no second record
         # A new session whose cookie cannot reach the browser could never be found again: store nothing.
         if (sendable or not is_new) and self._should_save(session, is_new, modified, data_json):
-            self._write(session, data_json)
+            yield from self._write(session, data_json)
         elif not is_new and not session._record_gone and self._touch_due(session, now_ms):
             record, expires = self._record(session, data_json), self._store_expiry(session)
-            if self._store_call("touch", session._id, record, expires) is False:
+            if (yield "touch", (session._id, record, expires)) is False:
                 session._mark_gone()
         # A record destroyed or regenerated away by another request: never hand the browser its id again.
         return [self._session_cookie(session, now_ms)] if send and not session._record_gone else []
@@ -2696,7 +3331,7 @@ class SessionManager:
             return False
         return True
 
-    def _write(self, session: Session, data_json: str) -> None:
+    def _write(self, session: Session, data_json: str) -> _Steps:
         """Store the session. Nobody else knows a new or regenerated id yet: a plain ``set``. A loaded
         session may have been changed by concurrent requests since it was loaded: ``update`` applies this
         request's changes (``_merge``) to the record as stored now, and writes nothing if it is gone."""
@@ -2704,8 +3339,8 @@ class SessionManager:
             return
         record, expires = self._record(session, data_json), self._store_expiry(session)
         if session._new_reason is not None:
-            self._store_call("set", session._id, record, expires)
-        elif not self._store_call("update", session._id, self._merge(session, data_json, record), expires):
+            yield "set", (session._id, record, expires)
+        elif not (yield "update", (session._id, self._merge(session, data_json, record), expires)):
             session._mark_gone()
             return
         session._mark_saved(data_json)
@@ -2754,9 +3389,65 @@ class SessionManager:
 
         return _Merge(record, unchanged, merge)
 
-    def _store_call(self, method: str, *args: Any) -> Any:
-        with _store_failures(f"the session store failed to {method} a session"):
-            return getattr(self.store, method)(*args)
+    # Drivers: the policy above yields each store call as ``(method, args)`` and is sent its result.
+    # One policy, two ways to perform its calls: here for sync code, awaited for async code.
+
+    def _run(self, steps: _Steps) -> Any:
+        """Perform the store calls ``steps`` yields on this (sync) store; return what ``steps`` returns."""
+        try:
+            call = next(steps)
+        except StopIteration as done:
+            return done.value
+        return self._perform(steps, call)
+
+    def _perform(self, steps: _Steps, call: Tuple[str, Tuple[Any, ...]]) -> Any:
+        """Perform ``call`` and the further calls of ``steps`` on this sync store. A store's exception is
+        thrown into ``steps`` as ``_store_failure`` makes it (the policy may clean up; it propagates)."""
+        store = self.store
+        try:
+            while True:
+                if self._async_store:
+                    raise SessionError(_SYNC_CALL_ON_ASYNC_STORE)
+                method, args = call
+                try:
+                    result = getattr(store, method)(*args)
+                except Exception as exc:
+                    call = steps.throw(_store_failure(method, exc))
+                else:
+                    call = steps.send(result)
+        except StopIteration as done:
+            return done.value
+
+    async def _arun(self, steps: _Steps) -> Any:
+        """``_run`` for async code. The policy's own work runs on the event loop; its store calls are
+        awaited on an ``AsyncStore``, made inline on a store that does not block (``MemoryStore``), and
+        made in a worker thread on a blocking one, so the loop never waits on a store. Steps that call no
+        store (a new session, an unused one) need no thread."""
+        try:
+            call = next(steps)
+        except StopIteration as done:
+            return done.value
+        if not self._async_store:
+            if not getattr(self.store, "blocking", True):
+                return self._perform(steps, call)
+            import asyncio  # here: importing it up front would double the import time of sessions.py
+
+            return await asyncio.to_thread(self._perform, steps, call)
+        store = self.store
+        try:
+            while True:
+                method, args = call
+                try:
+                    result = await getattr(store, method)(*args)
+                except Exception as exc:
+                    call = steps.throw(_store_failure(method, exc))
+                except BaseException:  # cancelled (the client went away): end the policy now, its
+                    steps.close()  # finally blocks run (a commit closes its session), then go
+                    raise
+                else:
+                    call = steps.send(result)
+        except StopIteration as done:
+            return done.value
 
     def _store_expiry(self, session: Session) -> Optional[float]:
         expires = session._cookie.expires_ms
@@ -2998,18 +3689,212 @@ def _wsgi_request(manager: SessionManager, environ: Dict[str, Any]) -> Tuple[Opt
     tls = environ.get("wsgi.url_scheme") == "https"
     secure = manager.is_secure(tls, text("HTTP_X_FORWARDED_PROTO"))
     raw = text("RAW_URI") or text("REQUEST_URI")  # as sent: what browsers path-match
-    if raw:
-        path = _request_path(raw)
-    else:  # PEP 3333 only has the decoded path
-        path = text("SCRIPT_NAME") + text("PATH_INFO")
+    path, script = (_request_path(raw) if raw else ""), text("SCRIPT_NAME")
+    # PEP 3333 only has the decoded path; it is also the browser's when a middleware mounted the app under a
+    # prefix the raw URI lacks (ProxyFix's X-Forwarded-Prefix, werkzeug's test client)
+    if not path or (script and not _path_matches(path, script)):
+        path = script + text("PATH_INFO")
     return text("HTTP_COOKIE"), secure, path or "/"
 
 
 # Framework adapters #######################################################################################
 #
 # Each framework already has a session API its users and extensions rely on; these adapters make our
-# Session fill it. Duck typing only: nothing here imports a framework. Each adapter translates the
-# framework's request into open (or open_lazy) and its response into response_headers, and nothing more.
+# Session fill it. Duck typing only: importing sessions.py imports no framework (the two Django classes
+# that subclass Django's are built on first lookup, see "Django"). Each adapter translates the framework's
+# request into open (or open_lazy) and its response into response_headers, and nothing more.
+
+
+#: The Flask settings the session reads (``SECRET_KEY_FALLBACKS`` and ``SESSION_COOKIE_PARTITIONED`` are Flask
+#: 3.1's; older Flask has neither, which reads as their defaults).
+_FLASK_SESSION_SETTINGS = (
+    "SECRET_KEY", "SECRET_KEY_FALLBACKS", "SESSION_COOKIE_NAME", "SESSION_COOKIE_DOMAIN", "SESSION_COOKIE_PATH",
+    "APPLICATION_ROOT", "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SECURE", "SESSION_COOKIE_SAMESITE",
+    "SESSION_COOKIE_PARTITIONED", "SESSION_REFRESH_EACH_REQUEST", "SESSION_PERMANENT", "PERMANENT_SESSION_LIFETIME",
+)
+
+_FLASK_SESSION_STORE = "choose the store with FlaskSessionInterface(store=...)"
+#: Flask-Session's settings that sessions.py does not read, and what to do instead. One left in app.config is
+#: a ConfigurationError (never silently ignored); its SESSION_PERMANENT is read, and SESSION_USE_SIGNER is
+#: moot (the id is always signed).
+_FLASK_SESSION_EXTENSION_SETTINGS = dict.fromkeys(
+    ("SESSION_TYPE", "SESSION_CLEANUP_N_REQUESTS", "SESSION_REDIS", "SESSION_MEMCACHED", "SESSION_CACHELIB",
+     "SESSION_FILE_DIR", "SESSION_FILE_THRESHOLD", "SESSION_FILE_MODE", "SESSION_MONGODB", "SESSION_MONGODB_DB",
+     "SESSION_MONGODB_COLLECT", "SESSION_SQLALCHEMY", "SESSION_SQLALCHEMY_TABLE", "SESSION_SQLALCHEMY_SEQUENCE",
+     "SESSION_SQLALCHEMY_SCHEMA", "SESSION_SQLALCHEMY_BIND_KEY", "SESSION_DYNAMODB", "SESSION_DYNAMODB_TABLE"),
+    _FLASK_SESSION_STORE,
+)
+_FLASK_SESSION_EXTENSION_SETTINGS.update(
+    SESSION_KEY_PREFIX="the key prefix is the store's (RedisStore(client, prefix=...))",
+    SESSION_ID_LENGTH="ids are 32 characters of 24 random bytes (SessionManager(genid=...) makes others)",
+    SESSION_SERIALIZATION_FORMAT="records are JSON, values in Flask's tagged JSON",
+)
+
+
+def _flask_settings(config: Any) -> Tuple[Any, ...]:
+    """The session settings of a Flask app's config, as a comparable snapshot (lists copied to tuples, so a
+    list changed in place still counts as a change)."""
+    values = (config.get(key) for key in _FLASK_SESSION_SETTINGS)
+    return tuple(tuple(value) if isinstance(value, list) else value for value in values)
+
+
+def _flask_options(config: Any) -> Dict[str, Tuple[str, Any]]:
+    """What Flask's own session would do with ``config``: option -> (the setting it comes from, value), each
+    value read as Flask's ``SessionInterface.get_cookie_*`` and werkzeug's ``dump_cookie`` read it (a domain's
+    port and leading dot dropped, ``Partitioned`` implying ``Secure``). ``name`` and ``refresh`` are the
+    manager's; the rest are ``CookieOptions`` fields."""
+    domain = config.get("SESSION_COOKIE_DOMAIN")
+    if isinstance(domain, str):
+        domain = domain.partition(":")[0].lstrip(".") or None
+    path_setting = "SESSION_COOKIE_PATH" if config.get("SESSION_COOKIE_PATH") else "APPLICATION_ROOT"
+    same_site = config.get("SESSION_COOKIE_SAMESITE")
+    if isinstance(same_site, str):
+        same_site = _SAME_SITE.get(same_site.lower(), same_site)
+    partitioned = bool(config.get("SESSION_COOKIE_PARTITIONED", False))
+    permanent = config.get("SESSION_PERMANENT")  # Flask-Session's: every new session permanent
+    lifetime = config.get("PERMANENT_SESSION_LIFETIME", timedelta(days=31))
+    return {
+        "name": ("SESSION_COOKIE_NAME", config.get("SESSION_COOKIE_NAME", "session")),
+        "refresh": ("SESSION_REFRESH_EACH_REQUEST", bool(config.get("SESSION_REFRESH_EACH_REQUEST", True))),
+        "domain": ("SESSION_COOKIE_DOMAIN", domain),
+        "path": (path_setting, config.get(path_setting) or "/"),
+        "http_only": ("SESSION_COOKIE_HTTPONLY", bool(config.get("SESSION_COOKIE_HTTPONLY", True))),
+        "secure": ("SESSION_COOKIE_SECURE", bool(config.get("SESSION_COOKIE_SECURE", False)) or partitioned),
+        "same_site": ("SESSION_COOKIE_SAMESITE", same_site),
+        "partitioned": ("SESSION_COOKIE_PARTITIONED", partitioned),
+        "max_age": ("SESSION_PERMANENT", _seconds(lifetime, "PERMANENT_SESSION_LIFETIME") if permanent else None),
+    }
+
+
+def _check_no_flask_session_settings(config: Any) -> None:
+    """ConfigurationError naming a Flask-Session setting left in ``config``, which sessions.py does not read."""
+    for setting, instead in _FLASK_SESSION_EXTENSION_SETTINGS.items():
+        if setting in config:
+            raise ConfigurationError(
+                f"app.config[{setting!r}] is Flask-Session's setting, which sessions.py does not read: {instead}; "
+                "remove it (README: Migrating from Flask's session / Flask-Session)"
+            )
+
+
+def _flask_cookie(app: Any) -> Tuple[str, bool, Dict[str, Any]]:
+    """(cookie name, refresh each request, CookieOptions fields) from ``app.config``."""
+    options = {option: value for option, (_, value) in _flask_options(app.config).items()}
+    return options.pop("name"), options.pop("refresh"), options
+
+
+def _changed_flask_settings(app: Any) -> List[str]:
+    """The session settings ``app`` changed from Flask's defaults, for error messages (never the secrets)."""
+    config, defaults = app.config, getattr(app, "default_config", {})
+    return [f"{key}={_shown(config.get(key))}" for key in _FLASK_SESSION_SETTINGS
+            if not key.startswith("SECRET_KEY") and config.get(key) != defaults.get(key)]
+
+
+def _flask_config_error(app: Any, exc: ConfigurationError) -> ConfigurationError:
+    return ConfigurationError(
+        f"Flask's session settings cannot be used: {exc} (app.config: {', '.join(_changed_flask_settings(app))})"
+    )
+
+
+class _FlaskManager(SessionManager):
+    """The manager ``app.config`` gives: Flask's ``SESSION_REFRESH_EACH_REQUEST`` as its own rule. A loaded
+    permanent session (one whose cookie has a lifetime) re-sends its cookie on every request that uses it,
+    so an active user's cookie never expires; a browser-session cookie is sent only as the save rules say
+    (``rolling`` would re-send it too, which Flask does not)."""
+
+    def __init__(self, *args: Any, refresh_each_request: bool, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.refresh_each_request = refresh_each_request
+
+    def _should_set_cookie(self, session: Session, is_new: bool, modified: bool, now_ms: int) -> bool:
+        refreshed = self.refresh_each_request and not is_new and session._cookie.expires_ms is not None
+        return refreshed or super()._should_set_cookie(session, is_new, modified, now_ms)
+
+
+def _flask_manager(app: Any, store: Store, codec: FlaskTaggedJSON) -> Optional[SessionManager]:
+    """A SessionManager configured the way Flask configures its own session, from ``app.config``, storing
+    values in Flask's tagged JSON; None without a ``SECRET_KEY`` (Flask then gives the request its null
+    session, which refuses writes)."""
+    config = app.config
+    if not config.get("SECRET_KEY"):
+        return None
+    secrets = [config["SECRET_KEY"], *(config.get("SECRET_KEY_FALLBACKS") or ())]  # the current key signs
+    name, refresh, cookie = _flask_cookie(app)
+    try:
+        return _FlaskManager(
+            secrets, store=store, name=name, cookie=cookie, codec=codec, refresh_each_request=refresh
+        )
+    except ConfigurationError as exc:
+        raise _flask_config_error(app, exc) from None
+
+
+def _check_flask_agrees(app: Any, manager: SessionManager) -> None:
+    """ConfigurationError naming the first session setting the app changed from Flask's default that the
+    explicit ``manager`` contradicts: the manager decides, and a setting is never silently ignored. The
+    secrets are not compared: ``SECRET_KEY`` serves the app's other signatures too, and the manager has its
+    own. ``SESSION_REFRESH_EACH_REQUEST = False`` contradicts a ``rolling`` manager (``True`` is Flask's
+    default, so a manager without ``rolling`` decides that permanent cookies are not refreshed)."""
+    config, defaults = app.config, getattr(app, "default_config", {})
+    has = {"name": manager.name, "refresh": manager.rolling}
+    for option, (setting, value) in _flask_options(config).items():
+        if config.get(setting) == defaults.get(setting):
+            continue
+        current = has[option] if option in has else getattr(manager.cookie_options, option)
+        if value != current:
+            shown = {"name": "name", "refresh": "rolling"}.get(option, f"cookie {option}")
+            raise ConfigurationError(
+                f"app.config[{setting!r}] is {_shown(config.get(setting))}, but the session manager's {shown} "
+                f"is {_shown(current)}: the manager decides; remove the setting or make the two agree"
+            )
+
+
+class FlaskTaggedJSON:
+    """Flask's own tagged JSON (``flask.json.tag.TaggedJSONSerializer``) as a ``SessionManager`` codec, so the
+    values Flask's session round-trips come back with their types: ``tuple``, ``bytes``, ``Markup``, ``UUID``,
+    ``datetime`` and dicts and lists holding them. A record stays JSON any reader (an Express app) can read:
+    ``(1, 2)`` is stored as ``{" t":[1,2]}``, as Flask's cookie holds it.
+
+    ``serializer`` is Flask's serializer (by default ``flask.sessions.session_json_serializer``, the one
+    Flask's own session uses, so tags an extension registered on it apply here too).
+
+    The manager refuses at assignment (``SerializationError``) what would not come back equal and of the
+    same types: a str or dict subclass other than ``Markup`` (it would come back a plain str or dict), a
+    dict with keys that are not str, a naive datetime or one with microseconds (Flask's tag keeps UTC to the
+    second), a whole float (JSON gives back an int), a set or any other type.
+    """
+
+    __slots__ = ("_serializer",)
+
+    def __init__(self, serializer: Any = None) -> None:
+        self._serializer = serializer
+
+    @property
+    def serializer(self) -> Any:
+        if self._serializer is None:  # Flask is imported by the time an app uses its session
+            self._serializer = sys.modules["flask.sessions"].session_json_serializer
+        return self._serializer
+
+    def encode(self, value: Any) -> Any:
+        """The tagged, JSON-ready form of ``value`` (``{" t":[1,2]}`` for ``(1, 2)``)."""
+        return self.serializer.tag(value)
+
+    def decode(self, value: Any) -> Any:
+        """``value`` (loaded JSON) with its tags turned back into Python types, innermost first (as Flask's
+        ``TaggedJSONSerializer.loads`` does, through its public ``untag``)."""
+        untag = self.serializer.untag
+        if isinstance(value, dict):
+            return untag({key: self.decode(item) for key, item in value.items()})
+        if isinstance(value, list):
+            return [self.decode(item) for item in value]
+        return value
+
+
+class _FlaskApp:
+    """The session state of one Flask app: the settings it was built from and the manager they give."""
+
+    __slots__ = ("settings", "manager")
+
+    def __init__(self, settings: Tuple[Any, ...], manager: Optional[SessionManager]) -> None:
+        self.settings, self.manager = settings, manager
 
 
 class _FlaskSession(Session):
@@ -3017,8 +3902,7 @@ class _FlaskSession(Session):
     ``permanent``; ``modified`` is the core's). It reads its request from the WSGI environ, like the WSGI
     adapter's session, and opens on first use."""
 
-    #: Set by Flask itself whenever ``flask.session`` is used (Flask 3.1+); nothing here depends on it.
-    accessed = False
+    _flask_accessed = False
 
     def __init__(self, manager: SessionManager, environ: Dict[str, Any], lifetime: Seconds) -> None:
         super().__init__(manager, lambda: _wsgi_request(manager, environ))
@@ -3028,6 +3912,16 @@ class _FlaskSession(Session):
     def new(self) -> bool:
         """Flask's name for ``is_new``."""
         return self.is_new
+
+    @property
+    def accessed(self) -> bool:
+        """Whether the request used the session: the core's ``accessed``, or Flask (3.1.3+) set it (it does
+        whenever ``flask.session`` is touched). It adds ``Vary: Cookie``, as in Flask."""
+        return self._flask_accessed or self._accessed
+
+    @accessed.setter
+    def accessed(self, value: bool) -> None:
+        self._flask_accessed = bool(value)
 
     @property
     def permanent(self) -> bool:
@@ -3042,35 +3936,194 @@ class _FlaskSession(Session):
         if bool(value) != self.permanent:
             self.cookie.max_age = self._lifetime if value else None
 
+    @property
+    def _emptied(self) -> bool:
+        """A loaded session this request emptied: Flask deletes such a session's cookie."""
+        return (self._accessed and self._status is _OPEN and self._new_reason is None
+                and not len(self) and self.modified)
+
+
+def _add_cache_safety(response: Any, directive: str) -> None:
+    """Add ``directive`` (``no-cache="Set-Cookie"``) to the response's one Cache-Control header, unless the
+    view already set one that keeps shared caches from storing the cookie (``no-store``, ``no-cache``,
+    ``private``); a ``no-cache`` listing fields gets ``Set-Cookie`` added to its list."""
+    control = response.cache_control  # werkzeug's parsed view of the header
+    no_cache = control.no_cache
+    if control.no_store or no_cache is True or control.private is True:
+        return
+    if isinstance(no_cache, str):
+        if "set-cookie" not in no_cache.lower():
+            control.no_cache = f"{no_cache}, Set-Cookie"
+        return
+    present = ", ".join(response.headers.getlist("Cache-Control"))
+    response.headers["Cache-Control"] = f"{present}, {directive}" if present else directive
+
 
 class FlaskSessionInterface:
-    """Sessions for Flask: ``app.session_interface = sessions.FlaskSessionInterface(manager)``.
+    """Sessions for Flask: ``app.session_interface = sessions.FlaskSessionInterface(store=store)``, configured
+    the Flask way, or ``FlaskSessionInterface(manager)`` where a ``SessionManager`` decides.
+
+    Without a manager, each app gets a manager built from its ``app.config`` as Flask configures its own
+    session: ``SECRET_KEY`` signs and ``SECRET_KEY_FALLBACKS`` verify (without a ``SECRET_KEY`` the request
+    gets Flask's null session, whose writes raise Flask's "session is unavailable" ``RuntimeError``), the
+    ``SESSION_COOKIE_*`` settings (path: ``SESSION_COOKIE_PATH``, else ``APPLICATION_ROOT``) and
+    ``SESSION_REFRESH_EACH_REQUEST`` (a permanent session's cookie is re-sent on every request that uses
+    the session). The settings are read on each request, as Flask does, and the
+    manager rebuilt when they change (a rotated key takes effect at the next request). The store is
+    ``store`` (a ``MemoryStore`` by default), shared by every app the interface serves.
+
+    Values are stored in Flask's tagged JSON (``FlaskTaggedJSON`` over ``serializer``): ``tuple``,
+    ``bytes``, ``Markup``, ``UUID`` and ``datetime`` come back with their types, and what would not come
+    back the same is refused at assignment with ``SerializationError``.
+
+    With a manager, its options decide (its ``codec`` too: give it ``codec=sessions.FlaskTaggedJSON()`` for
+    Flask's types); a session setting the app changed from Flask's default that contradicts them is a
+    ``ConfigurationError`` at the first request, naming the setting. So is a Flask-Session setting left in
+    ``app.config`` (``SESSION_TYPE``, ...), in either form; Flask-Session's ``SESSION_PERMANENT`` is read.
 
     ``flask.session`` is then a ``Session`` (opened on first use: a view that never touches it costs no
-    store call and sends no header), so ``flash``/``get_flashed_messages`` work and
-    ``flask.session.regenerate(keep_data=True)`` is there for logins. Flask calls ``save_session`` when the
-    response object is complete, before the server sends anything: the commit happens there with the
-    response's status, so a 500 (an exception in the view) saves nothing new. A store failure there raises,
-    and Flask answers 500 without the cookie. Flask's own ``SESSION_COOKIE_*`` settings are not used: the
-    manager's options decide; ``PERMANENT_SESSION_LIFETIME`` is the lifetime ``session.permanent = True``
-    gives a browser-session cookie.
+    store call and sends no header; one that does gets ``Vary: Cookie`` merged into its one Vary header), so
+    ``flash``/``get_flashed_messages`` work and ``flask.session.regenerate(keep_data=True)`` is there for
+    logins. A loaded session the request empties (``session.clear()``) is deleted with its cookie, as Flask
+    deletes an emptied session's cookie. ``PERMANENT_SESSION_LIFETIME`` is the
+    lifetime ``session.permanent = True`` gives a browser-session cookie. Flask calls ``save_session`` when
+    the response object is complete, before the server sends anything: the commit happens there with the
+    response's status, so a 500 (an exception in the view) saves nothing new. A store failure there
+    raises, and Flask answers 500 without the cookie. The hooks of Flask's ``SessionInterface`` that
+    extensions call (``get_cookie_name`` and the other ``get_cookie_*``, ``get_expiration_time``,
+    ``should_set_cookie``, ``is_null_session``, ``make_null_session``) answer for the session as it is.
     """
 
-    def __init__(self, manager: SessionManager) -> None:
+    #: Flask's flag for extensions: the session is not pickled.
+    pickle_based = False
+
+    def __init__(
+        self, manager: Optional[SessionManager] = None, *, store: Optional[Store] = None, serializer: Any = None
+    ) -> None:
+        if manager is not None and (store is not None or serializer is not None):
+            raise ConfigurationError(
+                "pass either a manager or store= and serializer=, not both: the manager has its store and codec"
+            )
+        if manager is not None and not callable(getattr(manager, "response_headers", None)):
+            raise ConfigurationError(f"manager must be a sessions.SessionManager, not a {type(manager).__name__}")
         self.manager = manager
+        self.store = manager.store if manager is not None else (MemoryStore() if store is None else store)
+        #: How values are stored: Flask's tagged JSON, or with a manager, the manager's codec.
+        self.codec = manager.codec if manager is not None else FlaskTaggedJSON(serializer)
+        self._apps: "weakref.WeakKeyDictionary[Any, _FlaskApp]" = weakref.WeakKeyDictionary()
 
-    def open_session(self, app: Any, request: Any) -> Session:
-        """Flask calls this when a request starts; nothing is read until the session is used."""
-        return _FlaskSession(self.manager, request.environ, app.permanent_session_lifetime)
+    def manager_for(self, app: Any) -> Optional[SessionManager]:
+        """The manager that serves ``app`` now: the explicit one (checked against the app's settings), or the
+        one its config gives (None without a ``SECRET_KEY``). Cheap: rebuilt only when a setting changed."""
+        settings = _flask_settings(app.config)
+        known = self._apps.get(app)
+        if known is not None and known.settings == settings:
+            return known.manager
+        _check_no_flask_session_settings(app.config)
+        if self.manager is not None:
+            _check_flask_agrees(app, self.manager)
+            manager = self.manager
+        else:
+            manager = _flask_manager(app, self.store, self.codec)
+        self._apps[app] = _FlaskApp(settings, manager)
+        return manager
 
-    def is_null_session(self, obj: object) -> bool:
-        """Never: every request has a real session (Flask asks before ``save_session``)."""
-        return False
+    # What Flask calls on every request ------------------------------------------------------------------
+
+    def open_session(self, app: Any, request: Any) -> Optional[Session]:
+        """Flask calls this when a request starts; nothing is read until the session is used. None (no
+        ``SECRET_KEY``) makes Flask use ``make_null_session``."""
+        manager = self.manager_for(app)
+        if manager is None:
+            return None
+        return _FlaskSession(manager, request.environ, app.permanent_session_lifetime)
 
     def save_session(self, app: Any, session: Session, response: Any) -> None:
-        """Commit and add the Set-Cookie / Vary / Cache-Control headers to the response."""
-        for name, value in self.manager.response_headers(session, response.status_code):
-            response.headers.add(name, value)
+        """Commit, and merge the session's headers into the response's: the cookie, ``Vary: Cookie`` into
+        its one Vary header (whenever the session was used, as Flask does), ``no-cache="Set-Cookie"`` into
+        its Cache-Control. A loaded session the request emptied is destroyed and its cookie expired, as
+        Flask deletes an emptied session's cookie."""
+        status = response.status_code
+        if status < 500 and isinstance(session, _FlaskSession) and session._emptied:
+            session.destroy()
+        accessed = getattr(session, "accessed", False)
+        for name, value in session._manager.response_headers(session, status):
+            if name == "Vary":
+                response.vary.add(value)
+            elif name == "Cache-Control":
+                _add_cache_safety(response, value)
+            else:
+                response.headers.add(name, value)
+        if accessed:
+            response.vary.add("Cookie")
+
+    @property
+    def serializer(self) -> Any:
+        """Flask's ``TaggedJSONSerializer`` the session stores values with (``flask.sessions
+        .session_json_serializer`` unless ``serializer=`` says otherwise, as Flask's own session interface):
+        register an extension's tags on it. None for a manager whose codec has none."""
+        return getattr(self.codec, "serializer", None)
+
+    # Flask's null session: a request without SECRET_KEY -------------------------------------------------
+
+    @property
+    def null_session_class(self) -> type:
+        """Flask's own ``NullSession``: reads are empty, writes raise Flask's "session is unavailable"."""
+        return sys.modules["flask.sessions"].NullSession
+
+    def make_null_session(self, app: Any) -> Any:
+        return self.null_session_class()
+
+    def is_null_session(self, obj: object) -> bool:
+        return isinstance(obj, self.null_session_class)
+
+    # The hooks of Flask's SessionInterface that extensions call -----------------------------------------
+
+    def _cookie(self, app: Any) -> Tuple[str, CookieOptions]:
+        manager = self.manager_for(app)
+        if manager is not None:
+            return manager.name, manager.cookie_options
+        name, _, cookie = _flask_cookie(app)  # no SECRET_KEY, no session: what its cookie would be
+        try:
+            return name, CookieOptions(**cookie)
+        except ConfigurationError as exc:
+            raise _flask_config_error(app, exc) from None
+
+    def _cookie_options(self, app: Any) -> CookieOptions:
+        return self._cookie(app)[1]
+
+    def get_cookie_name(self, app: Any) -> str:
+        return self._cookie(app)[0]
+
+    def get_cookie_domain(self, app: Any) -> Optional[str]:
+        return self._cookie_options(app).domain
+
+    def get_cookie_path(self, app: Any) -> str:
+        return self._cookie_options(app).path
+
+    def get_cookie_httponly(self, app: Any) -> bool:
+        return self._cookie_options(app).http_only
+
+    def get_cookie_secure(self, app: Any) -> bool:
+        """True when the cookie is always Secure (with ``secure="auto"`` it is Secure on HTTPS only)."""
+        return self._cookie_options(app).secure is True
+
+    def get_cookie_samesite(self, app: Any) -> Optional[str]:
+        return self._cookie_options(app).same_site
+
+    def get_cookie_partitioned(self, app: Any) -> bool:
+        return self._cookie_options(app).partitioned
+
+    def get_expiration_time(self, app: Any, session: Session) -> Optional[datetime]:
+        """When the session's cookie expires (aware UTC), or None for a browser-session cookie."""
+        return session.cookie.expires
+
+    def should_set_cookie(self, app: Any, session: Session) -> bool:
+        """Flask's rule: modified, or permanent while the session is refreshed on each request (``rolling``
+        refreshes every loaded session)."""
+        manager = session._manager
+        refresh = getattr(manager, "refresh_each_request", False) and getattr(session, "permanent", False)
+        return session.modified or refresh or (manager.rolling and not session.is_new)
 
 
 #: Starlette ``SessionMiddleware``'s keyword arguments and defaults, which ``ASGISessionMiddleware`` accepts.
@@ -3108,11 +4161,11 @@ class ASGISessionMiddleware:
     added to that message; an app that fails before starting its response commits nothing (the server or
     Starlette answers 500).
 
-    The event loop never waits on store I/O at open or commit: a store whose ``blocking`` attribute is true
-    (the default of ``Store``) is called in a worker thread there; a non-blocking store (``MemoryStore``)
-    inline. The session methods that call the store at once (``save``, ``reload``, ``destroy``, ``flush``)
-    run where they are called: with a blocking store, an async endpoint calls them through
-    ``asyncio.to_thread``. HTTPS is ``scope["scheme"]`` or, with ``trust_proxy``, ``X-Forwarded-Proto``.
+    The event loop never waits on store I/O at open or commit: an ``AsyncStore`` is awaited; a sync store
+    whose ``blocking`` attribute is true (the default of ``Store``) is called in a worker thread; a
+    non-blocking one (``MemoryStore``) inline. An async endpoint calls the session methods that reach the
+    store at once as ``await session.asave()``, ``areload()``, ``adestroy()``, ``aflush()`` (the same rule);
+    their sync twins call a sync store where they are called, and refuse an async store. HTTPS is ``scope["scheme"]`` or, with ``trust_proxy``, ``X-Forwarded-Proto``.
     Other scopes (``lifespan``) pass through untouched.
     """
 
@@ -3137,10 +4190,6 @@ class ASGISessionMiddleware:
                     f"ASGISessionMiddleware takes manager= or Starlette's arguments, not both: {given[0]} was "
                     "given with a manager, which decides every setting; set it on the manager instead"
                 )
-        self._blocking = bool(getattr(self.manager.store, "blocking", True))
-        import asyncio  # here, not at the top: it would double the import time of sessions.py for everyone
-
-        self._to_thread = asyncio.to_thread
 
     async def __call__(self, scope: Dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -3150,20 +4199,14 @@ class ASGISessionMiddleware:
         # the lambda holds the request, not the scope, which will hold the session
         session = self.manager.open_lazy(lambda: request)
         if parse_cookie_header(request[0], self.manager.name):  # a session to read: read it up front
-            if self._blocking:
-                await self._to_thread(session._preload)
-            else:
-                session._preload()
+            await session._apreload()
         scope["session"] = session
 
         async def send_with_session(message: Dict[str, Any]) -> None:
             kind = message["type"]
             if kind == "http.response.start" or kind == "websocket.accept":
                 status = message.get("status", 101)  # websocket.accept: the handshake's 101 response
-                if self._blocking and session.accessed:  # an unused session commits without the store
-                    headers = await self._to_thread(self.manager.response_headers, session, status)
-                else:
-                    headers = self.manager.response_headers(session, status)
+                headers = await self.manager.aresponse_headers(session, status)
                 if headers:
                     message = dict(message)
                     message["headers"] = list(message.get("headers") or ()) + [
@@ -3212,38 +4255,131 @@ def _asgi_request(manager: SessionManager, scope: Dict[str, Any]) -> Tuple[List[
     return cookies, secure, path or "/"
 
 
+# Django ###################################################################################################
+#
+# A Django project switches by settings alone (README "Django"): the middleware, a session engine for
+# ``SESSION_ENGINE`` (Django's test client and ``SessionStore(key)`` code build sessions through it), an app
+# whose system checks report what cannot apply, and a manager built from Django's ``SESSION_*`` settings
+# unless one is named. Nothing here imports Django when sessions.py is imported: the settings are read
+# through ``sys.modules`` (Django has loaded them by the time any of this runs), and the two classes that
+# must subclass Django's own (the middleware, for the admin's check ``admin.E410``; the app config) are
+# built on first access by the module's ``__getattr__``.
+
+def _django_settings() -> Any:
+    return sys.modules["django.conf"].settings
+
+
+def _django_key_request(manager: SessionManager, key: Any) -> Tuple[Optional[str], bool, str]:
+    """What the session a ``session_key`` names opens from: the key is the session cookie's value, verified
+    as a browser's would be, so an unsigned id is never accepted; a key that could not be a cookie value
+    (it would smuggle a second cookie into the header) counts as none. Secure: the cookie is accepted
+    whatever its attributes (Django's test client has no TLS)."""
+    usable = isinstance(key, str) and key and not any(c in key for c in ';,"\\ \t\r\n')
+    return (f"{manager.name}={key}" if usable else None), True, manager.cookie_options.path
+
+
+def _django_open_key(manager: SessionManager, key: Any) -> Session:
+    """The session a ``session_key`` names (a new one if it names none)."""
+    return manager.open(*_django_key_request(manager, key))
+
+
 class _DjangoSession(Session):
-    """``request.session`` for Django: our session plus the part of Django's ``SessionBase`` API that
-    ``django.contrib.auth`` (``cycle_key``, ``flush``), messages, CSRF (``CSRF_USE_SESSIONS``) and views
-    (``set_expiry`` and friends) call. ``request.META`` is the WSGI environ; HTTPS is also what
-    ``request.is_secure()`` says (Django's ``SECURE_PROXY_SSL_HEADER``). Opens on first use."""
+    """``request.session`` for Django: our session with Django's ``SessionBase`` API, sync and async, so
+    that ``django.contrib.auth`` (``login``/``alogin``: ``cycle_key``, ``flush``; ``request.auser()``),
+    messages, CSRF (``CSRF_USE_SESSIONS``), the admin, Django's test client and views work unchanged.
 
-    def __init__(self, manager: SessionManager, request: Any) -> None:
-        environ, tls = request.META, request.is_secure()  # not the request: it will hold the session
+    ``session_key`` is the signed cookie value (``s%3A<id>.<signature>``, what the browser holds), not the
+    bare id: Django's test client puts ``session_key`` in its cookie jar and builds
+    ``SessionStore(session_key)``, and both then pass the same signature check as a browser's cookie.
+    ``id`` is the id the store knows.
 
-        def opening() -> Tuple[Optional[str], bool, str]:
-            cookie, secure, path = _wsgi_request(manager, environ)
-            return cookie, secure or tls, path
+    Differences from Django's backends, all from the model sessions.py shares with express-session: the
+    expiry slides on every request that uses the session (Django's only when it is saved); ``set_expiry``
+    with a datetime or timedelta sets the lifetime to the time left, which then slides too;
+    ``save(must_create=True)`` needs no retry (a new id is always fresh); writes after ``delete()`` raise
+    ``SessionClosedError`` (Django's backends raise ``UpdateError`` at save)."""
 
-        super().__init__(manager, opening)
+    __slots__ = ()
+    TEST_COOKIE_NAME = "testcookie"  # Django's names
+    TEST_COOKIE_VALUE = "worked"
 
-    @property
-    def accessed(self) -> bool:
-        """Whether the session was read (Django's name for ``opened``)."""
-        return self.opened
+    def __bool__(self) -> bool:
+        """Always true, like Django's ``SessionBase`` (which has no length): Django's test client asks
+        ``if self.session:`` to mean "is there one"."""
+        return True
 
+    # State and keys (``accessed`` and ``modified`` are the core's, with Django's meaning)
     @property
     def session_key(self) -> Optional[str]:
-        """The id, or None while the session is new (Django's convention: no key until stored)."""
-        return None if self.is_new else self.id
+        """The signed cookie value, once the store may hold the session (loaded, saved, or stored by
+        ``cycle_key``/``create``); None for a new session until then and after ``flush()``, like Django."""
+        sid = self.id  # opens the session first
+        if not self._may_be_stored:
+            return None
+        return _encode_signed("s:" + _sign(sid, self._manager._keys[0]))
+
+    def is_empty(self) -> bool:
+        """No ``session_key`` and no data (Django's test for "delete the browser's cookie")."""
+        return self.session_key is None and not len(self)
+
+    def has_key(self, key: str) -> bool:
+        return key in self
+
+    def exists(self, session_key: str) -> bool:
+        """Whether ``session_key`` names a live session in the store."""
+        return not _django_open_key(self._manager, session_key).is_new
+
+    def load(self) -> Dict[str, Any]:
+        """The data the store holds for this session now, as a new dict ({} if none); the session itself
+        is left as it is (Django's ``load``)."""
+        stored = _django_open_key(self._manager, self.session_key)
+        return {} if stored.is_new else dict(stored)
+
+    def save(self, must_create: bool = False) -> None:
+        """Write the session to the store now; ``session_key`` is set from then on. ``must_create`` is
+        Django's signature: a new session's id is fresh already."""
+        super().save()
+
+    def create(self) -> None:
+        """Move the session to a new id and store it now, data kept (Django's ``create``, which
+        ``cycle_key`` calls); a record under the old id is deleted."""
+        self.regenerate(keep_data=True)
+        super().save()
 
     def cycle_key(self) -> None:
-        """A new id, keeping the data (``auth.login`` calls it against session fixation)."""
-        self.regenerate(keep_data=True)
+        """A new id, data kept, stored now like Django's (``auth.login`` calls it against session fixation)."""
+        self.create()
+
+    def delete(self, session_key: Optional[str] = None) -> None:
+        """Delete a session's record now: this one's (``destroy()``: the response expires the browser's
+        cookie), or the one ``session_key`` names."""
+        if session_key is None or session_key == self.session_key:
+            self.destroy()
+            return
+        other = _django_open_key(self._manager, session_key)
+        if not other.is_new:
+            other.destroy()
+
+    # The test cookie
+    def set_test_cookie(self) -> None:
+        self[self.TEST_COOKIE_NAME] = self.TEST_COOKIE_VALUE
+
+    def test_cookie_worked(self) -> bool:
+        return self.get(self.TEST_COOKIE_NAME) == self.TEST_COOKIE_VALUE
+
+    def delete_test_cookie(self) -> None:
+        del self[self.TEST_COOKIE_NAME]
+
+    # Expiry: the session cookie's lifetime, which the record shares
+    def get_session_cookie_age(self) -> int:
+        """The default lifetime in seconds: the manager's cookie ``max_age``, or ``SESSION_COOKIE_AGE`` for
+        browser-session cookies (the record then lives by the store's ``default_ttl``)."""
+        max_age = self._manager.cookie_options.max_age
+        return _django_settings().SESSION_COOKIE_AGE if max_age is None else round(max_age)
 
     def set_expiry(self, value: Union[int, float, timedelta, datetime, None]) -> None:
-        """Django's ``set_expiry``: seconds (0 = until the browser closes), a timedelta, an aware datetime,
-        or None for the manager's cookie ``max_age``."""
+        """Django's ``set_expiry``: seconds of inactivity (0: until the browser closes), a timedelta or an
+        aware datetime (the time left, from now, sliding afterwards), or None for the default lifetime."""
         if isinstance(value, datetime):
             value = max(0.0, value.timestamp() - self._manager.clock())
         elif value == 0:
@@ -3252,63 +4388,478 @@ class _DjangoSession(Session):
             value = self._manager.cookie_options.max_age
         self.cookie.max_age = value
 
-    def get_expiry_age(self) -> Optional[int]:
-        """Whole seconds until the session expires (rounded up, so ``set_expiry(60)`` reads back 60), or None
-        for a browser-session cookie."""
-        max_age = self.cookie.max_age
-        return None if max_age is None else max(0, math.ceil(max_age))
+    def get_expiry_age(self, **kwargs: Any) -> int:
+        """Seconds the session lives after this request: its lifetime, or ``get_session_cookie_age()`` for
+        a browser-session cookie (Django's). Django's ``modification`` and ``expiry`` keyword arguments
+        compute it from those instead."""
+        if "expiry" in kwargs:
+            return _django_expiry_age(kwargs["expiry"], kwargs.get("modification") or self._now(),
+                                      self.get_session_cookie_age())
+        original = self.cookie.original_max_age
+        return self.get_session_cookie_age() if original is None else round(original)
 
-    def get_expiry_date(self) -> Optional[datetime]:
-        """When the session expires (aware UTC), or None for a browser-session cookie."""
-        return self.cookie.expires
+    def get_expiry_date(self, **kwargs: Any) -> datetime:
+        """When the session expires (aware UTC), ``get_expiry_age()`` from now, like Django's; with
+        ``modification`` and ``expiry`` from those."""
+        if isinstance(kwargs.get("expiry"), (datetime, str)):
+            expiry = kwargs["expiry"]
+            return datetime.fromisoformat(expiry) if isinstance(expiry, str) else expiry
+        modification = kwargs.get("modification") or self._now()
+        return modification + timedelta(seconds=self.get_expiry_age(**kwargs))
 
     def get_expire_at_browser_close(self) -> bool:
         return self.cookie.original_max_age is None
 
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._manager.clock(), timezone.utc)
 
-class DjangoSessionMiddleware:
-    """Sessions for Django, replacing ``django.contrib.sessions.middleware.SessionMiddleware`` in
-    ``MIDDLEWARE`` (same place: before auth and messages). The manager is the setting named by
-    ``setting``, ``SESSIONS_PY_MANAGER``: a ``SessionManager`` or its dotted path
-    (``"mysite.sessions.manager"``). Django's ``SESSION_*`` settings are not used.
+    # Async: Django's a<name> methods. What calls the store goes through the core's async methods, which
+    # await an AsyncStore, call MemoryStore inline and a blocking store in a worker thread: never on the loop.
+    async def _aopened(self) -> None:
+        """Opened (cookie verified, record loaded) and in use, without the event loop waiting on a store."""
+        await self._apreload()
+        self._use()
 
-    ``request.session`` opens on first use. The commit happens when the response comes back through this
-    middleware, before Django's handler sends anything; an exception in the view has become a 500 response
-    by then, which saves nothing new. The admin's check for Django's own middleware must be silenced:
-    ``SILENCED_SYSTEM_CHECKS = ["admin.E410"]``.
+    async def aexists(self, session_key: str) -> bool:
+        """Django's ``aexists``: ``exists`` for async code."""
+        return not (await self._manager.aopen(*_django_key_request(self._manager, session_key))).is_new
+
+    async def aload(self) -> Dict[str, Any]:
+        """Django's ``aload``: ``load`` for async code."""
+        await self._aopened()
+        stored = await self._manager.aopen(*_django_key_request(self._manager, self.session_key))
+        return {} if stored.is_new else dict(stored)
+
+    async def asave(self, must_create: bool = False) -> None:
+        """Django's ``asave``: ``save`` for async code."""
+        await self._aopened()
+        await super().asave()
+
+    async def acreate(self) -> None:
+        """Django's ``acreate``: ``create`` for async code."""
+        await self._aopened()
+        self.regenerate(keep_data=True)
+        await super().asave()
+
+    async def acycle_key(self) -> None:
+        """Django's ``acycle_key``: ``cycle_key`` for async code (``alogin`` calls it)."""
+        await self.acreate()
+
+    async def adelete(self, session_key: Optional[str] = None) -> None:
+        """Django's ``adelete``: ``delete`` for async code."""
+        await self._aopened()
+        if session_key is None or session_key == self.session_key:
+            await self.adestroy()
+            return
+        other = await self._manager.aopen(*_django_key_request(self._manager, session_key))
+        if not other.is_new:
+            await other.adestroy()
+
+    async def aflush(self) -> None:
+        """Django's ``aflush``: ``flush`` for async code (``alogout`` calls it)."""
+        await self._aopened()
+        await super().aflush()
+
+
+def _django_expiry_age(expiry: Any, modification: datetime, default: int) -> int:
+    """Django's ``get_expiry_age(modification=..., expiry=...)``: seconds from ``modification``."""
+    if not expiry:
+        return default
+    if isinstance(expiry, str):
+        expiry = datetime.fromisoformat(expiry)
+    if not isinstance(expiry, datetime):
+        return expiry
+    delta = expiry - modification
+    return delta.days * 86400 + delta.seconds
+
+
+def _after_opening(name: str, method_name: Optional[str] = None) -> Callable[..., Any]:
+    """The async twin ``a<name>`` of a method that uses only opened data: it opens the session off the
+    loop, then runs inline."""
+    async def method(self: _DjangoSession, *args: Any, **kwargs: Any) -> Any:
+        await self._aopened()
+        return getattr(self, method_name or name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = "a" + name
+    method.__doc__ = f"Django's ``a{name}``: ``{name}`` for async code."
+    return method
+
+
+for _name in ("get", "pop", "setdefault", "update", "has_key", "keys", "values", "items", "clear",
+              "set_test_cookie", "test_cookie_worked", "delete_test_cookie", "set_expiry", "get_expiry_age",
+              "get_expiry_date", "get_expire_at_browser_close"):
+    setattr(_DjangoSession, "a" + _name, _after_opening(_name))
+_DjangoSession.aset = _after_opening("set", "__setitem__")  # type: ignore[attr-defined]
+del _name
+
+
+class SessionStore(_DjangoSession):
+    """Django's session engine interface: with ``SESSION_ENGINE = "sessions"``, Django's test client
+    (``login``, ``force_login``, ``logout``, ``client.session``) and code that calls
+    ``SessionStore(session_key)`` get sessions.py sessions in the project's store, the ones
+    ``DjangoSessionMiddleware`` serves. ``session_key`` is a session cookie's value; one that does not
+    verify (or names no live session) gives a new, empty session, like Django's backends."""
+
+    __slots__ = ()
+
+    def __init__(self, session_key: Optional[str] = None) -> None:
+        manager = _django_manager()
+        request = _django_key_request(manager, session_key)
+        super().__init__(manager, lambda: request)
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Delete expired records (Django's ``clearsessions``): ``prune()`` for stores that have it; others
+        (Redis) expire records themselves."""
+        prune = getattr(_django_manager().store, "prune", None)
+        if prune is not None:
+            prune()
+
+    @classmethod
+    async def aclear_expired(cls) -> None:
+        import asyncio
+
+        await asyncio.to_thread(cls.clear_expired)
+
+
+def _django_request(manager: SessionManager, request: Any) -> Callable[[], Tuple[Optional[str], bool, str]]:
+    """What a Django request's session opens from. ``request.META`` is the WSGI environ (or ASGI's
+    equivalent); HTTPS is also what ``request.is_secure()`` says (``SECURE_PROXY_SSL_HEADER``)."""
+    environ, tls = request.META, request.is_secure()  # not the request: it will hold the session
+
+    def opening() -> Tuple[Optional[str], bool, str]:
+        cookie, secure, path = _wsgi_request(manager, environ)
+        return cookie, secure or tls, path
+
+    return opening
+
+
+class _DjangoSessionMiddleware:
+    """Sessions for Django, in place of ``django.contrib.sessions.middleware.SessionMiddleware`` in
+    ``MIDDLEWARE`` (same place: before auth and messages). It is a subclass of Django's, so the admin's
+    check finds it and Django's sync/async handling (``MiddlewareMixin``) runs it; Django is imported
+    only when ``sessions.DjangoSessionMiddleware`` is first looked up.
+
+    ``request.session`` opens on first use (with ``SESSION_SAVE_EVERY_REQUEST``, at the latest when the
+    response comes back, as Django's is saved then). The commit runs when the response comes back through
+    this middleware, before Django sends anything; a 5xx response (an exception in the view has become one
+    by then) stores nothing new. The cookie is set and deleted through ``response.set_cookie`` /
+    ``response.delete_cookie`` (so ``response.cookies``, the test client and outer middleware see it),
+    ``Vary: Cookie`` is merged the way Django's ``patch_vary_headers`` does and ``Cache-Control:
+    no-cache="Set-Cookie"`` the way ``patch_cache_control`` does. Django's rule for an emptied session
+    decides when the cookie is deleted: when the request sent one and the session ends up neither stored
+    nor holding data (after ``flush()``, or a cookie that named nothing the store holds), and never when
+    the request sent none. A store failure raises from here, which Django turns into a 500 without the
+    cookie.
     """
 
-    #: The Django setting that names the manager.
-    setting = "SESSIONS_PY_MANAGER"
-
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
-        self.get_response = get_response
-        self.manager = _django_manager(self.setting)
+        super().__init__(get_response)  # type: ignore[call-arg]  # Django's: sync/async detection
+        errors = [message for level, _, message in _django_problems() if level == "error"]
+        if errors:
+            raise ConfigurationError("sessions.DjangoSessionMiddleware: " + " ".join(errors))
+        self.manager = _django_manager()
+        self.save_every_request = bool(_django_settings().SESSION_SAVE_EVERY_REQUEST)
 
-    def __call__(self, request: Any) -> Any:
-        session = request.session = _DjangoSession(self.manager, request)
-        response = self.get_response(request)
-        headers = response.headers  # one value per name (Django sends its own cookies apart, from .cookies)
-        for name, value in self.manager.response_headers(session, response.status_code):
-            present = headers.get(name) if name != "Set-Cookie" else None  # commit sends one cookie at most
-            headers[name] = f"{present}, {value}" if present else value  # Vary, Cache-Control: lists
+    def process_request(self, request: Any) -> None:
+        request.session = _DjangoSession(self.manager, _django_request(self.manager, request))
+
+    def process_response(self, request: Any, response: Any) -> Any:
+        session = getattr(request, "session", None)
+        if not isinstance(session, _DjangoSession):  # replaced, or a response from before process_request
+            return response
+        status = response.status_code
+        if self._saved_every_request(session, status):
+            len(session)  # opened, so that the commit writes it and sends its cookie
+        return self._respond(request, response, session, self.manager.response_headers(session, status))
+
+    async def __acall__(self, request: Any) -> Any:
+        """Under ASGI: as ``MiddlewareMixin`` runs it, but the commit goes through the core's async path
+        (an ``AsyncStore`` awaited on the loop, a blocking store in a worker thread) instead of a thread
+        for the whole of ``process_response``."""
+        self.process_request(request)  # builds a lazy session: no store call
+        if self.manager.name in request.COOKIES:  # read it now, awaited: sync code (CSRF, auth) reads it later
+            await request.session._apreload()
+        response = await self.get_response(request)
+        session = getattr(request, "session", None)
+        if not isinstance(session, _DjangoSession):
+            return response
+        status = response.status_code
+        if self._saved_every_request(session, status):
+            await session._aopened()
+        return self._respond(request, response, session, await self.manager.aresponse_headers(session, status))
+
+    def _saved_every_request(self, session: _DjangoSession, status: int) -> bool:
+        return self.save_every_request and status < 500 and not session.closed
+
+    def _respond(self, request: Any, response: Any, session: _DjangoSession, headers: List[Tuple[str, str]]) -> Any:
+        """The response with the session's headers, by Django's rules for its session cookie."""
+        cookie = next((value for name, value in headers if name == "Set-Cookie"), None)  # one at most
+        if self.manager.name not in request.COOKIES:
+            if cookie is not None and _django_clearing(cookie):  # nothing to delete: Django sends no cookie
+                headers = [(name, value) for name, value in headers if name == "Vary"]
+        elif cookie is None and _django_emptied(session):  # Django deletes the cookie of an emptied session
+            headers += [("Set-Cookie", self.manager._clearing_cookie(session)),
+                        ("Cache-Control", 'no-cache="Set-Cookie"')]
+        for name, value in headers:
+            _DJANGO_HEADERS[name](response, value)
         return response
 
 
-def _django_manager(setting: str) -> SessionManager:
-    """The manager named by a Django setting. Django has loaded its settings before it builds middleware,
-    so they are read from ``sys.modules``: nothing is imported here but the module a dotted path names."""
-    value = getattr(sys.modules["django.conf"].settings, setting, None)
-    problem = (
-        f"settings.{setting} must be a sessions.SessionManager or the dotted path of one, "
-        "e.g. 'mysite.sessions.manager'"
-    )
+def _django_emptied(session: _DjangoSession) -> bool:
+    """Used, not stored, and empty: Django's ``is_empty()`` after use (a cookie that named nothing)."""
+    return session.accessed and session.new_reason != "out-of-scope" and session.session_key is None \
+        and not len(session)
+
+
+def _django_cookie_parts(set_cookie: str) -> Tuple[str, str, Dict[str, Any]]:
+    """A Set-Cookie value of ``SessionManager.commit``: name, value, attributes (lower-cased names; flags True)."""
+    pair, *parts = set_cookie.split("; ")
+    name, _, value = pair.partition("=")
+    attributes: Dict[str, Any] = {}
+    for part in parts:
+        key, _, argument = part.partition("=")
+        attributes[key.lower()] = argument or True
+    return name, value, attributes
+
+
+def _django_clearing(set_cookie: str) -> bool:
+    """Whether a Set-Cookie value of ``SessionManager.commit`` expires the browser's cookie."""
+    _, value, attributes = _django_cookie_parts(set_cookie)
+    return not value and attributes.get("max-age") == "0"
+
+
+def _django_set_cookie(response: Any, set_cookie: str) -> None:
+    """A Set-Cookie value from ``SessionManager.commit`` through ``response.set_cookie`` (or
+    ``delete_cookie`` for the value that expires the cookie), attributes as the manager chose them."""
+    name, value, attributes = _django_cookie_parts(set_cookie)
+    path, domain, same_site = attributes["path"], attributes.get("domain"), attributes.get("samesite")
+    if _django_clearing(set_cookie):
+        response.delete_cookie(name, path=path, domain=domain, samesite=same_site)
+    else:
+        max_age = attributes.get("max-age")
+        response.set_cookie(name, value, max_age=None if max_age is None else int(max_age),
+                            expires=attributes.get("expires"), path=path, domain=domain, samesite=same_site)
+    morsel = response.cookies[name]
+    morsel["httponly"] = attributes.get("httponly", "")
+    morsel["secure"] = attributes.get("secure", "")
+
+
+def _django_header_cache_control(response: Any, value: str) -> None:
+    """Merge Cache-Control directives the way Django's ``patch_cache_control`` does."""
+    directives = {}
+    for directive in value.split(","):
+        key, _, argument = directive.strip().partition("=")
+        directives[key.replace("-", "_")] = argument or True  # quoted as it comes: no-cache="Set-Cookie"
+    sys.modules["django.utils.cache"].patch_cache_control(response, **directives)
+
+
+def _django_header_vary(response: Any, value: str) -> None:
+    """Merge into the one Vary header the way Django's ``patch_vary_headers`` does."""
+    sys.modules["django.utils.cache"].patch_vary_headers(response, [field.strip() for field in value.split(",")])
+
+
+_DJANGO_HEADERS = {"Set-Cookie": _django_set_cookie, "Cache-Control": _django_header_cache_control,
+                   "Vary": _django_header_vary}
+
+
+# Django: the manager, from the settings ------------------------------------------------------------------
+
+#: The settings that name what sessions.py uses: a manager (all options its own), or a store (the manager
+#: is then built from Django's settings); neither: one MemoryStore per process.
+_DJANGO_MANAGER_SETTING = "SESSIONS_PY_MANAGER"
+_DJANGO_STORE_SETTING = "SESSIONS_PY_STORE"
+#: Django's settings that are the manager's options (README "Django" has the table).
+_DJANGO_SESSION_SETTINGS = (
+    "SESSION_COOKIE_NAME", "SESSION_COOKIE_AGE", "SESSION_EXPIRE_AT_BROWSER_CLOSE", "SESSION_COOKIE_DOMAIN",
+    "SESSION_COOKIE_PATH", "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SECURE", "SESSION_COOKIE_SAMESITE",
+    "SESSION_SAVE_EVERY_REQUEST",
+)
+#: Settings of Django's own engines, which mean nothing to sessions.py: changing them is a warning.
+_DJANGO_ENGINE_ONLY_SETTINGS = ("SESSION_CACHE_ALIAS", "SESSION_FILE_PATH")
+_DJANGO_ENGINE = __name__  # SESSION_ENGINE: this module ("sessions"), whose SessionStore Django imports
+
+_django_managers: Dict[Tuple[Any, ...], SessionManager] = {}  # managers built from settings, by their options
+_django_default_store: List[Store] = []  # the process's MemoryStore, when no store is named
+
+
+def _django_named(setting: str, value: Any) -> Any:
+    """The object a setting holds, or that its dotted path names."""
     if isinstance(value, str) and "." in value:
         module, _, attribute = value.rpartition(".")
         try:
             value = getattr(importlib.import_module(module), attribute, None)
         except ImportError as exc:
-            raise ConfigurationError(f"{problem}; cannot import {module!r} ({exc})") from exc
-    if not callable(getattr(value, "response_headers", None)):  # the type only: it might be a secret
-        raise ConfigurationError(f"{problem}; got a {type(value).__name__}")
+            raise ConfigurationError(f"settings.{setting}: cannot import {module!r} ({exc})") from exc
+    return value
+
+
+def _django_manager() -> SessionManager:
+    """The project's manager: ``SESSIONS_PY_MANAGER``, or one built from Django's settings around
+    ``SESSIONS_PY_STORE``. Built once per set of settings values (``override_settings`` gets its own), so the
+    middleware and ``SessionStore`` share it, and its store."""
+    settings = _django_settings()
+    explicit = getattr(settings, _DJANGO_MANAGER_SETTING, None)
+    if explicit is not None:
+        manager = _django_named(_DJANGO_MANAGER_SETTING, explicit)
+        if not callable(getattr(manager, "response_headers", None)):  # the type only: it might be a secret
+            raise ConfigurationError(
+                f"settings.{_DJANGO_MANAGER_SETTING} must be a sessions.SessionManager or the dotted path of one, "
+                f"e.g. 'mysite.sessions.manager'; got a {type(manager).__name__}"
+            )
+        return manager
+    options = _django_options(settings)
+    options["store"] = _django_store(settings)
+    key = tuple((name, id(value) if name == "store" else value) for name, value in options.items())
+    manager = _django_managers.get(key)
+    if manager is None:
+        manager = _django_managers[key] = SessionManager(**options)
+    return manager
+
+
+def _django_store(settings: Any) -> Store:
+    value = getattr(settings, _DJANGO_STORE_SETTING, None)
+    if value is None:
+        if not _django_default_store:
+            _django_default_store.append(MemoryStore(default_ttl=settings.SESSION_COOKIE_AGE))
+        return _django_default_store[0]
+    store = _django_named(_DJANGO_STORE_SETTING, value)
+    if not all(callable(getattr(store, method, None)) for method in ("get", "set", "touch", "destroy")):
+        raise ConfigurationError(
+            f"settings.{_DJANGO_STORE_SETTING} must be a sessions.Store or the dotted path of one, "
+            f"e.g. 'mysite.sessions.store'; got a {type(store).__name__}"
+        )
+    return store
+
+
+def _django_options(settings: Any) -> Dict[str, Any]:
+    """``SessionManager`` options (all but the store) from Django's settings."""
+    same_site = settings.SESSION_COOKIE_SAMESITE
+    cookie = CookieOptions(
+        path=settings.SESSION_COOKIE_PATH,
+        domain=settings.SESSION_COOKIE_DOMAIN,
+        max_age=None if settings.SESSION_EXPIRE_AT_BROWSER_CLOSE else settings.SESSION_COOKIE_AGE,
+        http_only=bool(settings.SESSION_COOKIE_HTTPONLY),
+        secure=bool(settings.SESSION_COOKIE_SECURE),
+        same_site=same_site or None,  # Django's False (or None): no SameSite attribute
+    )
+    every_request = bool(settings.SESSION_SAVE_EVERY_REQUEST)
+    return {
+        "secret": (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())),
+        "name": settings.SESSION_COOKIE_NAME,
+        "cookie": cookie,
+        "resave": every_request,  # the record is written...
+        "rolling": every_request,  # ...and the cookie sent again, on every request
+    }
+
+
+def _django_view(manager: SessionManager) -> Dict[str, Any]:
+    """A manager's options as the values of Django's settings, to compare with them."""
+    cookie = manager.cookie_options
+    return {
+        "SESSION_COOKIE_NAME": manager.name,
+        "SESSION_COOKIE_AGE": cookie.max_age,
+        "SESSION_EXPIRE_AT_BROWSER_CLOSE": cookie.max_age is None,
+        "SESSION_COOKIE_DOMAIN": cookie.domain,
+        "SESSION_COOKIE_PATH": cookie.path,
+        "SESSION_COOKIE_HTTPONLY": cookie.http_only,
+        "SESSION_COOKIE_SECURE": cookie.secure,
+        "SESSION_COOKIE_SAMESITE": cookie.same_site,
+        "SESSION_SAVE_EVERY_REQUEST": manager.resave and manager.rolling,
+    }
+
+
+def _django_problems() -> List[Tuple[str, str, str]]:
+    """What keeps the settings from applying as written: ``(level, id, message)`` with level "error" or
+    "warning". The app's system check reports them; the middleware refuses to start on an error."""
+    settings = _django_settings()
+    defaults = sys.modules["django.conf"].global_settings
+    problems: List[Tuple[str, str, str]] = []
+
+    def changed(setting: str) -> bool:
+        return getattr(settings, setting, None) != getattr(defaults, setting, None)
+
+    if settings.SESSION_ENGINE != _DJANGO_ENGINE:
+        problems.append(("error", "E001", (
+            f"settings.SESSION_ENGINE is {settings.SESSION_ENGINE!r}; set it to {_DJANGO_ENGINE!r} so that Django's "
+            "test client and SessionStore(session_key) use sessions.py's sessions, which the middleware accepts."
+        )))
+    if changed("SESSION_SERIALIZER"):
+        problems.append(("error", "E002", (
+            "settings.SESSION_SERIALIZER is changed, but sessions.py stores JSON (express-session's record "
+            "format); remove the setting."
+        )))
+    for setting in _DJANGO_ENGINE_ONLY_SETTINGS:
+        if changed(setting):
+            message = f"settings.{setting} is for Django's own engines: sessions.py ignores it."
+            problems.append(("warning", "W001", message))
+    if all(getattr(settings, name, None) is not None for name in (_DJANGO_MANAGER_SETTING, _DJANGO_STORE_SETTING)):
+        problems.append(("error", "E003", (
+            f"settings.{_DJANGO_MANAGER_SETTING} and settings.{_DJANGO_STORE_SETTING} are both set; name the store "
+            "in the manager, or drop the manager to build it from Django's settings."
+        )))
+        return problems
+    try:
+        manager = _django_manager()
+        from_settings = SessionManager(**_django_options(settings))
+    except SessionError as exc:
+        problems.append(("error", "E004", f"the session settings are invalid: {exc}"))
+        return problems
+    options = manager.cookie_options
+    if options.partitioned or options.priority:
+        problems.append(("error", "E005", (
+            f"settings.{_DJANGO_MANAGER_SETTING} has cookie partitioned or priority, which Django's "
+            "response.set_cookie cannot send; remove them."
+        )))
+    ours, theirs = _django_view(manager), _django_view(from_settings)
+    for setting in _DJANGO_SESSION_SETTINGS:
+        if changed(setting) and ours[setting] != theirs[setting]:
+            problems.append(("error", "E010", (
+                f"settings.{setting} is {getattr(settings, setting)!r}, but settings.{_DJANGO_MANAGER_SETTING} "
+                f"has {ours[setting]!r} for it; make them agree (or remove the setting)."
+            )))
+    return problems
+
+
+def _django_check(app_configs: Any = None, **kwargs: Any) -> List[Any]:
+    """The system check: ``_django_problems`` as Django's check messages, ids ``sessions_py.E001``..."""
+    checks = sys.modules["django.core.checks"]
+    kinds = {"error": checks.Error, "warning": checks.Warning}
+    return [kinds[level](message, id=f"sessions_py.{code}") for level, code, message in _django_problems()]
+
+
+class _DjangoSessionsConfig:
+    """The app that runs sessions.py's system checks: ``"sessions.DjangoSessionsConfig"`` in
+    ``INSTALLED_APPS`` (no models, no tables). A subclass of Django's ``AppConfig``, built on first lookup."""
+
+    name = __name__
+    label = "sessions_py"
+    verbose_name = "sessions.py"
+
+    def ready(self) -> None:
+        sys.modules["django.core.checks"].register(_django_check, "sessions")
+
+
+def _django_class(name: str, ours: type, module: str, base: str) -> type:
+    """``ours`` as a subclass of Django's ``base`` (imported now), published as ``sessions.<name>``."""
+    django_base = getattr(importlib.import_module(module), base)
+    attributes = {"__module__": __name__, "__qualname__": name, "__doc__": ours.__doc__}
+    return type(name, (ours, django_base), attributes)
+
+
+_DJANGO_LAZY = {
+    "DjangoSessionMiddleware": lambda: _django_class(
+        "DjangoSessionMiddleware", _DjangoSessionMiddleware, "django.contrib.sessions.middleware", "SessionMiddleware"),
+    "DjangoSessionsConfig": lambda: _django_class(
+        "DjangoSessionsConfig", _DjangoSessionsConfig, "django.apps", "AppConfig"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """``DjangoSessionMiddleware`` and ``DjangoSessionsConfig``, built on first lookup (PEP 562): they
+    subclass Django's classes, and importing sessions.py must not import Django."""
+    build = _DJANGO_LAZY.get(name)
+    if build is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = build()
     return value

@@ -6,6 +6,7 @@ manager, so expiry is tested without sleeping. One smoke test runs the real comm
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import html
 import http.client
@@ -708,7 +709,7 @@ def test_store_failure_is_a_clean_500(demo, monkeypatch):
 
 
 def start_demo(*args: str, env_secret: str | None = None) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+    port = free_port(consecutive=2 if "--with-express" in args else 1)  # the twin listens on the next port
     env = {k: v for k, v in os.environ.items() if k != "SESSION_SECRET"}
     if env_secret is not None:
         env["SESSION_SECRET"] = env_secret
@@ -784,7 +785,8 @@ def test_port_in_use_is_a_clear_message():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--store", "bogus"], "--store: expected memory, sqlite:PATH or redis://HOST:PORT/DB, not 'bogus'"),
+    (["--store", "bogus"], "--store: expected memory, sqlite:PATH, redis://HOST:PORT/DB or "
+                           "postgresql://[USER@]HOST[:PORT]/DB, not 'bogus'"),
     (["--store", "sqlite:"], "--store: expected memory"),
     (["--store", "redis://127.0.0.1:99999/0"], "--store: expected memory"),
     (["--port", "eighty"], "--port: invalid int value"),
@@ -836,6 +838,28 @@ def test_sqlite_store_keeps_sessions_across_a_restart(tmp_path):
             assert home_store_and_visits(port, jar) == (f"SQLiteStore ({path})", expected)
         finally:
             stop_process(process)
+
+
+def test_postgres_store_keeps_sessions_across_a_restart(postgres_server, postgres_dsn):
+    jar = http.cookiejar.CookieJar()
+    url = postgres_server.url
+    shown = f"PostgresStore (postgresql://127.0.0.1:{postgres_server.port}/postgres, connect-pg-simple's table)"
+    for expected in (1, 2):
+        process, port = start_demo("--store", url, env_secret="kept across restarts")
+        try:
+            wait_for_home(process, port)
+            assert home_store_and_visits(port, jar) == (shown, expected)
+        finally:
+            stop_process(process)
+
+
+def test_a_postgres_url_is_checked_and_its_password_never_shown():
+    assert demo_server.store_option("postgresql://u:secret@db.example:5433/app")
+    assert demo_server.postgres_address("postgresql://u:secret@db.example:5433/app") == \
+        "postgresql://db.example:5433/app"
+    for bad in ("postgresql://", "postgresql://host", "postgres://host:99999/db", "mysql://host/db"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            demo_server.store_option(bad)
 
 
 def test_redis_store_outage_is_the_500_page_and_the_site_recovers(redis_server):

@@ -1,6 +1,7 @@
-"""Live interop with the real Node stack: express 4 + express-session 1.19 + connect-redis 9 + redis 5
-(fixtures/express/app.js) and a sessions.py app (``RedisStore``) share one real redis-server and one
-cookie jar, like one browser visiting two services of one site.
+"""Live interop with the real Node stack: express 4 + express-session 1.19 + connect-redis 9 + redis 5, or
+connect-pg-simple 10 + pg 8 (fixtures/express/app.js), and a sessions.py app (``RedisStore``, or
+``PostgresStore``) share one real redis-server, or one real PostgreSQL table, and one cookie jar, like one
+browser visiting two services of one site. Every scenario runs on both backends.
 
 Both apps listen on 127.0.0.1, on different ports. Cookies are scoped by host, not by port (RFC 6265
 section 8.5), and ``http.cookiejar`` does the same: a cookie set by one port is sent to the other (the
@@ -39,6 +40,10 @@ try:
     import redis
 except ImportError:  # CONTRACT decision 4 (see missing()): a failure under CI, a skip elsewhere
     redis = None
+try:
+    import psycopg
+except ImportError:  # the same
+    psycopg = None
 
 NODE_APP = Path(__file__).resolve().parent / "fixtures" / "express"
 SECRET = "interop sécret ✓"  # not ASCII: both sides must sign with its UTF-8 bytes
@@ -81,11 +86,11 @@ def wait_for_port(port: int, process: subprocess.Popen, log_path: Path) -> None:
 class NodeApp:
     """fixtures/express/app.js in a subprocess, stopped by its PID."""
 
-    def __init__(self, node: str, redis_url: str, max_age_ms: int, rolling: bool, log_path: Path) -> None:
+    def __init__(self, node: str, store_env: Dict[str, str], max_age_ms: int, rolling: bool, log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, PORT=str(self.port), REDIS_URL=redis_url, SECRET=SECRET, COOKIE_NAME=NAME,
-                   MAX_AGE_MS=str(max_age_ms), ROLLING="1" if rolling else "0")
+        env = dict(os.environ, PORT=str(self.port), SECRET=SECRET, COOKIE_NAME=NAME,
+                   MAX_AGE_MS=str(max_age_ms), ROLLING="1" if rolling else "0", **store_env)
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen([node, "app.js"], cwd=NODE_APP, env=env, stdout=log,
                                             stderr=subprocess.STDOUT)
@@ -99,11 +104,10 @@ class NodeApp:
         stop_process(self.process, timeout=5)
 
 
-def python_app(redis_url: str, max_age_ms: int, rolling: bool) -> Tuple[ThreadingHTTPServer, threading.Thread]:
+def python_app(store: sessions.Store, max_age_ms: int, rolling: bool) -> Tuple[ThreadingHTTPServer, threading.Thread]:
     """The same routes on sessions.py's http.server adapter, served from a thread."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
     manager = sessions.SessionManager(
-        SECRET, store=sessions.RedisStore(client, prefix=PREFIX), name=NAME,
+        SECRET, store=store, name=NAME,
         cookie={"max_age": max_age_ms / 1000}, rolling=rolling,
     )
 
@@ -151,17 +155,93 @@ def python_app(redis_url: str, max_age_ms: int, rolling: bool) -> Tuple[Threadin
     return server, thread
 
 
-class Stack:
-    """One Node app and one Python app (same secret, cookie name, max age and rolling) on one redis."""
+class RedisBackend:
+    """The shared redis-server: what each app's store is given, and the stored records as they are."""
 
-    def __init__(self, node_url: str, python_url: str, redis_url: str, max_age_ms: int) -> None:
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.client = redis.Redis.from_url(server.url, decode_responses=True)
+        self.node_env = {"REDIS_URL": server.url}
+
+    def python_store(self) -> sessions.Store:
+        client = redis.Redis.from_url(self.server.url, socket_timeout=5, socket_connect_timeout=5)
+        return sessions.RedisStore(client, prefix=PREFIX)
+
+    def record(self, sid: str) -> Optional[str]:
+        return self.client.get(PREFIX + sid)
+
+    def ids(self) -> List[str]:
+        return [key[len(PREFIX):] for key in self.client.keys(PREFIX + "*")]
+
+    def ttl(self, sid: str) -> int:
+        return self.client.ttl(PREFIX + sid)
+
+    def clear(self) -> None:
+        self.server.flushall()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class PostgresBackend:
+    """The shared PostgreSQL table (connect-pg-simple's "session", made by its own table.sql through
+    PostgresStore's create_table): the live rows, by the real clock, as connect-pg-simple's get sees them."""
+
+    LIVE = "expire > to_timestamp(%s)"
+
+    def __init__(self, server: Any) -> None:
+        self.dsn = server.dsn
+        self.node_env = {"DATABASE_URL": server.url}
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute('DROP TABLE IF EXISTS "session"')
+        len(self.python_store(create_table=True))  # creates the table
+
+    def python_store(self, create_table: bool = False) -> sessions.Store:
+        return sessions.PostgresStore(lambda: psycopg.connect(self.dsn), create_table=create_table)
+
+    def _rows(self, sql: str, *params: Any) -> List[Tuple[Any, ...]]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def record(self, sid: str) -> Optional[str]:
+        rows = self._rows(f"SELECT sess::text FROM session WHERE sid = %s AND {self.LIVE}", sid, time.time())
+        return rows[0][0] if rows else None
+
+    def ids(self) -> List[str]:
+        return [row[0] for row in self._rows(f"SELECT sid FROM session WHERE {self.LIVE}", time.time())]
+
+    def ttl(self, sid: str) -> int:
+        """Whole seconds until the row's expire (Redis's TTL rounds down too)."""
+        (expire,) = self._rows("SELECT extract(epoch FROM expire::timestamptz)::float8 FROM session"
+                               f" WHERE sid = %s AND {self.LIVE}", sid, time.time())[0]
+        return int(expire - time.time())
+
+    def clear(self) -> None:
+        self._rows("DELETE FROM session")
+
+    def close(self) -> None:
+        pass
+
+
+class Stack:
+    """One Node app and one Python app (same secret, cookie name, max age and rolling) on one store's
+    backend; ``record``, ``ids``, ``ttl`` read the backend directly."""
+
+    def __init__(self, node_url: str, python_url: str, backend: Any, max_age_ms: int) -> None:
         self.node = node_url
         self.python = python_url
-        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.backend = backend
         self.max_age_ms = max_age_ms
 
     def record(self, sid: str) -> Optional[str]:
-        return self.redis.get(PREFIX + sid)
+        return self.backend.record(sid)
+
+    def ids(self) -> List[str]:
+        return self.backend.ids()
+
+    def ttl(self, sid: str) -> int:
+        return self.backend.ttl(sid)
 
 
 @pytest.fixture(scope="module")
@@ -175,16 +255,26 @@ def node() -> str:
     return binary
 
 
-def make_stack(node: str, redis_server: Any, tmp_path_factory: pytest.TempPathFactory, max_age_ms: int,
+def backend_for(request: pytest.FixtureRequest) -> Any:
+    """The backend a stack fixture's parameter names, its server started (once per test session)."""
+    if request.param == "postgres":
+        if psycopg is None:
+            missing("the psycopg Python package is not installed")
+        if not (NODE_APP / "node_modules" / "connect-pg-simple").is_dir():
+            missing("fixtures/express/node_modules lacks connect-pg-simple: run `npm ci --prefix fixtures/express`")
+        return PostgresBackend(request.getfixturevalue("postgres_server"))
+    return RedisBackend(request.getfixturevalue("redis_server"))
+
+
+def make_stack(node: str, backend: Any, tmp_path_factory: pytest.TempPathFactory, max_age_ms: int,
                rolling: bool) -> Iterator[Stack]:
     log = tmp_path_factory.mktemp("node") / "app.log"
-    node_app = NodeApp(node, redis_server.url, max_age_ms, rolling, log)
+    node_app = NodeApp(node, backend.node_env, max_age_ms, rolling, log)
     try:
-        server, thread = python_app(redis_server.url, max_age_ms, rolling)
+        server, thread = python_app(backend.python_store(), max_age_ms, rolling)
         try:
-            stack = Stack(node_app.url, f"http://127.0.0.1:{server.server_address[1]}", redis_server.url, max_age_ms)
-            yield stack
-            stack.redis.close()
+            yield Stack(node_app.url, f"http://127.0.0.1:{server.server_address[1]}", backend, max_age_ms)
+            backend.close()
         finally:
             server.shutdown()
             server.server_close()
@@ -193,16 +283,33 @@ def make_stack(node: str, redis_server: Any, tmp_path_factory: pytest.TempPathFa
         node_app.stop()
 
 
-@pytest.fixture(scope="module")
-def stack(node: str, redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Long-lived sessions, rolling off (both apps' defaults)."""
-    yield from make_stack(node, redis_server, tmp_path_factory, LONG_MS, rolling=False)
+BACKENDS = ["redis", "postgres"]
 
 
-@pytest.fixture(scope="module")
-def short_stack(node: str, redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Sessions of SHORT_MS idle lifetime, rolling on both sides."""
-    yield from make_stack(node, redis_server, tmp_path_factory, SHORT_MS, rolling=True)
+@pytest.fixture(scope="module", params=BACKENDS)
+def long_lived_stack(node: str, request: pytest.FixtureRequest,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    yield from make_stack(node, backend_for(request), tmp_path_factory, LONG_MS, rolling=False)
+
+
+@pytest.fixture
+def stack(long_lived_stack: Stack) -> Stack:
+    """Long-lived sessions, rolling off (both apps' defaults), on each backend; the store starts empty."""
+    long_lived_stack.backend.clear()
+    return long_lived_stack
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def short_lived_stack(node: str, request: pytest.FixtureRequest,
+                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    yield from make_stack(node, backend_for(request), tmp_path_factory, SHORT_MS, rolling=True)
+
+
+@pytest.fixture
+def short_stack(short_lived_stack: Stack) -> Stack:
+    """Sessions of SHORT_MS idle lifetime, rolling on both sides, on each backend; the store starts empty."""
+    short_lived_stack.backend.clear()
+    return short_lived_stack
 
 
 class Response:
@@ -305,11 +412,6 @@ def attribute_names(set_cookie: str) -> List[str]:
         names.append(f"{name}={value}" if name == "SameSite" else name)
     return names
 
-@pytest.fixture(autouse=True)
-def clean_redis(redis_server: Any) -> None:
-    redis_server.flushall()
-
-
 # The Node app alone: its sessions through the jar, and the records connect-redis writes ####################
 
 
@@ -321,7 +423,7 @@ def test_node_app_keeps_a_session_through_the_jar_and_writes_connect_redis_recor
     assert created.id == id_hash(sid)
     record = stack.record(sid)
     assert record is not None and without_expires(record) == expected_record(LONG_MS, {"user": "ada", "n": 1})
-    assert 0 < stack.redis.ttl(PREFIX + sid) <= LONG_MS // 1000
+    assert 0 < stack.ttl(sid) <= LONG_MS // 1000
     again = browser.get(stack.node)
     assert (again.id, again.data, again.set_cookies) == (created.id, created.data, [])
 
@@ -351,7 +453,7 @@ def test_created_on_node_continued_on_python_and_back(stack: Stack) -> None:
     browser.post(stack.node, "/set", {"visits": 3})
     again = browser.get(stack.python)
     assert (again.id, again.data) == (created.id, {"user": "ada", "visits": 3, "from": "python"})
-    assert stack.redis.keys(PREFIX + "*") == [PREFIX + sid]
+    assert stack.ids() == [sid]
 
 
 def test_created_on_python_continued_on_node_and_back(stack: Stack) -> None:
@@ -382,9 +484,31 @@ def test_records_python_writes_are_byte_identical_to_nodes_and_read_by_node(stac
     regenerated = browser.post(stack.python, "/regenerate", UNICODE_DATA)  # the same data, written by Python
     python_record = stack.record(browser.sid())
     assert without_expires(python_record) == without_expires(node_record) == expected_record(LONG_MS, UNICODE_DATA)
-    assert 0 < stack.redis.ttl(PREFIX + browser.sid()) <= LONG_MS // 1000
+    assert 0 < stack.ttl(browser.sid()) <= LONG_MS // 1000
     on_node = browser.get(stack.node)
     assert (on_node.id, on_node.data) == (regenerated.id, UNICODE_DATA)
+
+
+@pytest.mark.parametrize("long_lived_stack", ["postgres"], indirect=True)
+def test_postgres_rows_both_sides_write_have_connect_pg_simple_s_expire(stack: Stack) -> None:
+    """``expire`` is the record's cookie.expires rounded up to a whole second, whichever side wrote it, and
+    a touch from either side moves it alone (the record keeps its first cookie.expires)."""
+    dsn = stack.backend.dsn
+    browser = Browser()
+
+    def row() -> Tuple[str, float]:
+        with psycopg.connect(dsn) as conn:
+            return conn.execute("SELECT sess::text, extract(epoch FROM expire::timestamptz)::float8 FROM session"
+                                " WHERE sid = %s", (browser.sid(),)).fetchone()
+
+    for writer, toucher in ((stack.node, stack.python), (stack.python, stack.node)):
+        browser.post(writer, "/regenerate", {"by": writer})
+        record, expire = row()
+        assert expire == -(-record_expires_ms(record) // 1000)
+        time.sleep(1.1)  # the next whole second, so that the touch visibly moves expire
+        browser.get(toucher, "/touch")
+        touched, later = row()
+        assert touched == record and later > expire
 
 
 def test_identical_cookie_values(stack: Stack) -> None:
@@ -427,7 +551,7 @@ def test_regenerate_both_ways(stack: Stack) -> None:
     assert (on_python.id, on_python.data) == (regenerated.id, {"role": "root"})
     old = replay(stack.python, second_cookie)
     assert old.id != id_hash(second_sid) and old.data == {}
-    assert sorted(stack.redis.keys(PREFIX + "*")) == [PREFIX + third_sid]
+    assert stack.ids() == [third_sid]
 
 
 def test_destroy_both_ways(stack: Stack) -> None:
@@ -439,7 +563,7 @@ def test_destroy_both_ways(stack: Stack) -> None:
     assert browser.sid() == node_sid  # express-session 1.x leaves the browser's cookie in place
     on_python = browser.get(stack.python)  # ... which Python then finds dead
     assert on_python.id != id_hash(node_sid) and on_python.data == {}
-    assert stack.redis.keys(PREFIX + "*") == []
+    assert stack.ids() == []
 
     browser.post(stack.python, "/set", {"user": "bob"})
     python_sid = browser.sid()
@@ -451,7 +575,7 @@ def test_destroy_both_ways(stack: Stack) -> None:
     assert on_node.data == {} and on_node.set_cookies == []
     old = replay(stack.node, python_cookie)  # a copy of the old cookie is dead for Node too
     assert old.id != id_hash(python_sid) and old.data == {}
-    assert stack.redis.keys(PREFIX + "*") == []
+    assert stack.ids() == []
 
 
 # Expiry: SHORT_MS lifetimes, real waiting (bounded) ########################################################
@@ -477,7 +601,7 @@ def touch_until(browser: Browser, bases: List[str], until: float, expect: Respon
 def wait_until_gone(stack: Stack, sid: str) -> None:
     """Poll (bounded) until redis-server itself dropped the record (its TTL is whole seconds, rounded up)."""
     deadline = time.monotonic() + stack.max_age_ms / 1000 + 3
-    while stack.redis.exists(PREFIX + sid):
+    while stack.record(sid) is not None:
         assert time.monotonic() < deadline, "the record outlived its TTL"
         time.sleep(0.1)
 
@@ -508,14 +632,14 @@ def test_idle_expiry_on_both_sides(short_stack: Stack, creator: str, other: str)
     continued = browser.get(getattr(short_stack, other), "/touch")
     assert (continued.id, continued.data) == (created.id, {"idle": creator})
     sid = browser.sid()
-    assert 0 < short_stack.redis.ttl(PREFIX + sid) <= SHORT_MS // 1000
+    assert 0 < short_stack.ttl(sid) <= SHORT_MS // 1000
     browser.ignore_expiry()  # keep sending the dead cookie: the servers must refuse it themselves
     wait_until_gone(short_stack, sid)
     for base in (short_stack.node, short_stack.python):
         fresh = browser.get(base)
         assert fresh.id != created.id and fresh.data == {}
         assert browser.sid() == sid  # a read-only visit of a new session sets no cookie
-    assert short_stack.redis.keys(PREFIX + "*") == []
+    assert short_stack.ids() == []
 
 
 # Numbers JSON.stringify writes differently from Python's float repr: integral floats (a JSON body's 1.0),

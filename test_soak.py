@@ -14,7 +14,7 @@ with data its user did not write, no 5xx whose write was stored, no write killed
 every request answered while the store was down (workers are not killed then), and worker memory growth
 within ``RSS_GROWTH_BOUND_MIB``. Connection errors while a worker dies are allowed: they acknowledge nothing.
 
-Profiles: each scenario runs ``$SOAK_SECONDS`` (default 8) seconds, or ``--soak-minutes N``; the long run
+Profiles: each scenario runs ``$SOAK_SECONDS`` (default 6) seconds, or ``--soak-minutes N``; the long run
 is ``SOAK_SECONDS=600 python3 -m pytest test_soak.py -s``. ``$SOAK_USERS`` sets the number of users (50).
 """
 
@@ -27,9 +27,11 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -41,12 +43,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 import pytest
 
 import sessions
-from conftest import RedisServer, free_port, missing, record_of, require_binary, sid_of, stop_process
+from conftest import (PostgresServer, RedisServer, free_port, missing, postgres_bin, record_of, require_binary,
+                      sid_of, stop_process)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SITE = os.path.join(HERE, "fixtures", "soak")
 
-DEFAULT_SECONDS = 8.0
+DEFAULT_SECONDS = 6.0
 USERS = int(os.environ.get("SOAK_USERS", "50"))
 THINK_SECONDS = (0.3, 1.0)  # a user's pause between two requests: 50 users make about 75 requests a second
 KILL_EVERY_SECONDS = 2.0  # a worker is SIGKILLed this often (never the oldest: its memory is watched)
@@ -214,7 +217,8 @@ class DurableRedisServer(KillableRedisServer):
     """redis-server writing every write to its append-only file before answering it: ``start()`` after a
     ``kill()`` loads the file again, on the same port."""
 
-    PERSISTENCE = ("--save", "", "--appendonly", "yes", "--appendfsync", "always")
+    def __init__(self, binary: str, workdir: str) -> None:  # the later options win over RedisServer's
+        super().__init__(binary, workdir, extra=["--appendonly", "yes", "--appendfsync", "always"])
 
 
 @dataclass
@@ -236,10 +240,13 @@ class SQLiteBackend:
     def __init__(self, workdir: str) -> None:
         self.path = os.path.join(workdir, "sessions.db")
         self.hold_file = os.path.join(workdir, "held-by")
-        self.store = sessions.SQLiteStore(self.path)  # the schema exists before the workers start
+        sessions.SQLiteStore(self.path)  # the schema exists before the workers start
 
     def environment(self) -> Dict[str, str]:
         return {"SOAK_STORE": "sqlite:" + self.path, "SOAK_HOLD_FILE": self.hold_file}
+
+    def checker(self) -> sessions.Store:
+        return sessions.SQLiteStore(self.path)
 
     def fault(self, soak: "Soak") -> Fault:
         holder = soak.new_user("holder")
@@ -277,10 +284,12 @@ class RedisBackend:
         self.server = server_class(require_binary("redis-server"), workdir)
         self.server.start()
         self.client = redis.Redis.from_url(self.server.url, socket_timeout=5, socket_connect_timeout=5)
-        self.store = sessions.RedisStore(self.client)
 
     def environment(self) -> Dict[str, str]:
         return {"SOAK_STORE": self.server.url}
+
+    def checker(self) -> sessions.Store:
+        return sessions.RedisStore(self.client)
 
     def fault(self, soak: "Soak") -> Fault:
         began = soak.store_died_at = time.monotonic()
@@ -294,7 +303,68 @@ class RedisBackend:
         self.server.stop()
 
 
-STORES = {"sqlite": SQLiteBackend, "redis": RedisBackend}  # PostgreSQL: one more backend here
+class CrashablePostgresServer(PostgresServer):
+    """conftest's throwaway PostgreSQL, with ``crash_restart()``: ``pg_ctl restart -m immediate``, every
+    server process ended at once, without a checkpoint, then started again (crash recovery) on the same
+    port with the same options."""
+
+    def crash_restart(self) -> None:
+        before = self.postmaster()
+        self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.workdir, "server.log"), "-m", "immediate",
+                  "-w", "-t", "30", "restart")
+        assert self.postmaster() != before, "PostgreSQL did not restart"
+
+    def postmaster(self) -> str:
+        """The postmaster's PID, from its pid file."""
+        with open(os.path.join(self.data, "postmaster.pid")) as pid_file:
+            return pid_file.readline().strip()
+
+
+class PostgresBackend:
+    """PostgresStore (on a psycopg_pool pool in each worker) on a PostgreSQL of its own, whose sessions
+    commit with ``synchronous_commit = on`` (PostgreSQL's default; conftest's server runs with it off, for
+    speed); its fault: ``pg_ctl restart -m immediate``."""
+
+    name = "postgres"
+
+    def __init__(self, workdir: str) -> None:
+        for module in ("psycopg", "psycopg_pool"):
+            if importlib.util.find_spec(module) is None:
+                missing(f"{module} is not installed (pip install -r requirements-dev.txt)")
+        import psycopg
+
+        bindir = postgres_bin()
+        self.workdir = tempfile.mkdtemp(prefix="sessions-soak-postgres-")  # one the postgres user can enter
+        self.server = CrashablePostgresServer(bindir, self.workdir)
+        self.server.initdb()
+        self.server.start()
+        with psycopg.connect(self.server.dsn, autocommit=True) as conn:
+            conn.execute("ALTER DATABASE postgres SET synchronous_commit = on")  # over the server's option
+        with psycopg.connect(self.server.dsn) as conn:
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        len(self.checker(create_table=True))  # the table exists before the workers start
+
+    def environment(self) -> Dict[str, str]:
+        return {"SOAK_STORE": self.server.url + "?connect_timeout=2"}
+
+    def checker(self, create_table: bool = False) -> sessions.Store:
+        import psycopg
+
+        return sessions.PostgresStore(lambda: psycopg.connect(self.server.dsn), create_table=create_table)
+
+    def fault(self, soak: "Soak") -> Fault:
+        began = soak.store_died_at = time.monotonic()
+        self.server.crash_restart()
+        return Fault(restarts=1, outage=(began, time.monotonic()))
+
+    def close(self) -> None:
+        try:
+            self.server.stop()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+STORES = {"sqlite": SQLiteBackend, "redis": RedisBackend, "postgres": PostgresBackend}
 SCENARIOS = [(server, store) for server in SERVERS for store in STORES]
 
 
@@ -624,7 +694,7 @@ class Soak:
     def chaos(self, start: float, deadline: float) -> None:
         """Until the deadline: sample worker memory every second, SIGKILL a worker (never the oldest) every
         ``KILL_EVERY_SECONDS``, and have the store's fault once, halfway (no worker is killed during it)."""
-        next_kill, next_sample, fault_at = start + KILL_EVERY_SECONDS, start, start + self.seconds / 2
+        next_kill, next_sample, fault_at = start + KILL_EVERY_SECONDS / 2, start, start + self.seconds / 2
         faulted = False
         while time.monotonic() < deadline:
             now = time.monotonic()
@@ -666,12 +736,13 @@ class Soak:
         return total
 
     def check_store(self) -> None:
+        store = self.backend.checker()
         for user in self.users:
-            user.check_store(self.backend.store)
+            user.check_store(store)
         if self.fault.killed_write is not None:
             holder, key = self.fault.killed_write
             holder.writes[key].outcome = "killed"  # before its COMMIT: it must not be there
-            holder.check_store(self.backend.store)
+            holder.check_store(store)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ TTLs in whole seconds (connect-redis's format) and real milliseconds pass betwee
 
 from __future__ import annotations
 
+import hashlib
 import http.cookiejar
 import http.server
 import json
@@ -29,12 +30,14 @@ from urllib.parse import unquote
 
 import pytest
 import redis
+import redis.cluster
+import redis.sentinel
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import sessions
-from conftest import free_port, require_binary, stop_process
+from conftest import AsyncStoreFacade, free_port, require_binary, stop_process
 from test_sessions import SECRET, T0, Clock, cookie_header_for, rec
 
 HERE = Path(__file__).resolve().parent
@@ -71,6 +74,27 @@ def redis_client(redis_server):
     client.close()
 
 
+def redis_client_of(kind, request):
+    """A client on an empty Redis of ``kind``: "redis" (one server), "redis-cluster" (``redis.RedisCluster``
+    on three primaries) or "redis-sentinel" (``Sentinel.master_for``); short timeouts; closed after the test."""
+    if kind == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flushall()
+        client = redis.RedisCluster(startup_nodes=[redis.cluster.ClusterNode("127.0.0.1", port) for port in cluster.ports],
+                                    socket_timeout=2, socket_connect_timeout=2)
+    elif kind == "redis-sentinel":
+        sentinel = request.getfixturevalue("redis_sentinel")
+        sentinel.master.flushall()
+        client = redis.sentinel.Sentinel([("127.0.0.1", sentinel.port)], socket_timeout=2).master_for(
+            sentinel.SERVICE, socket_timeout=2, socket_connect_timeout=2)
+    else:
+        server = request.getfixturevalue("redis_server")
+        server.flushall()
+        client = redis_client_for(server)
+    request.addfinalizer(client.close)
+    return client
+
+
 def readme_stores_snippets():
     """The Python blocks of the README's Stores section, in order."""
     text = (HERE / "README.md").read_text()
@@ -86,8 +110,44 @@ def readme_example_store(clock):
     return namespace["DictStore"](clock=clock)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "readme-example"])
+def psycopg_module():
+    """psycopg 3, or a skip: the library suites also run on Pythons whose venv has only pytest, hypothesis
+    and redis (.ci/run); requirements-dev.txt installs it for the main run."""
+    return pytest.importorskip("psycopg")
+
+
+def postgres_store(request, driver, clock, **options):
+    """A PostgresStore on the test server through ``driver``: "pool" (psycopg_pool), "psycopg" (a connect
+    callable), "psycopg2" or "pg8000" (pure Python, no libpq); its table created by the store
+    (``create_table=True``)."""
+    dsn = request.getfixturevalue("postgres_dsn")
+    if driver == "pool":
+        connect = request.getfixturevalue("postgres_pool")
+    elif driver == "psycopg":
+        psycopg = psycopg_module()
+        connect = lambda: psycopg.connect(dsn)  # noqa: E731
+    elif driver == "psycopg2":
+        connect = lambda: pytest.importorskip("psycopg2").connect(dsn)  # noqa: E731
+    else:
+        pg8000 = pytest.importorskip("pg8000.dbapi")
+        port = int(re.search(r"port=(\d+)", dsn).group(1))
+        connect = lambda: pg8000.connect(user="postgres", host="127.0.0.1", port=port)  # noqa: E731
+    options.setdefault("create_table", True)
+    return sessions.PostgresStore(connect, clock=clock, **options)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "redis-sentinel", "postgres-pool",
+                        "postgres-psycopg", "postgres-psycopg2", "postgres-pg8000", "async-postgres",
+                        "readme-example"])
 def store_and_clock(request, tmp_path):
+    if request.param == "async-postgres":
+        clock = Clock(T0)
+        store = sessions.AsyncPostgresStore(request.getfixturevalue("async_postgres_pool"), clock=clock,
+                                            create_table=True)
+        return AsyncStoreFacade(store, request.getfixturevalue("store_loop")), clock
+    if request.param.startswith("postgres-"):
+        clock = Clock(T0)
+        return postgres_store(request, request.param[len("postgres-"):], clock), clock
     if request.param == "memory":
         clock = Clock(T0)
         return sessions.MemoryStore(clock=clock), clock
@@ -97,7 +157,7 @@ def store_and_clock(request, tmp_path):
     if request.param == "sqlite":
         clock = Clock(T0)
         return sessions.SQLiteStore(tmp_path / "sessions.db", clock=clock), clock
-    client = request.getfixturevalue("redis_client")
+    client = redis_client_of(request.param, request)
     clock = RedisClock(client)
     return sessions.RedisStore(client, clock=clock), clock
 
@@ -571,6 +631,41 @@ def test_redis_store_options_are_checked_at_construction(redis_client, options, 
         sessions.RedisStore(options.pop("client"), **options)
 
 
+def test_redis_cluster_ids_len_and_clear_reach_every_primary(request):
+    """Keys spread over the three primaries' slots: SCAN runs on each (redis-py's scan_iter on a cluster)."""
+    client = redis_client_of("redis-cluster", request)
+    cluster = request.getfixturevalue("redis_cluster")
+    store = sessions.RedisStore(client, scan_count=10)
+    sids = [f"s{n}" for n in range(60)]
+    for sid in sids:
+        store.set(sid, rec(sid), time.time() + 60)
+    per_node = [redis.Redis(port=port).dbsize() for port in cluster.ports]
+    assert all(count > 0 for count in per_node) and sum(per_node) == 60
+    assert sorted(store.ids()) == sorted(sids) and len(store) == 60
+    store.clear()
+    assert len(store) == 0 and [redis.Redis(port=port).dbsize() for port in cluster.ports] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("kind", ["redis-cluster", "redis-sentinel"])
+def test_redis_script_flushed_from_the_servers_is_loaded_again(request, kind):
+    """A loaded session's write runs its script by EVALSHA; after SCRIPT FLUSH (a restart, a failover to a
+    node that never saw it) redis-py loads it again on NOSCRIPT, on every primary of a cluster."""
+    client = redis_client_of(kind, request)
+    manager = sessions.SessionManager(SECRET, store=sessions.RedisStore(client))
+    session = manager.open(None)
+    session["n"] = 1
+    cookie = manager.commit(session)[0].split(";")[0]
+    sha = hashlib.sha1(sessions._SET_IF_UNCHANGED.encode()).hexdigest()
+    for n in (2, 3):
+        client.script_flush()
+        assert not any(client.script_exists(sha))
+        session = manager.open(cookie)
+        session["n"] = n
+        manager.commit(session)
+        assert manager.open(cookie)["n"] == n
+        assert all(client.script_exists(sha))  # the write ran the script: it is loaded again
+
+
 # 4. SQLiteStore: the file, its schema, its errors ##########################################################
 
 
@@ -828,6 +923,208 @@ TestSQLiteStoreModel = SQLiteStoreModel.TestCase
 TestSQLiteStoreModel.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
 
 
+# 4b. PostgresStore: connect-pg-simple 10's table and SQL, time zones, failures ############################
+
+
+def pg_rows(dsn, sql, params=(), *, time_zone=None):
+    """Rows of ``sql`` on a fresh psycopg connection (under ``time_zone`` if given)."""
+    options = {} if time_zone is None else {"options": f"-c TimeZone={time_zone}"}
+    with psycopg_module().connect(dsn, autocommit=True, **options) as conn:
+        cur = conn.execute(sql, params)
+        return cur.fetchall() if cur.description else None
+
+
+def test_postgres_table_is_connect_pg_simple_s(request):
+    store = postgres_store(request, "psycopg", Clock(T0))
+    assert len(store) == 0  # the first call creates the table
+    dsn = request.getfixturevalue("postgres_dsn")
+    columns = pg_rows(dsn, "SELECT column_name, data_type, datetime_precision, is_nullable FROM"
+                           " information_schema.columns WHERE table_name = 'session' ORDER BY ordinal_position")
+    assert columns == [("sid", "character varying", None, "NO"), ("sess", "json", None, "NO"),
+                       ("expire", "timestamp without time zone", 6, "NO")]
+    indexes = pg_rows(dsn, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'session' ORDER BY 1")
+    assert [name for name, _ in indexes] == ["IDX_session_expire", "session_pkey"]
+    assert "(expire)" in indexes[0][1] and "UNIQUE" in indexes[1][1] and "(sid)" in indexes[1][1]
+
+
+def test_postgres_store_writes_exactly_what_connect_pg_simple_writes(request):
+    """``sess`` is the record's text byte for byte (json keeps it, escapes, spacing and duplicate keys
+    included); ``expire`` is to_timestamp(ceil(expires)), or ceil(now + ttl) without an expiry."""
+    store = postgres_store(request, "pool", Clock(T0 + 0.25), default_ttl=7200)
+    odd = '{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"u":"\u00e5\\u0000\u2028", "u":1}'
+    store.set("a", rec("\u00e5lice \"q\""), T0 + 59.2)
+    store.set("b", odd, None)
+    rows = pg_rows(request.getfixturevalue("postgres_dsn"),
+                   "SELECT sid, sess::text, extract(epoch FROM expire)::float8 FROM session ORDER BY sid")
+    assert rows == [("a", rec("\u00e5lice \"q\""), T0 + 60), ("b", odd, T0 + 7201)]
+    assert store.get("b") == (odd, T0 + 7201)
+
+
+def test_postgres_store_touch_moves_expire_only(request):
+    clock = Clock(T0)
+    store = postgres_store(request, "psycopg", clock)
+    store.set("a", rec("stored", max_age_ms=1000), T0 + 60)
+    assert store.touch("a", rec("other", max_age_ms=2000), T0 + 119.5) is True
+    assert store.get("a") == (rec("stored", max_age_ms=1000), T0 + 120)
+
+
+def test_postgres_store_reads_rows_node_wrote_with_its_own_statements(request):
+    """A row written by connect-pg-simple's own INSERT (its ``$1`` reused; here ``%s`` twice) is read back
+    byte for byte; an expired one is missing, as connect-pg-simple's get has it."""
+    clock = Clock(T0)
+    store = postgres_store(request, "psycopg", clock)
+    assert store.ids() == []
+    insert = ("INSERT INTO \"session\" (sess, expire, sid) SELECT %s, to_timestamp(%s), %s ON CONFLICT (sid)"
+              " DO UPDATE SET sess=%s, expire=to_timestamp(%s) RETURNING sid")
+    dsn = request.getfixturevalue("postgres_dsn")
+    for sid, expire in (("live", T0 + 30), ("dead", T0 - 1)):
+        pg_rows(dsn, insert, (rec(sid), int(expire), sid, rec(sid), int(expire)))
+    assert store.get("live") == (rec("live"), T0 + 30) and store.get("dead") is None
+    assert store.ids() == ["live"] and store.prune() == 1
+
+
+def test_postgres_writes_prune_expired_rows_in_batches(request, monkeypatch):
+    """A write deletes a batch of expired rows when PRUNE_INTERVAL has passed since the last batch, or at
+    once after a full batch (a backlog goes in batches, one per write)."""
+    monkeypatch.setattr(sessions.PostgresStore, "PRUNE_BATCH", 5)
+    monkeypatch.setattr(sessions.PostgresStore, "PRUNE_INTERVAL", 4)
+    clock = Clock(T0)
+    store = postgres_store(request, "psycopg", clock)
+    dsn = request.getfixturevalue("postgres_dsn")
+    rows = lambda: pg_rows(dsn, "SELECT count(*) FROM session")[0][0]  # noqa: E731
+    for n in range(12):
+        store.set(f"old{n}", rec(), T0 + 10)
+    clock.advance(20)
+    store.set("new1", rec(), T0 + 100)  # due: 5 deleted, a full batch, so the next write prunes too
+    assert rows() == 7 + 1
+    store.set("new2", rec(), T0 + 100)  # 5 more
+    store.set("new3", rec(), T0 + 100)  # the last 2: not a full batch
+    assert rows() == 0 + 3
+    store.set("short", rec(), T0 + 21)
+    clock.advance(2)
+    store.set("new4", rec(), T0 + 100)  # "short" has expired, but the next batch is not due yet
+    assert rows() == 5 and len(store) == 4
+    clock.advance(2)
+    store.set("new5", rec(), T0 + 100)
+    assert rows() == 5 and len(store) == 5
+
+
+def test_postgres_time_zone_is_the_connection_s_as_in_connect_pg_simple(request):
+    """The trap of a ``timestamp`` without time zone: two stores whose connections run under different
+    TimeZone settings. Each one alone expires rows correctly, and writes the wall clock of its zone (what
+    connect-pg-simple writes on such a connection); across the two, a row is off by the zones' offset. So
+    every app on the table must connect with one TimeZone (README: Stores, PostgreSQL)."""
+    psycopg = psycopg_module()
+    dsn = request.getfixturevalue("postgres_dsn")
+    clock = Clock(T0)
+    stores = {zone: sessions.PostgresStore(lambda zone=zone: psycopg.connect(dsn, options=f"-c TimeZone={zone}"),
+                                           create_table=True, clock=clock)
+              for zone in ("Asia/Tokyo", "UTC")}  # Tokyo writes first: its pruning would delete UTC's row
+    for zone, store in stores.items():
+        store.set(zone, rec(zone), T0 + 3600)
+        assert store.get(zone) == (rec(zone), T0 + 3600)
+    walls = dict(pg_rows(dsn, "SELECT sid, expire::text FROM session"))
+    assert walls == {"UTC": "2023-11-14 23:13:20", "Asia/Tokyo": "2023-11-15 08:13:20"}  # Tokyo: UTC+9
+    # Tokyo's row read under UTC: it seems to expire 9 hours late; UTC's row read under Tokyo: 9 hours
+    # early, so already dead to a session living an hour.
+    assert stores["UTC"].get("Asia/Tokyo") == (rec("Asia/Tokyo"), T0 + 3600 + 9 * 3600)
+    assert stores["Asia/Tokyo"].get("UTC") is None
+    clock.advance(sessions.PostgresStore.PRUNE_INTERVAL)  # Tokyo's next write prunes: UTC's live row goes
+    stores["Asia/Tokyo"].set("later", rec(), T0 + 3600)
+    assert stores["UTC"].get("UTC") is None and stores["UTC"].get("Asia/Tokyo") is not None
+
+
+def test_postgres_store_works_on_connections_in_autocommit_mode(request):
+    """A pool or callable handing out autocommit connections still gets one transaction per call (an
+    explicit BEGIN), so update's FOR UPDATE holds the row until its UPDATE."""
+    psycopg = psycopg_module()
+    dsn = request.getfixturevalue("postgres_dsn")
+    store = sessions.PostgresStore(lambda: psycopg.connect(dsn, autocommit=True), create_table=True, clock=Clock(T0))
+    store.set("counter", rec(0), T0 + 600)
+
+    def worker():
+        for _ in range(20):
+            store.update("counter", lambda stored: rec(json.loads(stored)["v"] + 1), T0 + 600)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert json.loads(text_of(store.get("counter")))["v"] == 80
+
+
+def test_postgres_schema_and_quoted_table_names(request):
+    """``schema`` and ``table`` are quoted as connect-pg-simple quotes them (``"`` doubled)."""
+    psycopg = psycopg_module()
+    dsn = request.getfixturevalue("postgres_dsn")
+    pg_rows(dsn, 'DROP SCHEMA IF EXISTS "app ""x""" CASCADE')
+    pg_rows(dsn, 'CREATE SCHEMA "app ""x"""')
+    store = sessions.PostgresStore(lambda: psycopg.connect(dsn), schema='app "x"', table='my "sessions"',
+                                   create_table=True, clock=Clock(T0))
+    store.set("a", rec(), T0 + 60)
+    assert pg_rows(dsn, 'SELECT sid FROM "app ""x"""."my ""sessions"""') == [("a",)]
+    assert store.ids() == ["a"]
+    pg_rows(dsn, 'DROP SCHEMA "app ""x""" CASCADE')
+
+
+def test_postgres_errors_are_store_errors_without_the_session_id(request):
+    psycopg = psycopg_module()
+    dsn = f"host=127.0.0.1 port={free_port()} user=postgres dbname=postgres connect_timeout=1"
+    sid = "secret-session-id"
+    for store in (sessions.PostgresStore(lambda: psycopg.connect(dsn)),
+                  postgres_store(request, "psycopg", Clock(T0), table="missing table", create_table=False)):
+        calls = [lambda: store.get(sid), lambda: store.set(sid, rec(), None), lambda: store.touch(sid, rec(), None),
+                 lambda: store.update(sid, lambda stored: stored, None), lambda: store.destroy(sid),
+                 store.clear, store.ids, lambda: len(store), store.prune]
+        for call in calls:
+            with pytest.raises(sessions.StoreError) as info:
+                call()
+            assert isinstance(info.value.original, psycopg.Error)
+            assert sid not in str(info.value) and "PostgreSQL" in str(info.value)
+
+
+def test_postgres_a_failed_update_writes_nothing(request):
+    store = postgres_store(request, "pool", Clock(T0))
+    store.set("a", rec(1), T0 + 60)
+
+    def change(stored):
+        raise sessions.SerializationError("cannot encode")
+
+    with pytest.raises(sessions.SessionError):
+        store.update("a", change, T0 + 600)
+    assert store.get("a") == (rec(1), T0 + 60) and store.update("a", lambda stored: rec(2), T0 + 60) is True
+
+
+@pytest.mark.parametrize("options, word", [
+    (dict(connect=object()), "connect"),
+    (dict(table=""), "table"),
+    (dict(schema=b"x"), "schema"),
+    (dict(default_ttl=0), "default_ttl"),
+])
+def test_postgres_store_options_are_checked_at_construction(options, word):
+    with pytest.raises(sessions.ConfigurationError, match=word):
+        sessions.PostgresStore(options.pop("connect", lambda: None), **options)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_postgres_store_opens_its_own_connections_after_fork(request):
+    """A forked child must not use (nor close) the parent's connection: it opens its own, and the parent's
+    keeps working afterwards."""
+    store = postgres_store(request, "psycopg", Clock(T0))
+    store.set("parent", rec(), T0 + 60)
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if its store works
+        code = 1
+        try:
+            store.set("child", rec(), T0 + 60)
+            code = 0 if text_of(store.get("parent")) == rec() else 1
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert sorted(store.ids()) == ["child", "parent"]
+
+
 # 5. Operations: several processes, a restart, a Redis outage (real processes and servers) #################
 
 
@@ -955,6 +1252,35 @@ def test_updates_from_two_processes_at_once_lose_nothing(db_path, processes):
     assert text_of(sessions.SQLiteStore(db_path).get("counter")) == "300"
 
 
+#: A process incrementing a counter record through its own PostgresStore: prints "ready", then on "go"
+#: runs argv[3] updates and prints their results.
+POSTGRES_INCREMENTER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import psycopg
+import sessions
+store = sessions.PostgresStore(lambda: psycopg.connect(sys.argv[2]))
+print("ready", flush=True)
+sys.stdin.readline()
+print(json.dumps([store.update("counter", lambda record: str(int(record) + 1), None)
+                  for _ in range(int(sys.argv[3]))]), flush=True)
+"""
+
+
+def test_postgres_updates_from_processes_at_once_lose_nothing(request, processes):
+    """update is one transaction holding the row lock from its SELECT to its UPDATE: other processes (other
+    machines alike) wait, then change what it wrote."""
+    store = postgres_store(request, "psycopg", time.time)
+    store.set("counter", "0", None)
+    dsn = request.getfixturevalue("postgres_dsn")
+    workers = [processes(POSTGRES_INCREMENTER, dsn, "100") for _ in range(3)]
+    assert all(worker.read_line().strip() == "ready" for worker in workers)
+    for worker in workers:
+        worker.popen.stdin.write("go\n")
+    assert all(json.loads(worker.read_line(timeout=60)) == [True] * 100 for worker in workers)
+    assert text_of(store.get("counter")) == "300"
+
+
 class CounterHandler(sessions.SessionHandlerMixin, http.server.BaseHTTPRequestHandler):
     """Counts the visits of a session; the server's process ends in the restart test."""
 
@@ -1052,13 +1378,64 @@ def test_redis_outage_gives_clean_500s_then_recovers(redis_server, redis_site):
     assert browser.get(port)[:2] == (200, "2")
 
 
+@pytest.fixture(params=["pool", "psycopg"])
+def postgres_site(request):
+    """A threaded http.server on 127.0.0.1 whose sessions live in the test PostgreSQL, through a pool or a
+    connect callable."""
+    store = postgres_store(request, request.param, time.time)
+    server = QuietServer(sessions.SessionManager(SECRET, store=store))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def test_postgres_outage_gives_clean_500s_then_recovers_by_itself(postgres_server, postgres_site, request):
+    """The database stops under a running server: clean 500s (no cookie, no id in the page); once it is
+    back, requests work again, the session intact. With a connect callable the first request already does
+    (the connections the outage broke are replaced, not reused); a pool comes back after its reconnection
+    backoff (psycopg_pool: about a second)."""
+    port, browser = postgres_site.server_address[1], Browser()
+    assert browser.get(port)[:2] == (200, "1") and browser.get(port)[:2] == (200, "2")
+    sid = sessions.unsign(unquote(next(iter(browser.jar)).value)[2:], SECRET)
+    with postgres_server.stopped():
+        for client in (browser, Browser()):  # loading fails; for a newcomer, saving fails
+            status, body, set_cookies = client.get(port)
+            assert status == 500 and set_cookies == [] and "session" in body
+            assert sid and sid not in body and "views" not in body
+    assert all(isinstance(error, sessions.StoreError) for error in postgres_site.errors) and postgres_site.errors
+    attempts, deadline = 1, time.monotonic() + 20
+    while browser.get(port)[0] == 500 and time.monotonic() < deadline:
+        attempts += 1
+        time.sleep(0.2)
+    assert browser.get(port)[:2] == (200, "4")  # the data survived in the database
+    assert Browser().get(port)[:2] == (200, "1")
+    if "psycopg" in request.node.callspec.id:
+        assert attempts == 1
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "pg8000"])
+def test_postgres_connections_a_restart_broke_are_replaced_without_a_failed_call(postgres_server, request, driver):
+    """Idle connections die with a restart unnoticed; the first call on one finds it dead at its first
+    statement and runs again on a new connection, so no request fails once the database is back."""
+    store = postgres_store(request, driver, time.time)
+    store.set("a", rec(), time.time() + 60)
+    with postgres_server.stopped():
+        pass
+    assert text_of(store.get("a")) == rec()
+    store.set("b", rec(), time.time() + 60)
+
+
 # 6. The README's Stores section: every snippet runs ########################################################
 
 
 def test_readme_stores_snippets_run_as_files(tmp_path, redis_server):
     """Each block runs as a file of its own, in order, in one directory (the backup copies the database
-    the first block made); the Redis block gets the test server's URL instead of the default one."""
-    snippets = readme_stores_snippets()
+    the first block made); the Redis block gets the test server's URL instead of the default one. The
+    PostgreSQL block has a test of its own (below)."""
+    snippets = [snippet for snippet in readme_stores_snippets() if "PostgresStore" not in snippet]
     assert len(snippets) == 4
     redis_server.flushall()
     for number, snippet in enumerate(snippets):
@@ -1069,3 +1446,32 @@ def test_readme_stores_snippets_run_as_files(tmp_path, redis_server):
                        check=True, timeout=60)
     with sqlite3.connect(tmp_path / "sessions-backup.db") as copy:
         assert copy.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_readme_postgres_snippet_runs_as_a_file(tmp_path, postgres_dsn, postgres_server):
+    """The PostgreSQL block runs against the test server (its URL instead of the README's) and creates the
+    table; then the store it describes works there."""
+    pytest.importorskip("psycopg_pool")
+    (snippet,) = [block for block in readme_stores_snippets() if "sessions.PostgresStore(" in block]
+    assert snippet.count("postgresql://app@127.0.0.1:5432/app") == 1
+    path = tmp_path / "snippet.py"
+    path.write_text(snippet.replace("postgresql://app@127.0.0.1:5432/app", postgres_server.url)
+                    + "\nstore.set('from-readme', '{}', None)\npool.close()\n")
+    subprocess.run([sys.executable, str(path)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(HERE)},
+                   check=True, timeout=60)
+    assert pg_rows(postgres_dsn, "SELECT sid FROM session") == [("from-readme",)]
+
+
+def test_readme_async_postgres_snippet_runs_as_a_file(tmp_path, postgres_dsn, postgres_server):
+    """The AsyncPostgresStore block runs against the test server: it creates the table, stores a session
+    and prints its cookie."""
+    pytest.importorskip("psycopg_pool")
+    (snippet,) = [block for block in readme_stores_snippets() if "sessions.AsyncPostgresStore(" in block]
+    assert snippet.count("postgresql://app@127.0.0.1:5432/app") == 1
+    path = tmp_path / "snippet.py"
+    path.write_text(snippet.replace("postgresql://app@127.0.0.1:5432/app", postgres_server.url))
+    done = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(HERE)},
+                          check=True, timeout=60, capture_output=True, text=True)
+    assert done.stdout.startswith("['sid=s%3A")
+    ((record,),) = pg_rows(postgres_dsn, "SELECT sess::text FROM session")
+    assert json.loads(record)["user"] == "ada"
