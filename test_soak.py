@@ -2,11 +2,12 @@
 
 Each scenario serves the soak site (fixtures/soak/: a WSGI app and a Flask app under gunicorn with 4 sync
 workers, a FastAPI app under ``uvicorn --workers 2``) on a real store (SQLiteStore, one file; RedisStore on
-a real redis-server writing an append-only file with ``appendfsync always``), and sends it virtual users:
-each has its own cookie jar and logs in, writes keys of its own, reads back every key acknowledged, logs
-out and logs in again, keeping a ledger of every answer. Meanwhile a worker is SIGKILLed every few seconds
-(the server starts another), and the store has its fault once: redis-server is SIGKILLed and started again
-on the same port and file, or an SQLite worker is SIGKILLed inside its write transaction.
+a real redis-server writing an append-only file with ``appendfsync always``; PostgresStore on a PostgreSQL
+of its own), and sends it virtual users: each has its own cookie jar and logs in, writes keys of its own,
+reads back every key acknowledged, logs out and logs in again, keeping a ledger of every answer. Meanwhile
+a worker is SIGKILLed every few seconds (the server starts another), and the store has its fault once:
+redis-server is SIGKILLed and started again on the same port and file, PostgreSQL is restarted with
+``pg_ctl restart -m immediate``, or an SQLite worker is SIGKILLed inside its write transaction.
 
 The verdict, per scenario: one line ``soak <server>/<store>: ...`` (shown with ``-s``), then the figures
 behind it; asserted: no acknowledged write lost, no session back after its acknowledged logout, no 2xx
