@@ -536,9 +536,9 @@ class VirtualUser:
             self.session_gone()
             return
         for key, value in data.items():
-            write = self.writes.get(key)
             if key == "user":
                 continue
+            write = self.writes.get(key)
             if write is None or write.value != value:
                 self.flag("wrong", key)
             elif write.session != self.session:
@@ -549,7 +549,7 @@ class VirtualUser:
                 self.flag("uncommitted_seen", key)
         for key in self.acknowledged_keys():
             if key not in data:
-                self.flag("lost", key)
+                self.flag("lost", f"{self.session}:{key}")
 
     def acknowledged_keys(self) -> List[str]:
         return [key for key, write in self.writes.items()
@@ -575,8 +575,9 @@ class VirtualUser:
     def check_store(self, store: sessions.Store) -> None:
         """After the run, in the store itself: the current session holds every acknowledged write, and
         no session logged out is there."""
-        if self.logged_in:
-            record = record_of(store, sid_of(self.cookie() or "s:missing.x"))
+        cookie = self.cookie()
+        if self.logged_in and cookie is not None:  # (a login without a cookie was flagged wrong)
+            record = record_of(store, sid_of(cookie))
             if record is None:
                 self.session_gone()
             else:
