@@ -644,3 +644,10 @@ def async_postgres_pool(postgres_dsn: str, store_loop: LoopThread) -> Iterator[A
     pool = store_loop.run(opened())
     yield pool
     store_loop.run(pool.close())
+
+
+# --- soak fixtures ---
+def pytest_addoption(parser) -> None:
+    parser.addoption("--soak-minutes", type=float, default=None,
+                     help="test_soak.py: minutes each server/store scenario runs (default: $SOAK_SECONDS, else 8 s)")
+# --- end soak fixtures ---
