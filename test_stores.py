@@ -1523,3 +1523,98 @@ def test_readme_async_postgres_snippet_runs_as_a_file(tmp_path, postgres_dsn, po
     assert done.stdout.startswith("['sid=s%3A")
     ((record,),) = pg_rows(postgres_dsn, "SELECT sess::text FROM session")
     assert json.loads(record)["user"] == "ada"
+
+
+# 8. Full disk, full memory: clean 500s, nothing half-written, recovery once space is back ################
+
+
+def serve(manager: sessions.SessionManager):
+    server = QuietServer(manager)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def stop(server, thread) -> None:
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 1 MiB tmpfs mounted for the test (as root, as CI runs), unmounted after it."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        from conftest import missing
+
+        missing(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): the full-disk test needs root")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """A file that takes every free byte of ``directory``'s filesystem; deleting it gives the space back."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as file:  # unbuffered: each write meets ENOSPC itself
+        for size in (65536, 4096, 1):  # then the last few pages and bytes too
+            try:
+                while True:
+                    file.write(b"\0" * size)
+            except OSError:  # ENOSPC: full
+                pass
+    return filler
+
+
+def test_a_full_disk_gives_clean_500s_keeps_every_record_whole_and_recovers(tiny_filesystem):
+    """SQLiteStore's file on a filesystem that fills up under a running server: requests that must write
+    fail with a clean 500 (no cookie, no id), the stored session keeps its last value, and once the space
+    is back the same session goes on from there and new ones start."""
+    store = sessions.SQLiteStore(tiny_filesystem / "sessions.db")
+    server, thread = serve(sessions.SessionManager(SECRET, store=store))
+    port = server.server_address[1]
+    try:
+        browser = Browser()
+        assert [browser.get(port)[:2] for _ in range(3)] == [(200, "1"), (200, "2"), (200, "3")]
+        sid = sessions.unsign(unquote(next(iter(browser.jar)).value)[2:], SECRET)
+        filler = fill(tiny_filesystem)
+        failures = 0
+        for client in (browser, Browser(), browser):
+            status, body, set_cookies = client.get(port)
+            if status == 500:
+                failures += 1
+                assert set_cookies == [] and sid not in body and "views" not in body
+            else:  # a write SQLite could still fit in a page it had: it is whole, and counted on
+                assert status == 200
+        assert failures >= 2 and all(isinstance(error, sessions.StoreError) for error in server.errors)
+        stored = json.loads(text_of(store.get(sid)))["views"]
+        assert stored in (3, 4)  # the last acknowledged value (or one write that fitted), never a torn record
+        filler.unlink()
+        assert browser.get(port)[:2] == (200, str(stored + 1))
+        assert Browser().get(port)[:2] == (200, "1")
+    finally:
+        stop(server, thread)
+
+
+def test_redis_at_maxmemory_with_noeviction_gives_clean_500s_and_recovers(redis_server, redis_site):
+    """Redis refuses writes (OOM) at ``maxmemory`` under ``noeviction``: requests that write fail with a
+    clean 500 and the stored session keeps its value; reads still work; raising the limit recovers."""
+    port, browser = redis_site.server_address[1], Browser()
+    assert [browser.get(port)[:2] for _ in range(2)] == [(200, "1"), (200, "2")]
+    sid = sessions.unsign(unquote(next(iter(browser.jar)).value)[2:], SECRET)
+    admin = redis_client_for(redis_server)
+    try:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", max(1, int(admin.info("memory")["used_memory"]) - 1024))
+        for client in (browser, Browser()):
+            status, body, set_cookies = client.get(port)
+            assert status == 500 and set_cookies == [] and sid not in body
+        assert json.loads(admin.get("sess:" + sid))["views"] == 2
+    finally:
+        admin.config_set("maxmemory", 0)
+    assert browser.get(port)[:2] == (200, "3")
+    assert redis_site.errors and all(isinstance(error, sessions.StoreError) for error in redis_site.errors)
+    admin.close()
