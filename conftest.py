@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from typing import Any, Iterator, List, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import unquote
@@ -155,11 +156,21 @@ def store(clock: Clock) -> RecordingStore:
 # --- stores fixtures ---
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_port(consecutive: int = 1) -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago; with ``consecutive``, the first of that many
+    free ports in a row (the demo's ``--with-express`` takes the next one)."""
+    for _ in range(100):
+        with contextlib.ExitStack() as held:
+            first = held.enter_context(socket.socket())
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            try:
+                for offset in range(1, consecutive):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no {consecutive} free ports in a row on 127.0.0.1")
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
@@ -544,3 +555,99 @@ def pytest_terminal_summary(terminalreporter) -> None:
         for name, count in sorted(CAMPAIGN_TALLY.items()):
             terminalreporter.write_line(f"{name}: {count:,}")
 # --- end hardening fixtures ---
+
+
+# Async stores seen through the Store contract ###############################################################
+
+
+class LoopThread:
+    """One asyncio event loop running in a thread of its own, for the tests' async stores: their clients
+    (redis.asyncio, psycopg's async pool) belong to the loop they first ran on."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="async-store-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Any, timeout: float = 30) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+class AsyncStoreFacade(sessions.Store):
+    """An AsyncStore through the sync Store contract: each call is the async store's own method, awaited on
+    ``loop``. So the store conformance suite and the concurrency tests run the async stores' own code."""
+
+    def __init__(self, store: Any, loop: LoopThread) -> None:
+        self.store, self.loop = store, loop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def get(self, sid):
+        return self.loop.run(self.store.get(sid))
+
+    def set(self, sid, record, expires):
+        return self.loop.run(self.store.set(sid, record, expires))
+
+    def update(self, sid, change, expires):
+        return self.loop.run(self.store.update(sid, change, expires))
+
+    def touch(self, sid, record, expires):
+        return self.loop.run(self.store.touch(sid, record, expires))
+
+    def destroy(self, sid):
+        return self.loop.run(self.store.destroy(sid))
+
+    def clear(self):
+        return self.loop.run(self.store.clear())
+
+    def __len__(self):
+        return self.loop.run(self.store.count())
+
+    def ids(self):
+        return self.loop.run(self.store.ids())
+
+    def prune(self):
+        return self.loop.run(self.store.prune())
+
+    def records_of(self, owner):
+        return self.loop.run(self.store.records_of(owner))
+
+
+@pytest.fixture(scope="session")
+def store_loop() -> Iterator[LoopThread]:
+    loop = LoopThread()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def async_postgres_pool(postgres_dsn: str, store_loop: LoopThread) -> Iterator[Any]:
+    """A psycopg_pool AsyncConnectionPool on the test server, opened on ``store_loop``."""
+    pool_module = pytest.importorskip("psycopg_pool")
+
+    async def opened() -> Any:
+        pool = pool_module.AsyncConnectionPool(postgres_dsn, min_size=1, max_size=8, open=False, timeout=2,
+                                               check=pool_module.AsyncConnectionPool.check_connection)
+        await pool.open()
+        return pool
+
+    pool = store_loop.run(opened())
+    yield pool
+    store_loop.run(pool.close())
+
+
+# --- soak fixtures ---
+def pytest_addoption(parser) -> None:
+    parser.addoption("--soak-minutes", type=float, default=None,
+                     help="test_soak.py: minutes each server/store scenario runs (default: $SOAK_SECONDS, else 8 s)")
+# --- end soak fixtures ---

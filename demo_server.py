@@ -5,10 +5,11 @@
     python3 demo_server.py --help     # --port, --store, --max-age, --rolling, --secret, --with-express
 
 Standard library only: http.server + sessions.SessionHandlerMixin + a MemoryStore (``--store`` picks
-SQLiteStore or RedisStore instead; the redis package is imported only then). It listens on 127.0.0.1 only.
+SQLiteStore, RedisStore or PostgresStore instead; the redis or psycopg package is imported only then). It listens on 127.0.0.1 only.
 
 Pages: ``/`` (visit counter and the session's state), ``/login`` (regenerates the session id on success),
-``/logout`` (POST; destroys the session and clears the cookie), ``/pitfall`` (a write after the response
+``/logout`` (POST; destroys the session and clears the cookie), ``/account`` (where the user is logged in:
+the store's owner index, each session ended on its own or "log out everywhere else"), ``/pitfall`` (a write after the response
 started raises instead of being lost), ``/many-tabs`` (20 requests of one session at once, each writing its
 own key: the session keeps all of them), ``/session.json`` (the session data, for scripts).
 
@@ -39,6 +40,8 @@ import socketserver
 import subprocess
 import sys
 import time
+import urllib.parse
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, Iterable, List, Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
@@ -88,6 +91,8 @@ SEEN_COOKIE = "demo_seen"
 #: The many-tabs page: this many requests of one session at once, each loading the session, working for
 #: TAB_WORK_SECONDS (as a handler that queries a database would), then writing its own key.
 TABS = 20
+#: The Account page names each session by the User-Agent it logged in with, at most this long.
+DEVICE_LENGTH = 120
 TAB_WORK_SECONDS = 0.05
 TAB_KEY = "tab-{:02d}"
 
@@ -140,6 +145,7 @@ button { font: inherit; padding: .3rem .9rem; }
 .tabs .lost { background: #fbeaea; border: 1px solid #d99; text-decoration: line-through; }
 label { display: block; margin: .5rem 0; }
 .muted { color: #666; }
+.label { display: none; color: #666; }
 @media (max-width: 30rem) {
   body { padding: 0 .7rem; margin-top: .8rem; }
   code, pre { font-size: 12.5px; }
@@ -148,6 +154,9 @@ label { display: block; margin: .5rem 0; }
   th, td { display: block; padding: 0; }
   th { padding-top: .6rem; }
   .tabs { grid-template-columns: repeat(5, 1fr); }
+  #sessions tr:first-child { display: none; }
+  #sessions tr.session { display: block; border-top: 1px solid #ddd; padding: .5rem 0; }
+  .label { display: inline; }
 }
 """
 
@@ -158,11 +167,17 @@ def layout(title: str, body: str, who: str) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{ESCAPE(title)} · sessions.py demo</title><style>{STYLE}</style></head><body>"
-        "<nav><a href=\"/\">Home</a><a href=\"/login\">Log in</a><a href=\"/pitfall\">The pitfall</a>"
+        "<nav><a href=\"/\">Home</a><a href=\"/login\">Log in</a><a href=\"/account\">Account</a>"
+        "<a href=\"/pitfall\">The pitfall</a>"
         "<a href=\"/many-tabs\">Many tabs</a>"
         f"<a href=\"/session.json\">/session.json</a><span class=\"who muted\" id=\"who\">{who}</span></nav>"
         f"{body}</body></html>\n"
     )
+
+
+def when(moment: Optional[datetime]) -> str:
+    """A time on the Account page: UTC, to the second."""
+    return "unknown" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def flash_html(message: Optional[str]) -> str:
@@ -288,6 +303,9 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
         "/": {"GET": "page_home"},
         "/login": {"GET": "page_login", "POST": "post_login"},
         "/logout": {"POST": "post_logout"},
+        "/account": {"GET": "page_account"},
+        "/account/end": {"POST": "post_account_end"},
+        "/account/end-others": {"POST": "post_account_end_others"},
         "/pitfall": {"GET": "page_pitfall"},
         "/many-tabs": {"GET": "page_many_tabs"},
         "/many-tabs.js": {"GET": "page_many_tabs_js"},
@@ -602,6 +620,8 @@ class DemoHandler(sessions.SessionHandlerMixin, BaseHTTPRequestHandler):
 <li><a href="/login">Log in</a>: the session id changes (see the hash above) and the visit count stays.</li>
 <li>Log out: the session is destroyed and the browser's cookie cleared; the next visit starts afresh.</li>
 <li>{wait}, then reload: your session expired, and a new one starts.</li>
+<li><a href="/account">Account</a> (once logged in): where you are logged in, each session ended on its own or
+all but this one ("log out everywhere else").</li>
 <li><a href="/pitfall">The pitfall</a>: a session write after the response started raises instead of vanishing.</li>
 <li><a href="/many-tabs">Many tabs</a>: {TABS} requests of this session at once, each writing its own key, and
 how many of them the session keeps.</li>
@@ -632,7 +652,8 @@ how many of them the session keeps.</li>
         current = (f"<p>You are logged in as <strong>{ESCAPE(user)}</strong>. {logout_form(token, 'Log out')}</p>"
                    if user else "")
         error_html = f'<p class="error" id="error" role="alert">{ESCAPE(error)}</p>' if error else ""
-        body = f"""<h1>Log in</h1>
+        flash = self.session.pop("flash", None)  # e.g. from the Account page, asking to log in first
+        body = f"""{flash_html(flash if isinstance(flash, str) else None)}<h1>Log in</h1>
 {current}{error_html}
 <form method="post" action="/login">
 {csrf_input(token)}
@@ -661,10 +682,91 @@ visit(s) are kept, and a new CSRF token is issued. A wrong password changes noth
             self.redirect("/login")
             return
         session.regenerate(keep_data=True)  # new id, same data: defeats session fixation
+        session.owner = username  # the store's owner index lists it under this user (the Account page)
+        session["device"] = self.device()
         session["user"] = username
         session[CSRF_KEY] = secrets.token_urlsafe(32)  # new privileges, new token
         session["flash"] = f"Welcome, {username}! You are logged in; the session id changed and your visits were kept."
         self.redirect("/")  # saved before the redirect is sent, so the next page sees it
+
+    def device(self) -> str:
+        """What the Account page calls this browser: its User-Agent header, shortened."""
+        agent = self.headers.get("User-Agent") or "an unknown browser"
+        return agent if len(agent) <= DEVICE_LENGTH else agent[: DEVICE_LENGTH - 1] + "\u2026"
+
+    def page_account(self) -> None:
+        """Who is logged in where: this user's sessions (the store's owner index), each of which can be ended,
+        and "log out everywhere else"."""
+        user = self.user()
+        if user is None:
+            self.session["flash"] = "Log in first: the Account page lists the sessions of a user."
+            self.redirect("/login")
+            return
+        session, token = self.session, self.csrf_token()
+        flash = session.pop("flash", None)
+        try:
+            listed = self.session_manager.sessions_of(user, expose=("device",))
+        except sessions.ConfigurationError:  # a store without an owner index
+            listed = None
+        if listed is None:
+            rows = "<p class=\"notice\">This store keeps no index of the sessions of a user.</p>"
+        else:
+            rows = "".join(self.account_row(info, info.handle == session.handle, token) for info in listed)
+            rows = f'<table id="sessions"><tr><th>Device</th><th>Logged in</th><th>Last seen</th><th>Expires</th>' \
+                   f"<th></th></tr>{rows}</table>"
+        others = 0 if listed is None else sum(info.handle != session.handle for info in listed)
+        end_others = (f'<form method="post" action="/account/end-others">{csrf_input(token)}'
+                      f'<button type="submit" id="end-others">Log out everywhere else ({others})</button></form>'
+                      if others else '<p class="muted" id="alone">This is your only session.</p>')
+        body = f"""{flash_html(flash if isinstance(flash, str) else None)}
+<h1>Where you are logged in</h1>
+<p>The sessions of <strong>{ESCAPE(user)}</strong>, found through the store's owner index
+(<code>manager.sessions_of(user)</code>), most recently seen first. Each is named by a short hash of its id,
+never the id.</p>
+{rows}
+{end_others}
+<p class="muted">Log in as {ESCAPE(user)} in another browser (or a private window) to see one more row.
+"Log out everywhere else" is <code>manager.end_sessions_of(user, keep=session)</code>: the other browsers'
+next request starts a new, logged-out session, and a request of theirs already in flight cannot bring the
+ended session back.</p>
+"""
+        self.send_html(layout("Account", body, self.who()))
+
+    def account_row(self, info: sessions.SessionInfo, current: bool, token: str) -> str:
+        device = info.data.get("device")
+        device = ESCAPE(device) if isinstance(device, str) else "a browser"
+        action = ('<strong id="this-device">this device</strong>' if current else
+                  f'<form class="inline" method="post" action="/account/end">{csrf_input(token)}'
+                  f'<input type="hidden" name="handle" value="{ESCAPE(info.handle)}">'
+                  f'<button type="submit">End</button></form>')
+        return (f'<tr class="session" data-handle="{ESCAPE(info.handle)}"><td>{device} '
+                f'<code class="muted">{ESCAPE(info.handle)}</code></td>'
+                f'<td><span class="label">Logged in </span>{when(info.created)}</td>'
+                f'<td><span class="label">Last seen </span>{when(info.last_seen)}</td>'
+                f'<td><span class="label">Expires </span>{when(info.expires)}</td><td>{action}</td></tr>')
+
+    def post_account_end(self) -> None:
+        form = self.read_form()
+        self.check_csrf(form)
+        (handle,) = self.require(form, "handle")
+        user = self.user()
+        if user is None:
+            raise HTTPProblem(403, "Log in first: only a user's own sessions can be ended.")
+        if handle == self.session.handle:
+            raise HTTPProblem(400, "That is this session: use Log out.")
+        ended = self.session_manager.end_session(user, handle)  # only one of this user's sessions
+        self.session["flash"] = "That session is ended." if ended else "That session had ended already."
+        self.redirect("/account")
+
+    def post_account_end_others(self) -> None:
+        form = self.read_form()
+        self.check_csrf(form)
+        user = self.user()
+        if user is None:
+            raise HTTPProblem(403, "Log in first: only a user's own sessions can be ended.")
+        ended = self.session_manager.end_sessions_of(user, keep=self.session)
+        self.session["flash"] = f"Logged out everywhere else: {ended} other session(s) ended."
+        self.redirect("/account")
 
     def post_logout(self) -> None:
         form = self.read_form()
@@ -828,7 +930,23 @@ def store_option(text: str) -> str:
     match = REDIS_URL.fullmatch(text)
     if match and 0 < int(match.group(2) or 6379) < 65536:
         return text
-    raise argparse.ArgumentTypeError(f"expected memory, sqlite:PATH or redis://HOST:PORT/DB, not {text!r}")
+    if postgres_address(text) is not None:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected memory, sqlite:PATH, redis://HOST:PORT/DB or postgresql://[USER@]HOST[:PORT]/DB, not {text!r}")
+
+
+def postgres_address(spec: str) -> Optional[str]:
+    """``postgresql://[user[:password]@]host[:port]/db`` as shown on the page (no user or password), or None
+    when ``spec`` is not such a URL."""
+    parts = urllib.parse.urlsplit(spec)
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        return None
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or not parts.path.strip("/"):
+        return None
+    return f"postgresql://{parts.hostname}:{port}{parts.path}"
 
 
 def make_store(spec: str) -> Tuple[sessions.Store, str]:
@@ -839,6 +957,14 @@ def make_store(spec: str) -> Tuple[sessions.Store, str]:
     if spec.startswith("sqlite:"):
         path = spec[len("sqlite:"):]
         return library_store("SQLiteStore")(path), f"SQLiteStore ({path})"
+    shown = postgres_address(spec)
+    if shown is not None:
+        try:
+            import psycopg  # only when asked for, like redis
+        except ImportError:
+            raise StartupError("it needs the psycopg package (python3 -m pip install 'psycopg[binary]')") from None
+        store = library_store("PostgresStore")(lambda: psycopg.connect(spec, connect_timeout=2), create_table=True)
+        return store, f"PostgresStore ({shown}, connect-pg-simple's table)"
     host, port, db = redis_address(spec)
     try:
         import redis  # only when asked for: the demo itself needs nothing outside the standard library
@@ -932,7 +1058,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = OneLineParser(description="A small site on 127.0.0.1 that shows what sessions.py does.")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--store", type=store_option, default="memory",
-                        help="where sessions live: memory (default), sqlite:PATH or redis://HOST:PORT/DB")
+                        help="where sessions live: memory (default), sqlite:PATH, redis://HOST:PORT/DB or "
+                             "postgresql://[USER@]HOST[:PORT]/DB")
     parser.add_argument("--max-age", type=positive_seconds, default=60,
                         help="session idle timeout in seconds (default 60)")
     parser.add_argument("--rolling", action="store_true", help="re-send the cookie on every response")

@@ -12,7 +12,7 @@ store fit for a single production process.
 
 The file reads in the order a request meets it:
 cookie codec -> signing -> cookie options -> Set-Cookie values -> records -> stores -> session -> manager
-(all policy) -> adapters (no policy).
+(all policy) -> adapters (no policy) -> the operations CLI (``python3 sessions.py --help``).
 
 Quick start (http.server)::
 
@@ -27,7 +27,7 @@ Quick start (http.server)::
 
 from __future__ import annotations
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 __license__ = "MIT"  # see LICENSE; the same licence as express-session
 
 import contextlib
@@ -68,11 +68,15 @@ __all__ = [
     "Codec",
     "SessionCookie",
     "Store",
+    "AsyncStore",
     "MemoryStore",
     "SQLiteStore",
     "RedisStore",
+    "AsyncRedisStore",
     "PostgresStore",
+    "AsyncPostgresStore",
     "Session",
+    "SessionInfo",
     "SessionManager",
     "SessionHandlerMixin",
     "SessionMiddleware",
@@ -103,7 +107,13 @@ CREATED_KEY = "__createdAt"
 #: ``cookie_refresh``: the server cannot otherwise know when the browser's copy expires. A data key for the
 #: same reason as ``CREATED_KEY``.
 SENT_EXPIRES_KEY = "__cookieSentExpires"
-_RESERVED_KEYS = frozenset(("cookie", CREATED_KEY, SENT_EXPIRES_KEY))
+#: Key of the session's owner (``Session.owner``, e.g. a user id) in a record, written only for a session that
+#: has one, right after the two keys above: a data key, so express-session keeps it, and in a fixed place, so a
+#: store finds it with an exact text scan (``_owner_of``) to keep its owner index in the same write.
+OWNER_KEY = "__owner"
+#: The longest owner accepted (characters): it is part of a Redis key and of an index.
+MAX_OWNER_LENGTH = 256
+_RESERVED_KEYS = frozenset(("cookie", CREATED_KEY, SENT_EXPIRES_KEY, OWNER_KEY))
 
 
 # Errors ###################################################################################################
@@ -151,6 +161,7 @@ def _store_error(message: str, exc: BaseException) -> StoreError:
 #: What the application is told when a store method fails (never the store's own message: it may quote an id).
 _STORE_FAILURE = {method: f"the session store failed to {action} a session" for method, action in (
     ("get", "load"), ("set", "set"), ("update", "update"), ("touch", "touch"), ("destroy", "destroy"))}
+_STORE_FAILURE["records_of"] = "the session store failed to list the sessions of an owner"
 
 
 def _store_failure(method: str, exc: Exception) -> SessionError:
@@ -740,22 +751,25 @@ class _RecordFormat:
 
     def text(
         self, original_max_age_ms: Optional[float], expires_ms: Optional[int], secure: bool,
-        created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int],
+        created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int], owner: Optional[str],
     ) -> str:
         """The record; the parts after the cookie object are ``after_cookie``'s."""
         return "".join((
             '{"cookie":{"originalMaxAge":', "null" if original_max_age_ms is None else str(original_max_age_ms),
             self._middle, "null" if expires_ms is None else f'"{_iso(expires_ms)}"',
-            self._tails[secure], self.after_cookie(created_ms, data_json, sent_expires_ms),
+            self._tails[secure], self.after_cookie(created_ms, data_json, sent_expires_ms, owner),
         ))
 
     @staticmethod
-    def after_cookie(created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int]) -> str:
-        """The record's text after its cookie object: ``created_ms`` and ``sent_expires_ms`` (None: left out)
-        as ``CREATED_KEY`` and ``SENT_EXPIRES_KEY``, then the data keys, and the end."""
+    def after_cookie(
+        created_ms: Optional[int], data_json: str, sent_expires_ms: Optional[int], owner: Optional[str]
+    ) -> str:
+        """The record's text after its cookie object: ``created_ms``, ``sent_expires_ms`` and ``owner`` (None:
+        left out) as ``CREATED_KEY``, ``SENT_EXPIRES_KEY`` and ``OWNER_KEY``, then the data keys, and the end."""
         created = "" if created_ms is None else f',"{CREATED_KEY}":{created_ms}'
         sent = "" if sent_expires_ms is None else f',"{SENT_EXPIRES_KEY}":{sent_expires_ms}'
-        return created + sent + ("}" if data_json == "{}" else "," + data_json[1:])
+        owned = "" if owner is None else f',"{OWNER_KEY}":{_encode_json(owner)}'
+        return created + sent + owned + ("}" if data_json == "{}" else "," + data_json[1:])
 
 
 def _cookie_end(record: str) -> int:
@@ -786,11 +800,41 @@ def _data_text(record: str) -> Optional[str]:
     return "{" + record[end + 1 :] if record[end] == "," else None
 
 
+#: Where a record this module writes holds its owner: right after the cookie object and the time keys.
+_OWNER_AFTER_COOKIE = re.compile(
+    rf'(?:,"{CREATED_KEY}":[0-9]+)?(?:,"{SENT_EXPIRES_KEY}":[0-9]+)?,"{OWNER_KEY}":"([^"\\\x00-\x1f]*)"[,}}]'
+)
+
+
+def _owner_of(record: str) -> Optional[str]:
+    """The owner (``OWNER_KEY``) of a record's text, or None. What stores call on every write to keep their
+    owner index: an exact text scan for the records this module writes (and express-session writes back,
+    as it keeps key order), a JSON parse only for other text that mentions the key."""
+    if OWNER_KEY not in record and "\\u" not in record:  # JSON spells the key so, or with escapes
+        return None
+    end = _cookie_end(record)
+    if end > 0:
+        found = _OWNER_AFTER_COOKIE.match(record, end)
+        if found is not None:
+            return found.group(1)
+    try:
+        owner = _decode_json(record).get(OWNER_KEY)
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        return None
+    return owner if _is_owner(owner) else None
+
+
+def _is_owner(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_OWNER_LENGTH and not _SURROGATE.search(value)
+
+
 _MAX_TIME_MS = 8.64e15  # the latest time a JavaScript Date holds (year 275760)
 
 #: A parsed record: data, originalMaxAge (ms), expires (ms), created (ms), the data's JSON text when it
-#: could be cut out of the record exactly (else None), and the expiry of the cookie last sent (ms)
-_ParsedRecord = Tuple[Dict[str, Any], Any, Optional[int], Optional[int], Optional[str], Optional[int]]
+#: could be cut out of the record exactly (else None), the expiry of the cookie last sent (ms), the owner
+_ParsedRecord = Tuple[
+    Dict[str, Any], Any, Optional[int], Optional[int], Optional[str], Optional[int], Optional[str]
+]
 
 
 def _pop_ms(parsed: Dict[str, Any], key: str) -> Optional[int]:
@@ -827,9 +871,12 @@ def _parse_record(record: str, store_deadline_ms: Optional[int] = None) -> _Pars
         if expires_ms is None:
             raise ValueError("expires is not an ISO-8601 time")
     created, sent = _pop_ms(parsed, CREATED_KEY), _pop_ms(parsed, SENT_EXPIRES_KEY)
+    owner = parsed.pop(OWNER_KEY, None)
+    if owner is not None and not _is_owner(owner):
+        raise ValueError(f"{OWNER_KEY} is not a non-empty string of at most {MAX_OWNER_LENGTH} characters")
     del parsed["cookie"]
-    data_text = None if created is not None or sent is not None else _data_text(record)
-    return parsed, original, expires_ms, created, data_text, sent
+    data_text = None if created is not None or sent is not None or owner is not None else _data_text(record)
+    return parsed, original, expires_ms, created, data_text, sent, owner
 
 
 def _with_cookie_of(stored: str, fresh: str) -> str:
@@ -885,6 +932,10 @@ class Store:
       Returns whether there was a live record (None: unknown, taken as live).
     - ``destroy(sid)``: delete; a missing record is not an error.
     - Optional: ``clear()``, ``__len__()`` (live records) and ``ids()``.
+    - Optional, the owner index: ``records_of(owner)``, the live records whose ``OWNER_KEY`` is ``owner``
+      (``SessionManager.sessions_of`` and ``end_sessions_of`` need it; without it they raise a
+      ConfigurationError). Keep the index in the same atomic step as the record: ``_owner_of(record)``
+      reads a record's owner with an exact text scan.
 
     Missing is never an error; any exception means the store failed, and the request fails with a 500
     (nothing is written, no cookie is sent). Methods may be called from several threads at once (e.g.
@@ -961,6 +1012,72 @@ class Store:
         """Optional: the ids of the live records."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its sessions")
 
+    def records_of(self, owner: str) -> Dict[str, Union[str, Tuple[str, Optional[float]]]]:
+        """Optional, the owner index: ``{id: what get(id) returns}`` for every live record whose owner
+        (``OWNER_KEY``, see ``_owner_of``) is ``owner``, found without reading the other records. Entries
+        the index holds for records that expired, were destroyed or changed owner are left out (and may be
+        dropped from the index here: expired sessions leave it without a background job)."""
+        raise NotImplementedError(f"{type(self).__name__} has no owner index")
+
+
+class AsyncStore:
+    """The ``Store`` contract with ``async def`` methods, for backends with an asyncio client
+    (``redis.asyncio``, psycopg's ``AsyncConnectionPool``). Subclass it and override ``get``, ``set`` and
+    ``destroy`` (and ``update`` and ``touch`` with one atomic step of the backend where it has one); each
+    method means exactly what the ``Store`` method of the same name means, returns the same, and raises
+    the same way. The optional ones are ``clear()``, ``count()`` (``len`` cannot be awaited), ``ids()`` and
+    ``records_of()``.
+
+    A manager whose store is async serves async code: ``ASGISessionMiddleware`` (no worker thread at
+    all), ``manager.aopen``/``acommit``, and ``await session.asave()``, ``areload()``, ``adestroy()``,
+    ``aflush()``. Sync calls that would need the store (``manager.open`` with a session cookie,
+    ``session.save()``) raise ``SessionError`` saying so. A method cancelled while it waits (the client
+    went away) must leave the record as it was or as written, never half-written: one command, script or
+    transaction per write.
+    """
+
+    async def get(self, sid: str) -> Union[str, Tuple[str, Optional[float]], None]:
+        """As ``Store.get``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement get(sid)")
+
+    async def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        """As ``Store.set``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement set(sid, record, expires)")
+
+    async def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        """As ``Store.update``; this default is get, change, set (not atomic: see ``Store.update``)."""
+        stored = await self.get(sid)
+        if isinstance(stored, tuple):
+            stored = stored[0]
+        if stored is None:
+            return False
+        await self.set(sid, change(stored), expires)
+        return True
+
+    async def touch(self, sid: str, record: str, expires: Optional[float]) -> Optional[bool]:
+        """As ``Store.touch``; this default is ``update`` with the cookie object of ``record``."""
+        return await self.update(sid, lambda stored: _with_cookie_of(stored, record), expires)
+
+    async def destroy(self, sid: str) -> None:
+        """As ``Store.destroy``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement destroy(sid)")
+
+    async def clear(self) -> None:
+        """Optional: delete every record."""
+        raise NotImplementedError(f"{type(self).__name__} cannot clear")
+
+    async def count(self) -> int:
+        """Optional: the number of live records (``Store.__len__``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count its sessions")
+
+    async def ids(self) -> List[str]:
+        """Optional: the ids of the live records."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its sessions")
+
+    async def records_of(self, owner: str) -> Dict[str, Union[str, Tuple[str, Optional[float]]]]:
+        """Optional, the owner index: as ``Store.records_of`` (``manager.asessions_of`` awaits it)."""
+        raise NotImplementedError(f"{type(self).__name__} has no owner index")
+
 
 class MemoryStore(Store):
     """A thread-safe in-memory store for a single process, fit for production there.
@@ -979,6 +1096,9 @@ class MemoryStore(Store):
     A later write leaves the id's earlier entry behind, stale; stale entries are skipped when their second
     is pruned, and the index is rebuilt when they outnumber the records, which keeps memory linear (about
     220 bytes per session besides the record text, the id included, measured by ``bench/run.py``).
+
+    The owner index (``records_of``) maps each owner to the ids of its records, updated under the same lock
+    as the records: a record that is written, replaced, expired, evicted or destroyed moves with it.
     """
 
     #: Index entries examined per write, so that one request never pays for a mass expiry.
@@ -1001,6 +1121,8 @@ class MemoryStore(Store):
         self.clock = clock
         self._lock = threading.Lock()
         self._records: Dict[str, Tuple[str, float]] = {}  # id -> (record text, deadline)
+        self._owners: Dict[str, set] = {}  # owner -> ids of its records
+        self._owner_of_id: Dict[str, str] = {}  # id -> owner, for the records that have one
         self._reindex()
 
     def get(self, sid: str) -> Optional[Tuple[str, float]]:
@@ -1010,7 +1132,7 @@ class MemoryStore(Store):
             if entry is None:
                 return None
             if entry[1] <= self.clock():
-                del self._records[sid]
+                self._remove(sid)
                 return None
             return entry
 
@@ -1040,11 +1162,13 @@ class MemoryStore(Store):
 
     def destroy(self, sid: str) -> None:
         with self._lock:
-            self._records.pop(sid, None)
+            self._remove(sid)
 
     def clear(self) -> None:
         with self._lock:
             self._records.clear()
+            self._owners.clear()
+            self._owner_of_id.clear()
             self._reindex()
 
     def prune(self) -> int:
@@ -1062,6 +1186,15 @@ class MemoryStore(Store):
         with self._lock:
             return list(self._records)
 
+    def records_of(self, owner: str) -> Dict[str, Tuple[str, float]]:
+        """``{id: (record, deadline)}`` of the live records of ``owner``; expired ones are removed."""
+        with self._lock:
+            now, records = self.clock(), self._records
+            expired = [sid for sid in self._owners.get(owner, ()) if records[sid][1] <= now]
+            for sid in expired:
+                self._remove(sid)
+            return {sid: records[sid] for sid in self._owners.get(owner, ())}
+
     def expiry(self, sid: str) -> Optional[float]:
         """When the store will drop ``sid`` (seconds since the epoch), or None if it holds no such record."""
         with self._lock:
@@ -1075,7 +1208,7 @@ class MemoryStore(Store):
             self._prune(now, self.PRUNE_BATCH)
         deadline = _deadline(expires, now, self.default_ttl)
         if deadline <= now:
-            self._records.pop(sid, None)
+            self._remove(sid)
             return
         old = self._records.get(sid)
         if old is None and self.max_sessions is not None and len(self._records) >= self.max_sessions:
@@ -1083,10 +1216,35 @@ class MemoryStore(Store):
             while len(self._records) >= self.max_sessions and self._evict_earliest():
                 pass
         self._records[sid] = (record, deadline)
+        self._index_owner(sid, _owner_of(record))
         if old is None or int(old[1]) != int(deadline):  # same second: its entry is already there
             self._index(sid, deadline)
             if self._entries > 2 * len(self._records) + 1024:  # mostly stale entries: rebuild
                 self._reindex()
+
+    def _index_owner(self, sid: str, owner: Optional[str]) -> None:
+        previous = self._owner_of_id.get(sid)
+        if owner == previous:
+            return
+        if previous is not None:
+            self._unindex_owner(sid, previous)
+        if owner is not None:
+            self._owner_of_id[sid] = owner
+            self._owners.setdefault(owner, set()).add(sid)
+
+    def _unindex_owner(self, sid: str, owner: str) -> None:
+        del self._owner_of_id[sid]
+        ids = self._owners[owner]
+        ids.discard(sid)
+        if not ids:
+            del self._owners[owner]
+
+    def _remove(self, sid: str) -> None:
+        """Delete a record (a missing one is no error) and its owner index entry."""
+        if self._records.pop(sid, None) is not None:
+            owner = self._owner_of_id.get(sid)
+            if owner is not None:
+                self._unindex_owner(sid, owner)
 
     def _index(self, sid: str, deadline: float) -> None:
         second = int(deadline)
@@ -1126,7 +1284,7 @@ class MemoryStore(Store):
         while self._seconds and self._seconds[0] + 1 <= now:
             before = self._entries
             for sid in self._take(self._seconds[0], limit):
-                del self._records[sid]
+                self._remove(sid)
                 removed += 1
             if limit is not None:
                 limit -= before - self._entries
@@ -1140,7 +1298,7 @@ class MemoryStore(Store):
         for sid in self._buckets.get(int(now), ()):
             entry = self._records.get(sid)
             if entry is not None and entry[1] <= now:
-                del self._records[sid]
+                self._remove(sid)
                 removed += 1
         return removed
 
@@ -1148,7 +1306,7 @@ class MemoryStore(Store):
         """Remove one live record of the earliest expiry second; False if there is none."""
         while self._seconds:
             for sid in self._take(self._seconds[0], None):
-                del self._records[sid]
+                self._remove(sid)
                 return True
         return False
 
@@ -1171,11 +1329,25 @@ def _text(value: Union[str, bytes]) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
+#: RedisStore's owner index, in Lua so that it runs in the same step as the record's write: if the record
+#: ``record_key`` is there (and ``ttl`` positive), add ``sid`` to the owner's set ``set_key`` and give the set
+#: at least the record's ttl, so it lives as long as its longest-lived member.
+_INDEX_OWNER_LUA = r"""
+local function index_owner(set_key, record_key, sid, ttl)
+  if tonumber(ttl) <= 0 or redis.call('EXISTS', record_key) == 0 then return end
+  redis.call('SADD', set_key, sid)
+  if redis.call('TTL', set_key) < tonumber(ttl) then redis.call('EXPIRE', set_key, ttl) end
+end
+"""
+#: KEYS: the owner's set, the record; ARGV: the id, the ttl (after a SET or EXPIRE of the record, in MULTI).
+_INDEX_OWNER = _INDEX_OWNER_LUA + "index_owner(KEYS[1], KEYS[2], ARGV[1], ARGV[2])\n"
+
 #: ``_Merge``'s first check, run inside Redis: if the stored value is a record whose text after its cookie
 #: object is ARGV[1] (``_cookie_end``'s rules: the first ``}`` ends a cookie object with no ``{``, no
 #: backslash and paired quotes), write ARGV[2] with ``EX`` ARGV[3] (``DEL`` for a ttl of zero or less) and
-#: answer 1; a missing or empty value answers 0; anything else 2 (then ``WATCH``/``MULTI`` merges).
-_SET_IF_UNCHANGED = r"""
+#: answer 1; a missing or empty value answers 0; anything else 2 (then ``WATCH``/``MULTI`` merges). With
+#: KEYS[2] (the owner's set of the record ARGV[2]) and ARGV[4] (the id), the owner index is kept too.
+_SET_IF_UNCHANGED = _INDEX_OWNER_LUA + r"""
 local value = redis.call('GET', KEYS[1])
 if not value or value == '' then return 0 end
 local tail = ARGV[1]
@@ -1187,6 +1359,7 @@ if string.sub(head, 1, 11) ~= '{"cookie":{' or string.find(head, '}', 12, true) 
    or select(2, string.gsub(head, '"', '')) % 2 == 1 then return 2 end
 if tonumber(ARGV[3]) > 0 then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  if KEYS[2] then index_owner(KEYS[2], KEYS[1], ARGV[4], ARGV[3]) end
 else
   redis.call('DEL', KEYS[1])
 end
@@ -1206,6 +1379,8 @@ def _store_errors(backend: str, action: str) -> Iterator[None]:
     the error type: backend messages may quote keys, hence session ids. The original is ``.original``."""
     try:
         yield
+    except SessionError:  # the store's own, already saying what failed
+        raise
     except Exception as exc:
         raise _store_error(f"{backend} session store: cannot {action}", exc) from None
 
@@ -1226,21 +1401,26 @@ class SQLiteStore(Store):
     expired rows, earliest first, through the index on ``expires_at``, so its cost follows the number
     expired, not the number stored, and no background thread is needed; ``prune()`` deletes them all.
 
-    The schema (version 1, kept in ``PRAGMA user_version``; give the store a database file of its own)::
+    The schema (version 2, kept in ``PRAGMA user_version``; give the store a database file of its own)::
 
         CREATE TABLE sessions (
             id         TEXT PRIMARY KEY,  -- the session id
             record     TEXT NOT NULL,     -- the record's JSON text, as express-session stores it
-            expires_at REAL NOT NULL      -- seconds since the epoch (UTC) when the record dies
+            expires_at REAL NOT NULL,     -- seconds since the epoch (UTC) when the record dies
+            owner      TEXT               -- the record's OWNER_KEY (Session.owner), or NULL
         );
         CREATE INDEX sessions_expires_at ON sessions (expires_at);
+        CREATE INDEX sessions_owner ON sessions (owner) WHERE owner IS NOT NULL;
+
+    A file of version 1 (no ``owner`` column) is upgraded in place when the store opens it, in one
+    transaction: the column is added and filled from each record, and the index created.
 
     Writes are transactions (``BEGIN IMMEDIATE``): ``update`` reads the row and writes it back in one,
     so no other thread or process writes between the two.
     """
 
     blocking = True
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
     #: Expired rows deleted per write, so that one request never pays for a mass expiry.
     PRUNE_BATCH = 64
 
@@ -1285,7 +1465,7 @@ class SQLiteStore(Store):
         deadline = _deadline(expires, now, self.default_ttl)
         with _store_errors("SQLite", "save"), self._transaction(now) as db:
             if deadline > now:
-                db.execute(self._sql["put"], (sid, record, deadline))
+                db.execute(self._sql["put"], (sid, record, deadline, _owner_of(record)))
             else:
                 db.execute(self._sql["destroy"], (sid,))
 
@@ -1300,7 +1480,8 @@ class SQLiteStore(Store):
             if row is None:
                 return False
             if deadline > now:
-                db.execute(self._sql["update"], (change(row[0]), deadline, sid))
+                record = change(row[0])
+                db.execute(self._sql["update"], (record, deadline, _owner_of(record), sid))
             else:
                 db.execute(self._sql["destroy"], (sid,))
             return True
@@ -1335,14 +1516,21 @@ class SQLiteStore(Store):
         with _store_errors("SQLite", "list"):
             return [row[0] for row in self._connection().execute(self._sql["ids"], (self.clock(),))]
 
+    def records_of(self, owner: str) -> Dict[str, Tuple[str, float]]:
+        """``{id: (record, expires_at)}`` of the live rows of ``owner``, through the index on ``owner``."""
+        with _store_errors("SQLite", "list"):
+            rows = self._connection().execute(self._sql["records_of"], (owner, self.clock()))
+            return {sid: (record, expires_at) for sid, record, expires_at in rows}
+
     @staticmethod
     def _statements(table: str) -> Dict[str, str]:
         live = "expires_at > ?"
         return {
             "get": f"SELECT record, expires_at FROM {table} WHERE id = ? AND {live}",
-            "put": f"INSERT INTO {table} (id, record, expires_at) VALUES (?, ?, ?) ON CONFLICT (id)"
-                   " DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
-            "update": f"UPDATE {table} SET record = ?, expires_at = ? WHERE id = ?",
+            "put": f"INSERT INTO {table} (id, record, expires_at, owner) VALUES (?, ?, ?, ?) ON CONFLICT (id)"
+                   " DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at,"
+                   " owner = excluded.owner",
+            "update": f"UPDATE {table} SET record = ?, expires_at = ?, owner = ? WHERE id = ?",
             "touch": f"UPDATE {table} SET record = sessions_with_cookie_of(record, ?), expires_at = ?"
                      f" WHERE id = ? AND {live}",
             "destroy": f"DELETE FROM {table} WHERE id = ?",
@@ -1352,6 +1540,7 @@ class SQLiteStore(Store):
                            f" (SELECT rowid FROM {table} WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
             "count": f"SELECT count(*) FROM {table} WHERE {live}",
             "ids": f"SELECT id FROM {table} WHERE {live}",
+            "records_of": f"SELECT id, record, expires_at FROM {table} WHERE owner = ? AND {live}",
         }
 
     def _create_schema(self) -> None:
@@ -1371,8 +1560,9 @@ class SQLiteStore(Store):
                 )
             table = f'"{self.table}"'
             db.execute(f"CREATE TABLE IF NOT EXISTS {table} "
-                       "(id TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at REAL NOT NULL)")
+                       "(id TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at REAL NOT NULL, owner TEXT)")
             db.execute(f'CREATE INDEX IF NOT EXISTS "{self.table}_expires_at" ON {table} (expires_at)')
+            self._add_owner_column(db)
             db.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
             db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -1382,6 +1572,17 @@ class SQLiteStore(Store):
         finally:
             if db is not None:
                 db.close()
+
+    def _add_owner_column(self, db: sqlite3.Connection) -> None:
+        """Schema version 2: the ``owner`` column and its index. A table of version 1 gets the column, filled
+        from its records (inside the caller's transaction). Checked per table, as tables share a file's
+        ``user_version``."""
+        table = f'"{self.table}"'
+        columns = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+        if "owner" not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT")
+            db.execute(f"UPDATE {table} SET owner = sessions_owner_of(record)")
+        db.execute(f'CREATE INDEX IF NOT EXISTS "{self.table}_owner" ON {table} (owner) WHERE owner IS NOT NULL')
 
     def _switch_to_wal(self, db: sqlite3.Connection) -> None:
         """``PRAGMA journal_mode = WAL``, retried for up to ``timeout`` seconds: SQLite answers "database is
@@ -1403,6 +1604,7 @@ class SQLiteStore(Store):
         db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         db.execute("PRAGMA synchronous = NORMAL")
         db.create_function("sessions_with_cookie_of", 2, _with_cookie_of, deterministic=True)
+        db.create_function("sessions_owner_of", 1, _owner_of, deterministic=True)
         return db
 
     def _connection(self) -> sqlite3.Connection:
@@ -1442,7 +1644,176 @@ class SQLiteStore(Store):
                 db.close()
 
 
-class RedisStore(Store):
+#: One step of a Redis store call, as ``_RedisSessions``' steps yield it; ``RedisStore`` performs it on a
+#: redis-py client, ``AsyncRedisStore`` awaits it on a ``redis.asyncio`` one. Its answer is sent back:
+#:
+#: - ``("call", name, args, kwargs)``: ``client.<name>(*args, **kwargs)``'s answer;
+#: - ``("batch", transaction, commands)``: the commands (each ``(name, args, kwargs)``) in one pipeline,
+#:   ``MULTI``/``EXEC`` when ``transaction``: their answers;
+#: - ``("script", keys, args)``: ``_SET_IF_UNCHANGED``'s answer;
+#: - ``("watch", key)``: ``WATCH key`` on a pipeline of its own, then ``GET key`` at once: the value;
+#: - ``("exec", commands)``: ``MULTI``, the commands, ``EXEC`` on that watched pipeline: True, or False when
+#:   the watched key changed meanwhile (the pipeline is reset either way, and at the end of the call);
+#: - ``("pause", seconds)``: a sleep; ``("scan", pattern)``: the set of keys ``SCAN`` finds.
+_RedisStep = Tuple[Any, ...]
+_RedisCommand = Tuple[str, Tuple[Any, ...], Dict[str, Any]]
+
+
+class _RedisSessions:
+    """What RedisStore and AsyncRedisStore share: the options, connect-redis's format and commands, the owner
+    index, and each store call as steps (generators of ``_RedisStep``); the classes only perform the steps."""
+
+    #: Tries of an ``update`` whose key other clients keep writing before it gives up with a StoreError,
+    #: and the longest random pause (seconds) between two tries: a pause spreads the writers apart.
+    UPDATE_ATTEMPTS = 50
+    UPDATE_BACKOFF = 0.05
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = "sess:",
+        default_ttl: Seconds = 86400,
+        scan_count: int = 100,
+        clock: Callable[[], float] = time.time,
+        owner_index: Optional[bool] = None,
+    ) -> None:
+        if not callable(getattr(client, "pipeline", None)):
+            raise ConfigurationError("client must be a redis-py-compatible client (it has no pipeline())")
+        if not isinstance(prefix, str):
+            raise ConfigurationError(f"prefix must be a str, not {type(prefix).__name__}")
+        if isinstance(scan_count, bool) or not isinstance(scan_count, int) or scan_count < 1:
+            raise ConfigurationError(f"scan_count must be a positive int: {_shown(scan_count)}")
+        self.client = client
+        self.prefix = prefix
+        self.default_ttl = _default_ttl(default_ttl)
+        self.scan_count = scan_count
+        self.clock = clock
+        cluster = "Cluster" in type(client).__name__
+        if owner_index and cluster:
+            raise ConfigurationError("owner_index=True needs a single Redis (or Sentinel): on a Cluster a record "
+                                     "and its owner's set cannot be written in one step")
+        self.owner_index = not cluster if owner_index is None else bool(owner_index)
+        register = getattr(client, "register_script", None)  # a client without scripts merges by WATCH only
+        self._set_if_unchanged = register(_SET_IF_UNCHANGED) if callable(register) else None
+
+    def _get_steps(self, sid: str) -> Generator[_RedisStep, Any, Any]:
+        """GET and PTTL in one pipeline: one round trip, no MULTI (which not every cluster client allows); a
+        write landing between the two only pairs the value with a newer TTL."""
+        key = self.prefix + sid
+        value, pttl_ms = yield "batch", False, [("get", (key,), {}), ("pttl", (key,), {})]
+        if not value or pttl_ms == -2:  # -2: the key vanished between GET and PTTL
+            return None
+        return _text(value), None if pttl_ms < 0 else self.clock() + pttl_ms / 1000
+
+    def _set_steps(self, sid: str, record: str, expires: Optional[float]) -> Generator[_RedisStep, Any, Any]:
+        key, ttl = self.prefix + sid, _ttl_seconds(expires, self.clock(), self.default_ttl)
+        owner = self._indexed_owner(record)
+        if ttl <= 0:
+            yield "call", "delete", (key,), {}
+        elif owner is None:
+            yield "call", "set", (key, record), {"ex": ttl}
+        else:
+            yield "batch", True, [("set", (key, record), {"ex": ttl}), self._index_command(owner, sid, ttl)]
+
+    def _update_steps(self, sid: str, change: Callable[[str], str], expires: Optional[float]
+                      ) -> Generator[_RedisStep, Any, Any]:
+        key = self.prefix + sid
+        if isinstance(change, _Merge) and self._set_if_unchanged is not None:
+            ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
+            owner = self._indexed_owner(change.record)
+            keys, args = [key], [change.unchanged, change.record, ttl]
+            if owner is not None:
+                keys.append(self._owner_key(owner))
+                args.append(sid)
+            done = yield "script", keys, args
+            if done != 2:
+                return done == 1
+        for attempt in range(self.UPDATE_ATTEMPTS):
+            if attempt:
+                yield "pause", random.uniform(0, min(self.UPDATE_BACKOFF, 0.001 * 2**attempt))
+            value = yield "watch", key
+            if not value:
+                return False
+            record = change(_text(value))
+            ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
+            commands: List[_RedisCommand] = [("delete", (key,), {})]
+            if ttl > 0:
+                commands = [("set", (key, record), {"ex": ttl})]
+                owner = self._indexed_owner(record)
+                if owner is not None:
+                    commands.append(self._index_command(owner, sid, ttl))
+            if (yield "exec", commands):
+                return True
+        raise StoreError(f"Redis session store: cannot save (the record kept changing: {self.UPDATE_ATTEMPTS} tries)")
+
+    def _touch_steps(self, sid: str, record: str, expires: Optional[float]) -> Generator[_RedisStep, Any, Any]:
+        key, ttl = self.prefix + sid, _ttl_seconds(expires, self.clock(), self.default_ttl)
+        owner = self._indexed_owner(record)
+        if owner is None:
+            return bool((yield "call", "expire", (key, ttl), {}))
+        answers = yield "batch", True, [("expire", (key, ttl), {}), self._index_command(owner, sid, ttl)]
+        return bool(answers[0])
+
+    def _destroy_steps(self, sid: str) -> Generator[_RedisStep, Any, Any]:
+        yield "call", "delete", (self.prefix + sid,), {}
+
+    def _clear_steps(self) -> Generator[_RedisStep, Any, Any]:
+        keys = list((yield "scan", self._pattern()))  # the owner index's sets too
+        for start in range(0, len(keys), self.scan_count):
+            yield "call", "delete", tuple(keys[start : start + self.scan_count]), {}
+
+    def _ids_steps(self) -> Generator[_RedisStep, Any, Any]:
+        sets = self.prefix + "owner:"
+        keys = [_text(key) for key in (yield "scan", self._pattern())]
+        return [key[len(self.prefix) :] for key in keys if not key.startswith(sets)]
+
+    def _count_steps(self) -> Generator[_RedisStep, Any, Any]:
+        return len((yield from self._ids_steps()))
+
+    def _records_of_steps(self, owner: str) -> Generator[_RedisStep, Any, Any]:
+        """``{id: (record, expires_at)}`` of the live records in the owner's set (``SMEMBERS``, then GET and
+        PTTL of each in one pipeline); ids whose record is gone or has another owner now leave the set."""
+        if not self.owner_index:
+            raise ConfigurationError("this RedisStore has no owner index (owner_index=False, or a Cluster client)")
+        set_key = self._owner_key(owner)
+        ids = [_text(member) for member in (yield "call", "smembers", (set_key,), {})]
+        commands = [(name, (self.prefix + sid,), {}) for sid in ids for name in ("get", "pttl")]
+        answers = (yield "batch", False, commands) if ids else []
+        now, found, stale = self.clock(), {}, []
+        for sid, value, pttl_ms in zip(ids, answers[::2], answers[1::2]):
+            record = _text(value) if value else None
+            if record is None or pttl_ms == -2 or _owner_of(record) != owner:
+                stale.append(sid)
+            else:
+                found[sid] = (record, None if pttl_ms < 0 else now + pttl_ms / 1000)
+        if stale:
+            yield "call", "srem", (set_key, *stale), {}
+        return found
+
+    def _owner_key(self, owner: str) -> str:
+        return self.prefix + "owner:" + owner
+
+    def _indexed_owner(self, record: str) -> Optional[str]:
+        """The owner under which ``record`` is indexed, or None (none, or no index)."""
+        return _owner_of(record) if self.owner_index else None
+
+    def _index_command(self, owner: str, sid: str, ttl: int) -> _RedisCommand:
+        """``_INDEX_OWNER``, for a MULTI that has just written or extended the record of ``sid``."""
+        return "eval", (_INDEX_OWNER, 2, self._owner_key(owner), self.prefix + sid, sid, ttl), {}
+
+    def _pattern(self) -> str:
+        return re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + "*"
+
+
+def _queued(pipe: Any, commands: List[_RedisCommand]) -> Any:
+    """``pipe`` with ``commands`` queued (queueing never waits, with either client)."""
+    for name, args, kwargs in commands:
+        getattr(pipe, name)(*args, **kwargs)
+    return pipe
+
+
+class RedisStore(_RedisSessions, Store):
     """Sessions in Redis, in connect-redis 9's exact format, so Node and Python apps share them.
 
     ``client`` is any redis-py-compatible object (``redis.Redis``, ``redis.RedisCluster``, valkey's), with or
@@ -1468,127 +1839,178 @@ class RedisStore(Store):
     Redis's TTL is the authority on expiry: connect-redis's own touch leaves the stored ``cookie.expires``
     behind, so ``get`` reads the TTL along with the value, in one round trip, and returns both. Any error of
     the client becomes a ``StoreError``, so the request fails cleanly instead of starting an empty session.
+
+    The owner index (``records_of``): a set ``prefix + "owner:" + owner`` holds the ids of the owner's
+    records. Every write of a record with an owner (``set``, ``update``, ``touch``) adds its id in the same
+    step (the script or ``MULTI``) and gives the set the record's ttl if that is longer, so the set lives as
+    long as its longest-lived member and expires with it. Entries of records that expired, were destroyed
+    or changed owner are removed when ``records_of`` reads the set. A record that Node wrote joins the set
+    at its first write from Python. ``ids()`` and ``len()`` leave the sets out, ``clear()`` deletes them too;
+    connect-redis's own ``length()``, ``ids()`` and ``all()`` scan the whole prefix and see them. On Redis
+    Cluster a record and its owner's set are in different slots (the record's key is connect-redis's, with
+    no hash tag), so one step cannot write both: with a cluster client ``owner_index`` defaults to False (no
+    index: ``records_of`` raises), and True is refused.
     """
 
     blocking = True
-    #: Tries of an ``update`` whose key other clients keep writing before it gives up with a StoreError,
-    #: and the longest random pause (seconds) between two tries: a pause spreads the writers apart.
-    UPDATE_ATTEMPTS = 20
-    UPDATE_BACKOFF = 0.05
-
-    def __init__(
-        self,
-        client: Any,
-        *,
-        prefix: str = "sess:",
-        default_ttl: Seconds = 86400,
-        scan_count: int = 100,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        if not callable(getattr(client, "pipeline", None)):
-            raise ConfigurationError("client must be a redis-py-compatible client (it has no pipeline())")
-        if not isinstance(prefix, str):
-            raise ConfigurationError(f"prefix must be a str, not {type(prefix).__name__}")
-        if isinstance(scan_count, bool) or not isinstance(scan_count, int) or scan_count < 1:
-            raise ConfigurationError(f"scan_count must be a positive int: {_shown(scan_count)}")
-        self.client = client
-        self.prefix = prefix
-        self.default_ttl = _default_ttl(default_ttl)
-        self.scan_count = scan_count
-        self.clock = clock
-        register = getattr(client, "register_script", None)  # a client without scripts merges by WATCH only
-        self._set_if_unchanged = register(_SET_IF_UNCHANGED) if callable(register) else None
 
     def get(self, sid: str) -> Optional[Tuple[str, Optional[float]]]:
         """``(record, expires_at)`` for a live key, else None. ``expires_at`` is when Redis will drop the key
         (its ``PTTL`` from now, per ``clock``), or None if the key has no TTL. Empty values are missing, as
-        in connect-redis. GET and PTTL go in one pipeline: one round trip, no MULTI (which not every
-        cluster client allows); a write landing between the two only pairs the value with a newer TTL."""
-        with _store_errors("Redis", "load"):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(self.prefix + sid)
-            pipe.pttl(self.prefix + sid)
-            value, pttl_ms = pipe.execute()
-        if not value or pttl_ms == -2:  # -2: the key vanished between GET and PTTL
-            return None
-        return _text(value), None if pttl_ms < 0 else self.clock() + pttl_ms / 1000
+        in connect-redis."""
+        return self._perform("load", self._get_steps(sid))
 
     def set(self, sid: str, record: str, expires: Optional[float]) -> None:
         """``SET key record EX ttl``; a record already expired is deleted instead."""
-        ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
-        with _store_errors("Redis", "save"):
-            if ttl > 0:
-                self.client.set(self.prefix + sid, record, ex=ttl)
-            else:
-                self.client.delete(self.prefix + sid)
+        self._perform("save", self._set_steps(sid, record, expires))
 
     def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
         """``WATCH``, ``GET``, ``MULTI``, ``SET ... EX ttl`` (or ``DEL`` for a ttl of zero or less),
         ``EXEC``; retried with the newer value when another client wrote the key meanwhile. A missing key
         (or an empty value, missing to connect-redis too) stays missing: False."""
-        key = self.prefix + sid
-        with _store_errors("Redis", "save"):
-            if isinstance(change, _Merge) and self._set_if_unchanged is not None:
-                ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
-                done = self._set_if_unchanged(keys=[key], args=[change.unchanged, change.record, ttl])
-                if done != 2:
-                    return done == 1
-            for attempt in range(self.UPDATE_ATTEMPTS):
-                if attempt:
-                    time.sleep(random.uniform(0, min(self.UPDATE_BACKOFF, 0.001 * 2**attempt)))
-                with self.client.pipeline(transaction=True) as pipe:
-                    pipe.watch(key)
-                    value = pipe.get(key)  # after WATCH the pipeline runs commands at once
-                    if not value:
-                        return False
-                    record = change(_text(value))
-                    ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
-                    pipe.multi()
-                    if ttl > 0:
-                        pipe.set(key, record, ex=ttl)
-                    else:
-                        pipe.delete(key)
-                    try:
-                        pipe.execute()
-                    except Exception as exc:
-                        if not _is_watch_error(exc):
-                            raise
-                        continue  # the key changed after GET: read it again
-                    return True
-        raise StoreError(f"Redis session store: cannot save (the record kept changing: {self.UPDATE_ATTEMPTS} tries)")
+        return self._perform("save", self._update_steps(sid, change, expires))
 
     def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
         """``EXPIRE key ttl`` only, as connect-redis does: the stored record (data and cookie) is left as it
-        is, a missing key stays missing (False: EXPIRE answers 0), and a ttl of zero or less deletes the key."""
-        ttl = _ttl_seconds(expires, self.clock(), self.default_ttl)
-        with _store_errors("Redis", "touch"):
-            return bool(self.client.expire(self.prefix + sid, ttl))
+        is, a missing key stays missing (False: EXPIRE answers 0), and a ttl of zero or less deletes the key.
+        A record with an owner is also indexed (in the same ``MULTI``): a record Node wrote joins the index."""
+        return self._perform("touch", self._touch_steps(sid, record, expires))
 
     def destroy(self, sid: str) -> None:
         """``DEL key``; a missing key is not an error."""
-        with _store_errors("Redis", "destroy"):
-            self.client.delete(self.prefix + sid)
+        self._perform("destroy", self._destroy_steps(sid))
 
     def clear(self) -> None:
         """Delete every key under ``prefix`` (found with SCAN, deleted a batch at a time)."""
-        with _store_errors("Redis", "clear"):
-            keys = list(self._keys())
-            for start in range(0, len(keys), self.scan_count):
-                self.client.delete(*keys[start : start + self.scan_count])
+        self._perform("clear", self._clear_steps())
 
     def __len__(self) -> int:
-        with _store_errors("Redis", "count"):
-            return len(self._keys())
+        return self._perform("count", self._count_steps())
 
     def ids(self) -> List[str]:
         """The ids under ``prefix``, found with SCAN (each once, in no particular order)."""
-        with _store_errors("Redis", "list"):
-            return [_text(key)[len(self.prefix) :] for key in self._keys()]
+        return self._perform("list", self._ids_steps())
 
-    def _keys(self) -> set:
-        """The keys under ``prefix``; SCAN may report a key twice, so they are collected in a set."""
-        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self.prefix) + "*"
-        return set(self.client.scan_iter(match=pattern, count=self.scan_count))
+    def records_of(self, owner: str) -> Dict[str, Tuple[str, Optional[float]]]:
+        return self._perform("list", self._records_of_steps(owner))
+
+    def _perform(self, action: str, steps: Generator[_RedisStep, Any, Any]) -> Any:
+        """Perform ``steps`` on the client (``_RedisStep`` says how); any error of the client is a StoreError."""
+        client, watched = self.client, None
+        with _store_errors("Redis", action):
+            try:
+                step = next(steps)
+                while True:
+                    kind = step[0]
+                    if kind == "call":
+                        answer = getattr(client, step[1])(*step[2], **step[3])
+                    elif kind == "batch":
+                        answer = _queued(client.pipeline(transaction=step[1]), step[2]).execute()
+                    elif kind == "script":
+                        answer = self._set_if_unchanged(keys=step[1], args=step[2])
+                    elif kind == "watch":
+                        watched = client.pipeline(transaction=True)
+                        watched.watch(step[1])
+                        answer = watched.get(step[1])  # after WATCH the pipeline runs commands at once
+                    elif kind == "exec":
+                        watched.multi()
+                        try:
+                            _queued(watched, step[1]).execute()
+                            answer = True
+                        except Exception as exc:
+                            if not _is_watch_error(exc):
+                                raise
+                            answer = False  # the key changed after GET: read it again
+                        watched.reset()
+                        watched = None
+                    elif kind == "pause":
+                        answer = time.sleep(step[1])
+                    else:
+                        answer = set(client.scan_iter(match=step[1], count=self.scan_count))
+                    step = steps.send(answer)
+            except StopIteration as done:
+                return done.value
+            finally:
+                if watched is not None:
+                    watched.reset()
+
+
+class AsyncRedisStore(_RedisSessions, AsyncStore):
+    """RedisStore for async code: the same format, commands, scripts, merge and owner index (see
+    RedisStore), awaited on a ``redis.asyncio`` client (``redis.asyncio.Redis``, ``.RedisCluster``,
+    ``.Sentinel``'s ``master_for``), which this module never imports. A call cancelled while it waits
+    leaves the record as it was or as written: every write is one command, script or ``MULTI``/``EXEC``.
+    ``count()`` is the async ``len``.
+    """
+
+    async def get(self, sid: str) -> Optional[Tuple[str, Optional[float]]]:
+        return await self._perform("load", self._get_steps(sid))
+
+    async def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        await self._perform("save", self._set_steps(sid, record, expires))
+
+    async def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        return await self._perform("save", self._update_steps(sid, change, expires))
+
+    async def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
+        return await self._perform("touch", self._touch_steps(sid, record, expires))
+
+    async def destroy(self, sid: str) -> None:
+        await self._perform("destroy", self._destroy_steps(sid))
+
+    async def clear(self) -> None:
+        await self._perform("clear", self._clear_steps())
+
+    async def count(self) -> int:
+        return await self._perform("count", self._count_steps())
+
+    async def ids(self) -> List[str]:
+        return await self._perform("list", self._ids_steps())
+
+    async def records_of(self, owner: str) -> Dict[str, Tuple[str, Optional[float]]]:
+        return await self._perform("list", self._records_of_steps(owner))
+
+    async def _perform(self, action: str, steps: Generator[_RedisStep, Any, Any]) -> Any:
+        """RedisStore's ``_perform``, each step awaited."""
+        import asyncio  # here, not at the top: see SessionManager._arun
+
+        client, watched = self.client, None
+        with _store_errors("Redis", action):
+            try:
+                step = next(steps)
+                while True:
+                    kind = step[0]
+                    if kind == "call":
+                        answer = await getattr(client, step[1])(*step[2], **step[3])
+                    elif kind == "batch":
+                        answer = await _queued(client.pipeline(transaction=step[1]), step[2]).execute()
+                    elif kind == "script":
+                        answer = await self._set_if_unchanged(keys=step[1], args=step[2])
+                    elif kind == "watch":
+                        watched = client.pipeline(transaction=True)
+                        await watched.watch(step[1])
+                        answer = await watched.get(step[1])
+                    elif kind == "exec":
+                        watched.multi()
+                        try:
+                            await _queued(watched, step[1]).execute()
+                            answer = True
+                        except Exception as exc:
+                            if not _is_watch_error(exc):
+                                raise
+                            answer = False
+                        await watched.reset()
+                        watched = None
+                    elif kind == "pause":
+                        answer = await asyncio.sleep(step[1])
+                    else:
+                        answer = {key async for key in client.scan_iter(match=step[1], count=self.scan_count)}
+                    step = steps.send(answer)
+            except StopIteration as done:
+                return done.value
+            finally:
+                if watched is not None:
+                    await watched.reset()
 
 
 def _quoted_identifier(name: Any, option: str) -> str:
@@ -1648,7 +2070,215 @@ class _StaleConnection(Exception):
     """A reused connection was found dead at its first statement: the call is run again on a fresh one."""
 
 
-class PostgresStore(Store):
+#: One step of a PostgreSQL store call: a statement's name (``_PostgresSessions._statements``) or
+#: ``_TABLE_SQL`` with its SQL, its parameters, and what the step is sent back: "one" row (or None), "all"
+#: rows, the "rowcount", or nothing (None).
+_PostgresStep = Tuple[str, Tuple[Any, ...], Optional[str]]
+
+
+class _PostgresSessions:
+    """What PostgresStore and AsyncPostgresStore share: the options, connect-pg-simple's statements, and
+    each store call as steps (a generator yielding ``_PostgresStep``s and sent their results), which the
+    two classes perform on a DB-API connection or awaited on an asyncio one, each in one transaction."""
+
+    #: Expired rows deleted by one write, and the seconds between two such batches of one store.
+    PRUNE_BATCH = 256
+    PRUNE_INTERVAL = 1.0
+
+    def __init__(
+        self, table: str, schema: Optional[str], default_ttl: Seconds, create_table: bool,
+        clock: Callable[[], float],
+    ) -> None:
+        quoted = _quoted_identifier(table, "table")
+        if schema is not None:
+            quoted = _quoted_identifier(schema, "schema") + "." + quoted
+        self.table = quoted
+        self.default_ttl = _default_ttl(default_ttl)
+        self.clock = clock
+        self._sql = self._statements(quoted)
+        self._create_table = create_table
+        self._table_checked = False  # the first call checks the table: creates it, finds its owner column
+        self._owner_column = False  # the table has the owner index's column: writes keep it, records_of reads it
+        self._lock = threading.Lock()
+        self._pruned_at: Optional[float] = None  # when (per clock) a write last deleted a batch not full
+
+    # Each store call, as steps: the public methods of the two classes run these.
+    def _get_steps(self, sid: str) -> Generator[_PostgresStep, Any, Any]:
+        row = yield "get", (sid, self.clock()), "one"
+        return None if row is None else (row[0], row[1])
+
+    def _set_steps(self, sid: str, record: str, expires: Optional[float]) -> Generator[_PostgresStep, Any, Any]:
+        now = self.clock()
+        expire = self._expire(expires, now)
+        if expire > now:
+            yield from self._write_steps("put", record, expire, sid)
+        else:
+            yield "destroy", (sid,), None
+
+    def _update_steps(self, sid: str, change: Callable[[str], str], expires: Optional[float]
+                      ) -> Generator[_PostgresStep, Any, Any]:
+        now = self.clock()
+        expire = self._expire(expires, now)
+        row = yield "lock", (sid, now), "one"
+        if row is None:
+            return False
+        if expire > now:
+            yield from self._write_steps("update", change(row[0]), expire, sid)
+        else:
+            yield "destroy", (sid,), None
+        return True
+
+    def _write_steps(self, statement: str, record: str, expire: int, sid: str) -> Generator[_PostgresStep, Any, Any]:
+        """``put`` or ``update`` the row, its owner column too when the table has one (the same statement)."""
+        if self._owner_column:
+            yield statement + "_owner", (record, expire, _owner_of(record), sid), None
+        else:
+            yield statement, (record, expire, sid), None
+
+    def _touch_steps(self, sid: str, record: str, expires: Optional[float]) -> Generator[_PostgresStep, Any, Any]:
+        """connect-pg-simple's touch; with the owner column, the owner of ``record`` too (in the same
+        statement), so a row Node wrote joins the index at its first request from Python."""
+        now = self.clock()
+        if self._owner_column:
+            params: Tuple[Any, ...] = (self._expire(expires, now), _owner_of(record), sid, now)
+            return (yield "touch_owner", params, "one") is not None
+        return (yield "touch", (self._expire(expires, now), sid, now), "one") is not None
+
+    def _records_of_steps(self, owner: str) -> Generator[_PostgresStep, Any, Any]:
+        """The live rows whose owner column is ``owner`` (through its index) and whose record still says so
+        (Node rewrites ``sess`` without the column)."""
+        if not self._owner_column:
+            raise ConfigurationError(
+                f"this {type(self).__name__}'s table has no owner column: create_table=True adds it (the column "
+                f"{_OWNER_COLUMN!r} and its index), or run the two statements of the README's PostgresStore section"
+            )
+        rows = yield "of_owner", (owner, self.clock()), "all"
+        return {sid: (record, expires) for sid, record, expires in rows if _owner_of(record) == owner}
+
+    def _destroy_steps(self, sid: str) -> Generator[_PostgresStep, Any, Any]:
+        yield "destroy", (sid,), None
+
+    def _clear_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        yield "clear", (), None
+
+    def _prune_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        return (yield "prune", (math.ceil(self.clock()),), "rowcount")
+
+    def _count_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        return (yield "count", (self.clock(),), "one")[0]
+
+    def _ids_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        return [row[0] for row in (yield "ids", (self.clock(),), "all")]
+
+    def _table_steps(self) -> Generator[_PostgresStep, Any, Any]:
+        """With ``create_table``: connect-pg-simple's ``createTableIfMissing`` (``table.sql`` when
+        ``to_regclass`` finds no table), then the owner index's column and index if they are missing (an older
+        table is upgraded in place). Then, in any case, whether the table has the owner column."""
+        if self._create_table:
+            if (yield "exists", (self.table,), "one")[0] is None:
+                for statement in self._table_sql():
+                    yield _TABLE_SQL, (statement,), None
+            for statement in self._owner_sql():
+                yield _TABLE_SQL, (statement,), None
+        self._owner_column = bool((yield "has_owner", (self.table,), "one")[0])
+
+    def _pruned_first(self, steps: Callable[[], Generator[_PostgresStep, Any, Any]]
+                      ) -> Callable[[], Generator[_PostgresStep, Any, Any]]:
+        """``steps`` preceded by a batch of deletions of expired rows when one is due: ``PRUNE_INTERVAL``
+        seconds (by ``clock``; at once if it went back) after the last batch, or at once after a full one.
+        ``SKIP LOCKED``: writers never wait for each other's pruning."""
+        now = self.clock()
+        with self._lock:
+            if self._pruned_at is not None and 0 <= now - self._pruned_at < self.PRUNE_INTERVAL:
+                return steps
+            self._pruned_at = now
+
+        def pruning() -> Generator[_PostgresStep, Any, Any]:
+            deleted = yield "prune_batch", (math.ceil(now), self.PRUNE_BATCH), "rowcount"
+            if deleted >= self.PRUNE_BATCH:
+                with self._lock:
+                    self._pruned_at = None
+            return (yield from steps())
+
+        return pruning
+
+    def _sql_of(self, step: _PostgresStep) -> str:
+        name, params, _ = step
+        return params[0] if name == _TABLE_SQL else self._sql[name]
+
+    @staticmethod
+    def _params_of(step: _PostgresStep) -> Tuple[Any, ...]:
+        return () if step[0] == _TABLE_SQL else step[1]
+
+    @staticmethod
+    def _statements(table: str) -> Dict[str, str]:
+        """connect-pg-simple's statements (``$n`` as ``%s``, which psycopg 3, psycopg2 and pg8000 take), plus
+        ``FOR UPDATE`` for update, count, ids and a batched prune. A row is live while ``expire`` is after
+        now: connect-pg-simple's ``expire >= to_timestamp(ceil(now))`` but for the instant ``expire`` itself."""
+        live = "expire > to_timestamp(%s)"
+        return {
+            "get": f"SELECT sess::text, extract(epoch FROM expire::timestamptz)::float8 FROM {table}"
+                   f" WHERE sid = %s AND {live}",
+            "lock": f"SELECT sess::text FROM {table} WHERE sid = %s AND {live} FOR UPDATE",
+            "put": f"INSERT INTO {table} (sess, expire, sid) VALUES (%s, to_timestamp(%s), %s)"
+                   " ON CONFLICT (sid) DO UPDATE SET sess = EXCLUDED.sess, expire = EXCLUDED.expire",
+            "update": f"UPDATE {table} SET sess = %s, expire = to_timestamp(%s) WHERE sid = %s",
+            "touch": f"UPDATE {table} SET expire = to_timestamp(%s) WHERE sid = %s AND {live} RETURNING sid",
+            "destroy": f"DELETE FROM {table} WHERE sid = %s",
+            "clear": f"DELETE FROM {table}",
+            "prune": f"DELETE FROM {table} WHERE expire < to_timestamp(%s)",
+            "prune_batch": f"DELETE FROM {table} WHERE sid IN (SELECT sid FROM {table}"
+                           " WHERE expire < to_timestamp(%s) ORDER BY expire LIMIT %s FOR UPDATE SKIP LOCKED)",
+            "count": f"SELECT count(*) FROM {table} WHERE {live}",
+            "ids": f"SELECT sid FROM {table} WHERE {live}",
+            "exists": "SELECT to_regclass(%s::text)",
+            # the owner index: one more column, which connect-pg-simple's own statements leave alone
+            "put_owner": f"INSERT INTO {table} (sess, expire, {_OWNER_COLUMN}, sid) VALUES (%s, to_timestamp(%s), %s, %s)"
+                         f" ON CONFLICT (sid) DO UPDATE SET sess = EXCLUDED.sess, expire = EXCLUDED.expire,"
+                         f" {_OWNER_COLUMN} = EXCLUDED.{_OWNER_COLUMN}",
+            "update_owner": f"UPDATE {table} SET sess = %s, expire = to_timestamp(%s), {_OWNER_COLUMN} = %s WHERE sid = %s",
+            "touch_owner": f"UPDATE {table} SET expire = to_timestamp(%s), {_OWNER_COLUMN} = %s"
+                           f" WHERE sid = %s AND {live} RETURNING sid",
+            "of_owner": f"SELECT sid, sess::text, extract(epoch FROM expire::timestamptz)::float8 FROM {table}"
+                        f" WHERE {_OWNER_COLUMN} = %s AND {live}",
+            "has_owner": f"SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s::text)"
+                         f" AND attname = '{_OWNER_COLUMN[1:-1]}' AND NOT attisdropped)",
+        }
+
+    def _owner_sql(self) -> List[str]:
+        """The owner index's column and index, added to a table that lacks them (idempotent)."""
+        return [
+            f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS {_OWNER_COLUMN} varchar",
+            f'CREATE INDEX IF NOT EXISTS "IDX_session_owner" ON {self.table} ({_OWNER_COLUMN})',
+        ]
+
+    def _table_sql(self) -> List[str]:
+        """connect-pg-simple's ``table.sql``, its ``"session"`` replaced by the quoted table (it keeps the
+        constraint and index names), one statement at a time (not every driver runs several in one)."""
+        table = self.table
+        return [
+            f'CREATE TABLE {table} ("sid" varchar NOT NULL COLLATE "default", "sess" json NOT NULL,'
+            ' "expire" timestamp(6) NOT NULL) WITH (OIDS=FALSE)',
+            f'ALTER TABLE {table} ADD CONSTRAINT "session_pkey" PRIMARY KEY ("sid") NOT DEFERRABLE INITIALLY IMMEDIATE',
+            f'CREATE INDEX "IDX_session_expire" ON {table} ("expire")',
+        ]
+
+    def _expire(self, expires: Optional[float], now: float) -> int:
+        """connect-pg-simple's ``expire`` in seconds: the expiry rounded up to a whole second, or now plus
+        ``default_ttl`` (rounded up) without one."""
+        return math.ceil(_deadline(expires, now, self.default_ttl))
+
+
+_TABLE_SQL = "table.sql"  # a step that runs one statement of connect-pg-simple's table.sql (its SQL as param)
+_OWNER_COLUMN = '"owner"'  # the owner index's column: the session's OWNER_KEY, or NULL
+
+
+def _postgres_result(cur: Any, fetch: Optional[str]) -> Any:
+    """What a step is sent back, for the cursor of its executed statement, when fetching needs no await."""
+    return cur.rowcount if fetch == "rowcount" else None
+
+
+class PostgresStore(_PostgresSessions, Store):
     """Sessions in PostgreSQL, in connect-pg-simple 10's table and format, so Node and Python apps share them.
 
     ``connect`` is a pool with a ``connection()`` context manager (psycopg_pool's ``ConnectionPool``), or a
@@ -1682,6 +2312,12 @@ class PostgresStore(Store):
     agree whenever they connect with the same ``TimeZone`` (the database's default, unless ``PGTZ`` or a
     connection option changes it); see the README.
 
+    The owner index (``records_of``, ``SessionManager.sessions_of``): an ``"owner"`` column with an index,
+    written by the same statement as the row (a touch fills it in for a row Node wrote). ``create_table=True``
+    adds both to a table that lacks them (connect-pg-simple's own statements name their columns and leave it
+    alone); without it the store uses them when the table has them, and ``records_of`` says how to add them
+    when it has not.
+
     ``update`` is one transaction, ``SELECT ... FOR UPDATE``, ``change``, ``UPDATE``: the row stays locked
     from the read to the write, so concurrent requests of one session, in any process on any machine,
     keep each other's keys. Writes delete expired rows, ``PRUNE_BATCH`` at a time, at most every
@@ -1692,9 +2328,6 @@ class PostgresStore(Store):
     """
 
     blocking = True
-    #: Expired rows deleted by one write, and the seconds between two such batches of one store.
-    PRUNE_BATCH = 256
-    PRUNE_INTERVAL = 1.0
 
     def __init__(
         self,
@@ -1714,180 +2347,75 @@ class PostgresStore(Store):
             raise ConfigurationError(
                 "connect must be a pool with connection() (psycopg_pool) or a callable returning a DB-API connection"
             )
-        quoted = _quoted_identifier(table, "table")
-        if schema is not None:
-            quoted = _quoted_identifier(schema, "schema") + "." + quoted
-        self.table = quoted
-        self.default_ttl = _default_ttl(default_ttl)
-        self.clock = clock
-        self._sql = self._statements(quoted)
-        self._table_checked = not create_table
+        super().__init__(table, schema, default_ttl, create_table, clock)
         self._table_lock = threading.Lock()
-        self._lock = threading.Lock()
-        self._pruned_at: Optional[float] = None  # when (per clock) a write last deleted a batch not full
 
     def get(self, sid: str) -> Optional[Tuple[str, float]]:
         """``(record, expires_at)`` for a live row, else None; ``expires_at`` is ``expire`` in seconds."""
-        row = self._run("load", lambda cur: self._fetch(cur, "get", (sid, self.clock())), prune=False)
-        return None if row is None else (row[0], row[1])
+        return self._run("load", lambda: self._get_steps(sid), prune=False)
 
     def set(self, sid: str, record: str, expires: Optional[float]) -> None:
         """connect-pg-simple's UPSERT of the row; a record already expired is deleted instead."""
-        now = self.clock()
-        expire = self._expire(expires, now)
-
-        def write(cur: Any) -> None:
-            if expire > now:
-                cur.execute(self._sql["put"], (record, expire, sid))
-            else:
-                cur.execute(self._sql["destroy"], (sid,))
-
-        self._run("save", write)
+        self._run("save", lambda: self._set_steps(sid, record, expires))
 
     def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
         """``SELECT sess::text ... FOR UPDATE`` of the live row, ``change``, ``UPDATE``, in one transaction:
         a concurrent writer waits for the lock, then works on this write's result. A missing or expired row
         stays missing (False)."""
-        now = self.clock()
-        expire = self._expire(expires, now)
-
-        def write(cur: Any) -> bool:
-            row = self._fetch(cur, "lock", (sid, now))
-            if row is None:
-                return False
-            if expire > now:
-                cur.execute(self._sql["update"], (change(row[0]), expire, sid))
-            else:
-                cur.execute(self._sql["destroy"], (sid,))
-            return True
-
-        return self._run("save", write)
+        return self._run("save", lambda: self._update_steps(sid, change, expires))
 
     def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
         """connect-pg-simple's ``UPDATE ... SET expire`` of a live row (one statement, ``RETURNING sid``): the
         stored record is left as it is, and a missing or expired row stays missing (False)."""
-        now = self.clock()
-        params = (self._expire(expires, now), sid, now)
-        return self._run("touch", lambda cur: self._fetch(cur, "touch", params) is not None)
+        return self._run("touch", lambda: self._touch_steps(sid, record, expires))
+
+    def records_of(self, owner: str) -> Dict[str, Tuple[str, float]]:
+        """The owner index (see the class docstring): ``{id: (record, expires_at)}`` of the owner's live rows."""
+        return self._run("list", lambda: self._records_of_steps(owner), prune=False)
 
     def destroy(self, sid: str) -> None:
         """``DELETE`` the row; a missing one is not an error."""
-        self._run("destroy", lambda cur: cur.execute(self._sql["destroy"], (sid,)))
+        self._run("destroy", lambda: self._destroy_steps(sid))
 
     def clear(self) -> None:
-        self._run("clear", lambda cur: cur.execute(self._sql["clear"]), prune=False)
+        self._run("clear", self._clear_steps, prune=False)
 
     def prune(self) -> int:
         """connect-pg-simple's ``DELETE`` of every expired row now; returns how many were deleted."""
-        return self._run("prune", lambda cur: self._rowcount(cur, "prune", (math.ceil(self.clock()),)), prune=False)
+        return self._run("prune", self._prune_steps, prune=False)
 
     def __len__(self) -> int:
-        return self._run("count", lambda cur: self._fetch(cur, "count", (self.clock(),))[0], prune=False)
+        return self._run("count", self._count_steps, prune=False)
 
     def ids(self) -> List[str]:
-        def fetch(cur: Any) -> List[str]:
-            cur.execute(self._sql["ids"], (self.clock(),))
-            return [row[0] for row in cur.fetchall()]
+        return self._run("list", self._ids_steps, prune=False)
 
-        return self._run("list", fetch, prune=False)
-
-    @staticmethod
-    def _statements(table: str) -> Dict[str, str]:
-        """connect-pg-simple's statements (``$n`` as ``%s``, which psycopg 3, psycopg2 and pg8000 take), plus
-        ``FOR UPDATE`` for update, count, ids and a batched prune. A row is live while ``expire`` is after
-        now: connect-pg-simple's ``expire >= to_timestamp(ceil(now))`` but for the instant ``expire`` itself."""
-        live = "expire > to_timestamp(%s)"
-        return {
-            "get": f"SELECT sess::text, extract(epoch FROM expire::timestamptz)::float8 FROM {table}"
-                   f" WHERE sid = %s AND {live}",
-            "lock": f"SELECT sess::text FROM {table} WHERE sid = %s AND {live} FOR UPDATE",
-            "put": f"INSERT INTO {table} (sess, expire, sid) VALUES (%s, to_timestamp(%s), %s)"
-                   " ON CONFLICT (sid) DO UPDATE SET sess = EXCLUDED.sess, expire = EXCLUDED.expire",
-            "update": f"UPDATE {table} SET sess = %s, expire = to_timestamp(%s) WHERE sid = %s",
-            "touch": f"UPDATE {table} SET expire = to_timestamp(%s) WHERE sid = %s AND {live} RETURNING sid",
-            "destroy": f"DELETE FROM {table} WHERE sid = %s",
-            "clear": f"DELETE FROM {table}",
-            "prune": f"DELETE FROM {table} WHERE expire < to_timestamp(%s)",
-            "prune_batch": f"DELETE FROM {table} WHERE sid IN (SELECT sid FROM {table}"
-                           " WHERE expire < to_timestamp(%s) ORDER BY expire LIMIT %s FOR UPDATE SKIP LOCKED)",
-            "count": f"SELECT count(*) FROM {table} WHERE {live}",
-            "ids": f"SELECT sid FROM {table} WHERE {live}",
-            "exists": "SELECT to_regclass(%s::text)",
-        }
-
-    def _table_sql(self) -> List[str]:
-        """connect-pg-simple's ``table.sql``, its ``"session"`` replaced by the quoted table (it keeps the
-        constraint and index names), one statement at a time (not every driver runs several in one)."""
-        table = self.table
-        return [
-            f'CREATE TABLE {table} ("sid" varchar NOT NULL COLLATE "default", "sess" json NOT NULL,'
-            ' "expire" timestamp(6) NOT NULL) WITH (OIDS=FALSE)',
-            f'ALTER TABLE {table} ADD CONSTRAINT "session_pkey" PRIMARY KEY ("sid") NOT DEFERRABLE INITIALLY IMMEDIATE',
-            f'CREATE INDEX "IDX_session_expire" ON {table} ("expire")',
-        ]
-
-    def _expire(self, expires: Optional[float], now: float) -> int:
-        """connect-pg-simple's ``expire`` in seconds: the expiry rounded up to a whole second, or now plus
-        ``default_ttl`` (rounded up) without one."""
-        return math.ceil(_deadline(expires, now, self.default_ttl))
-
-    def _fetch(self, cur: Any, statement: str, params: Tuple[Any, ...]) -> Any:
-        cur.execute(self._sql[statement], params)
-        return cur.fetchone()
-
-    def _rowcount(self, cur: Any, statement: str, params: Tuple[Any, ...]) -> int:
-        cur.execute(self._sql[statement], params)
-        return cur.rowcount
-
-    def _run(self, action: str, work: Callable[[Any], Any], prune: bool = True) -> Any:
-        """``work(cursor)`` in one transaction (after the table check and, with ``prune`` when one is due, a
-        batch of expired rows deleted), as ``_store_errors``' StoreError if it fails. A connection found dead at
-        its first statement is replaced and the call run once more."""
+    def _run(self, action: str, steps: Callable[[], Generator[_PostgresStep, Any, Any]], prune: bool = True) -> Any:
+        """``steps()`` in one transaction (after the table check and, with ``prune`` when one is due, a batch
+        of expired rows deleted), as ``_store_errors``' StoreError if it fails. A connection found dead at its
+        first statement is replaced and the call run once more."""
         with _store_errors("PostgreSQL", action):
             if not self._table_checked:
                 self._check_table()
-            work = self._with_prune(work) if prune else work
+            steps = self._pruned_first(steps) if prune else steps
             try:
-                return self._once(work, retry_stale=True)
+                return self._once(steps, retry_stale=True)
             except _StaleConnection:
-                return self._once(work)
-
-    def _with_prune(self, work: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """``work`` preceded by a batch of deletions of expired rows when one is due: ``PRUNE_INTERVAL``
-        seconds (by ``clock``; at once if it went back) after the last batch, or at once after a full one.
-        ``SKIP LOCKED``: writers never wait for each other's pruning."""
-        now = self.clock()
-        with self._lock:
-            if self._pruned_at is not None and 0 <= now - self._pruned_at < self.PRUNE_INTERVAL:
-                return work
-            self._pruned_at = now
-
-        def pruned_first(cur: Any) -> Any:
-            if self._rowcount(cur, "prune_batch", (math.ceil(now), self.PRUNE_BATCH)) >= self.PRUNE_BATCH:
-                with self._lock:
-                    self._pruned_at = None
-            return work(cur)
-
-        return pruned_first
+                return self._once(steps)
 
     def _check_table(self) -> None:
-        """Create the table if it is missing, once per store, one thread at a time (concurrent CREATEs
-        fail). Another process creating it at the same moment fails this call only: the next one finds it."""
+        """``_table_steps`` once per store, one thread at a time (concurrent CREATEs fail): create the table
+        and its owner column with ``create_table``, find whether it has that column. Another process creating
+        the table at the same moment fails this call only: the next one finds it."""
         with self._table_lock:
             if not self._table_checked:
-                self._once(self._create_table_if_missing)
+                self._once(self._table_steps)
                 self._table_checked = True
 
-    def _create_table_if_missing(self, cur: Any) -> None:
-        """connect-pg-simple's ``createTableIfMissing``: ``table.sql`` when ``to_regclass`` finds no table."""
-        if self._fetch(cur, "exists", (self.table,))[0] is None:
-            for statement in self._table_sql():
-                cur.execute(statement)
-
-    def _once(self, work: Callable[[Any], Any], retry_stale: bool = False) -> Any:
-        """``work(cursor)`` then COMMIT on one connection; on a failure, ROLLBACK and re-raise (the
-        connection is then discarded by ``_Reconnecting``, and checked by a pool). With ``retry_stale``, a
-        failure that left the connection dead before the COMMIT raises ``_StaleConnection`` instead."""
+    def _once(self, steps: Callable[[], Generator[_PostgresStep, Any, Any]], retry_stale: bool = False) -> Any:
+        """``steps()`` then COMMIT on one connection; on a failure, ROLLBACK and re-raise (the connection is
+        then discarded by ``_Reconnecting``, and checked by a pool). With ``retry_stale``, a failure that
+        left the connection dead before the COMMIT raises ``_StaleConnection`` instead."""
         with self._connections.connection() as conn:
             autocommit = bool(getattr(conn, "autocommit", False))
             cur = conn.cursor()
@@ -1895,7 +2423,7 @@ class PostgresStore(Store):
                 try:
                     if autocommit:
                         cur.execute("BEGIN")
-                    result = work(cur)
+                    result = self._perform(cur, steps())
                 except Exception as exc:
                     if retry_stale and _connection_lost(conn, exc):
                         raise _StaleConnection() from None
@@ -1908,6 +2436,21 @@ class PostgresStore(Store):
                 with contextlib.suppress(Exception):
                     cur.close()
 
+    def _perform(self, cur: Any, steps: Generator[_PostgresStep, Any, Any]) -> Any:
+        try:
+            step = next(steps)
+            while True:
+                cur.execute(self._sql_of(step), self._params_of(step))
+                fetch = step[2]
+                if fetch == "one":
+                    step = steps.send(cur.fetchone())
+                elif fetch == "all":
+                    step = steps.send(cur.fetchall())
+                else:
+                    step = steps.send(_postgres_result(cur, fetch))
+        except StopIteration as done:
+            return done.value
+
     @staticmethod
     def _end(conn: Any, cur: Any, autocommit: bool, command: str) -> None:
         """COMMIT or ROLLBACK: the statement on a connection in autocommit mode (which began with an explicit
@@ -1919,6 +2462,105 @@ class PostgresStore(Store):
         else:
             conn.rollback()
 
+
+class AsyncPostgresStore(_PostgresSessions, AsyncStore):
+    """PostgresStore for async code: the same table, statements, expiry arithmetic and behaviour (see
+    PostgresStore), over psycopg 3's ``AsyncConnectionPool`` (``psycopg_pool``): ``pool`` is any object with
+    an async ``connection()`` context manager giving psycopg ``AsyncConnection``s. Each call is one
+    transaction, awaited on the event loop; a call cancelled while it waits is rolled back by the pool (its
+    connection goes back in a failed or unknown state and is discarded or reset), so a write is whole or
+    absent. ``count()`` is the async ``len``.
+    """
+
+    def __init__(
+        self,
+        pool: Any,
+        *,
+        table: str = "session",
+        schema: Optional[str] = None,
+        default_ttl: Seconds = 86400,
+        create_table: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not callable(getattr(pool, "connection", None)):
+            raise ConfigurationError("pool must be an async pool with connection() (psycopg_pool.AsyncConnectionPool)")
+        self._pool = pool
+        super().__init__(table, schema, default_ttl, create_table, clock)
+        self._table_lock: Any = None  # an asyncio.Lock, made on the loop at first use (Python 3.9 binds it)
+
+    async def get(self, sid: str) -> Optional[Tuple[str, float]]:
+        return await self._run("load", lambda: self._get_steps(sid), prune=False)
+
+    async def set(self, sid: str, record: str, expires: Optional[float]) -> None:
+        await self._run("save", lambda: self._set_steps(sid, record, expires))
+
+    async def update(self, sid: str, change: Callable[[str], str], expires: Optional[float]) -> bool:
+        return await self._run("save", lambda: self._update_steps(sid, change, expires))
+
+    async def touch(self, sid: str, record: str, expires: Optional[float]) -> bool:
+        return await self._run("touch", lambda: self._touch_steps(sid, record, expires))
+
+    async def records_of(self, owner: str) -> Dict[str, Tuple[str, float]]:
+        return await self._run("list", lambda: self._records_of_steps(owner), prune=False)
+
+    async def destroy(self, sid: str) -> None:
+        await self._run("destroy", lambda: self._destroy_steps(sid))
+
+    async def clear(self) -> None:
+        await self._run("clear", self._clear_steps, prune=False)
+
+    async def prune(self) -> int:
+        return await self._run("prune", self._prune_steps, prune=False)
+
+    async def count(self) -> int:
+        return await self._run("count", self._count_steps, prune=False)
+
+    async def ids(self) -> List[str]:
+        return await self._run("list", self._ids_steps, prune=False)
+
+    async def _run(self, action: str, steps: Callable[[], Generator[_PostgresStep, Any, Any]],
+                   prune: bool = True) -> Any:
+        """As ``PostgresStore._run``: the pool checks and replaces dead connections itself."""
+        with _store_errors("PostgreSQL", action):
+            if not self._table_checked:
+                await self._check_table()
+            return await self._once(self._pruned_first(steps) if prune else steps)
+
+    async def _check_table(self) -> None:
+        """As ``PostgresStore._check_table``, one task at a time (an asyncio lock, made on the loop)."""
+        if self._table_lock is None:
+            import asyncio
+
+            self._table_lock = asyncio.Lock()
+        async with self._table_lock:
+            if not self._table_checked:
+                await self._once(self._table_steps)
+                self._table_checked = True
+
+    async def _once(self, steps: Callable[[], Generator[_PostgresStep, Any, Any]]) -> Any:
+        """``steps()`` in one transaction (``conn.transaction()``: COMMIT, or ROLLBACK on any failure)."""
+        async with self._pool.connection() as conn:
+            async with conn.transaction():
+                cur = conn.cursor()
+                try:
+                    return await self._perform(cur, steps())
+                finally:
+                    await cur.close()
+
+    async def _perform(self, cur: Any, steps: Generator[_PostgresStep, Any, Any]) -> Any:
+        try:
+            step = next(steps)
+            while True:
+                await cur.execute(self._sql_of(step), self._params_of(step))
+                fetch = step[2]
+                if fetch == "one":
+                    step = steps.send(await cur.fetchone())
+                elif fetch == "all":
+                    step = steps.send(await cur.fetchall())
+                else:
+                    step = steps.send(_postgres_result(cur, fetch))
+        except StopIteration as done:
+            return done.value
 
 
 # Session ##################################################################################################
@@ -2003,6 +2645,18 @@ _CLOSED = (
 _DESTROYED_REASON = "the session was destroyed; call regenerate() or flush() to start a new one"
 
 
+def _opening(read: Callable[..., Any]) -> Callable[..., Any]:
+    """``Session``'s version of one of dict's reads: the session opens on first use, then dict's own runs."""
+    def method(self: "Session", *args: Any) -> Any:
+        if not self._accessed:
+            self._use()
+        return read(self, *args)
+
+    method.__name__ = method.__qualname__ = read.__name__
+    method.__doc__ = read.__doc__
+    return method
+
+
 class Session(Dict[str, Any]):
     """One request's view of a session: a real ``dict`` of JSON values, plus its id, cookie and lifecycle
     methods.
@@ -2058,6 +2712,8 @@ class Session(Dict[str, Any]):
         "_stored_expires_ms",
         "_sent_expires_ms",
         "_set_cookies",
+        "_owner",
+        "_stored_owner",
         "__weakref__",
     )
 
@@ -2092,6 +2748,8 @@ class Session(Dict[str, Any]):
         self._stored_expires_ms: Optional[int] = None  # the expiry the store holds (as loaded or last written): touch_after
         self._sent_expires_ms: Optional[int] = None  # when the browser's copy of the cookie expires, if known: cookie_refresh
         self._set_cookies: List[str] = []  # what commit returned (never mutated: commit hands out copies)
+        self._owner: Optional[str] = None  # session.owner
+        self._stored_owner: Optional[str] = None  # the owner the store holds, as loaded or last written
 
     # Opening is lazy: the adapters create sessions that load on first use. Every public method starts
     # with ``if not self._accessed: self._use()``, one attribute test once the session is in use.
@@ -2147,27 +2805,12 @@ class Session(Dict[str, Any]):
             self._use()
         return dict.__iter__(self)
 
-    def __reversed__(self) -> Iterator[str]:
-        if not self._accessed:
-            self._use()
-        return dict.__reversed__(self)  # type: ignore[attr-defined]
-
     def __len__(self) -> int:
         if not self._accessed:
             self._use()
         return dict.__len__(self)
 
-    def keys(self):  # type: ignore[override]
-        if not self._accessed:
-            self._use()
-        return dict.keys(self)
-
-    def values(self):  # type: ignore[override]
-        if not self._accessed:
-            self._use()
-        return dict.values(self)
-
-    def items(self):  # type: ignore[override]
+    def items(self):  # type: ignore[override]  # written out: the JSON encoder calls it at every commit
         if not self._accessed:
             self._use()
         return dict.items(self)
@@ -2178,27 +2821,15 @@ class Session(Dict[str, Any]):
             self._use()
         return dict(dict.items(self))  # dict.copy would read a subclass key by key through __getitem__
 
-    def __eq__(self, other: object) -> bool:
-        if not self._accessed:
-            self._use()
-        return dict.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        if not self._accessed:
-            self._use()
-        return dict.__ne__(self, other)
-
+    # The other reads, as dict's own once the session is open (``keys``, ``items``, ``==``, ``|``, ...)
+    keys = _opening(dict.keys)
+    values = _opening(dict.values)
+    __reversed__ = _opening(dict.__reversed__)  # type: ignore[attr-defined]
+    __eq__ = _opening(dict.__eq__)
+    __ne__ = _opening(dict.__ne__)
+    __or__ = _opening(dict.__or__)  # type: ignore[attr-defined]  # a plain dict, as dict | dict gives
+    __ror__ = _opening(dict.__ror__)  # type: ignore[attr-defined]
     __hash__ = None  # type: ignore[assignment]  # a dict: mutable, so unhashable
-
-    def __or__(self, other: Any) -> Any:
-        if not self._accessed:
-            self._use()
-        return dict.__or__(self, other)  # type: ignore[operator]
-
-    def __ror__(self, other: Any) -> Any:
-        if not self._accessed:
-            self._use()
-        return dict.__ror__(self, other)  # type: ignore[operator]
 
     def __setitem__(self, key: str, value: Any) -> None:
         if not self._accessed or self._status is not _OPEN:
@@ -2266,6 +2897,12 @@ class Session(Dict[str, Any]):
         return self._id
 
     @property
+    def handle(self) -> str:
+        """This session's ``SessionInfo.handle`` (a short hash of the id, never the id): what marks "this
+        device" in a list from ``SessionManager.sessions_of``."""
+        return _sid_hash(self.id)
+
+    @property
     def is_new(self) -> bool:
         """True when no valid cookie named a live record (or after ``regenerate``/``flush``)."""
         if not self._accessed:
@@ -2307,6 +2944,24 @@ class Session(Dict[str, Any]):
         """Whether the session was committed (its response started)."""
         return self._status is _COMMITTED
 
+    @property
+    def owner(self) -> Optional[str]:
+        """Who the session belongs to (typically the user id, set at login), or None. The record keeps it as
+        the data key ``OWNER_KEY``, which express-session keeps too; it is not among the session's data. Setting
+        it is a change that is saved; ``SessionManager.sessions_of`` lists the sessions of an owner."""
+        if not self._accessed:
+            self._use()
+        return self._owner
+
+    @owner.setter
+    def owner(self, value: Optional[str]) -> None:
+        self._writable()
+        if value is not None and not _is_owner(value):
+            raise ConfigurationError(
+                f"owner must be None or a non-empty str of at most {MAX_OWNER_LENGTH} characters: {_shown(value)}"
+            )
+        self._owner = value
+
     # Lifecycle: the policy is in the manager.
     def save(self) -> None:
         """Write the session to the store now; the end-of-request write is skipped if nothing changes after."""
@@ -2329,7 +2984,10 @@ class Session(Dict[str, Any]):
         (session fixation, OWASP Session Management Cheat Sheet). The old record is deleted when the
         session is committed (or saved), before the new one is written, once."""
         self._writable(allow_destroyed=True)
+        owner = self._owner
         self._manager._regenerate(self, keep_data)
+        if keep_data:  # the owner goes with the data (a new id at login keeps neither: set it after)
+            self._owner = owner
 
     def flush(self) -> None:
         """End the session now and go on with a fresh, empty one under a new id (Django's ``flush``).
@@ -2390,11 +3048,16 @@ class Session(Dict[str, Any]):
         return self._new_reason is None or self._synced_json is not None
 
     def _modified(self, data_json: str) -> bool:
-        return self._forced or self._id_changed or data_json != self._loaded_json
+        return (
+            self._forced or self._id_changed or data_json != self._loaded_json or self._owner != self._stored_owner
+        )
 
     def _changed_since_saved(self, data_json: str) -> bool:
         """Something the store does not hold yet, after ``save()`` or ``reload()``."""
-        return data_json != self._synced_json or self._cookie_unsaved or self._created_unsaved or self._forced
+        return (
+            data_json != self._synced_json or self._cookie_unsaved or self._created_unsaved or self._forced
+            or self._owner != self._stored_owner
+        )
 
     @property
     def _baseline_json(self) -> str:
@@ -2415,10 +3078,12 @@ class Session(Dict[str, Any]):
         expires_ms: Optional[int],
         sent_expires_ms: Optional[int] = None,
         created_unsaved: bool = False,
+        owner: Optional[str] = None,
     ) -> None:
         """Become session ``sid``: loaded (``new_reason`` None) or new. A session starts once per request
         (``_restart`` starts it again); the status is left as it is."""
         self._id, self._new_reason, self._opened = sid, new_reason, True
+        self._owner = self._stored_owner = owner
         self._replace_data(data)
         self._loaded_json, self._created_ms = loaded_json, created_ms
         self._created_unsaved = created_unsaved
@@ -2446,7 +3111,13 @@ class Session(Dict[str, Any]):
         current cookie under the current id."""
         self._synced_json = data_json
         self._cookie_unsaved = self._forced = self._created_unsaved = False
+        self._stored_owner = self._owner
         self._stored_expires_ms = self._cookie.expires_ms
+
+    def _owner_merged(self, stored: Optional[str]) -> None:
+        """A concurrent write is merged: an owner this request did not change is the stored one."""
+        if self._owner == self._stored_owner:
+            self._owner = self._stored_owner = stored
 
     def _mark_gone(self) -> None:
         """The store has no live record under the current id any more: nothing more is written for it,
@@ -2456,10 +3127,11 @@ class Session(Dict[str, Any]):
     def _reloaded(
         self, data: Dict[str, Any], stored_json: str, created_ms: Optional[int],
         original_max_age_ms: Optional[float], expires_ms: Optional[int], sent_expires_ms: Optional[int],
-        created_unsaved: bool,
+        created_unsaved: bool, owner: Optional[str],
     ) -> None:
         """Take what the store holds now; "modified" still compares with the data the request opened."""
         self._replace_data(data)
+        self._owner = self._stored_owner = owner
         self._created_ms, self._created_unsaved = created_ms, created_unsaved
         self._stored_expires_ms, self._sent_expires_ms = expires_ms, sent_expires_ms
         self._cookie = SessionCookie(self, self._manager.cookie_options, original_max_age_ms, expires_ms)
@@ -2488,6 +3160,7 @@ class Session(Dict[str, Any]):
 
     def _mark_destroyed(self) -> None:
         self._status, self._closed_reason = _DESTROYED, _DESTROYED_REASON
+        self._owner = None
         dict.clear(self)
 
     def _replace_data(self, data: Dict[str, Any]) -> None:
@@ -2596,13 +3269,15 @@ def _check_codec_round_trip(key: str, value: Any, encoded: Any, codec: "Codec") 
 
 
 def _same_value(first: Any, second: Any) -> bool:
-    """Equal, with the same types all the way down (``Markup("a") == "a"`` but is not the same value).
-    Iterative, like ``_unstorable``."""
+    """Equal, with the same types all the way down (``Markup("a") == "a"`` but is not the same value),
+    except that a whole float may come back as the equal int: records are written as JavaScript writes
+    numbers (one number type: ``1.0`` is ``1``). Iterative, like ``_unstorable``."""
     pending = [(first, second)]
     while pending:
         a, b = pending.pop()
         if type(a) is not type(b):
-            return False
+            if not ({type(a), type(b)} == {int, float} and a == b):
+                return False
         if isinstance(a, dict):
             if list(a) != list(b):
                 return False
@@ -2657,9 +3332,49 @@ def _data_json(data: Dict[str, Any], codec: Optional["Codec"] = None) -> str:
 
 
 #: What ``SessionManager._load`` gives ``Session._start``: data, its JSON, created (ms), originalMaxAge (ms),
-#: expires (ms), the expiry of the cookie last sent (ms), and whether the creation time is not in the record
-#: yet (under absolute_timeout: its clock starts now, and the next commit writes it)
-_LoadedRecord = Tuple[Dict[str, Any], str, Optional[int], Optional[float], Optional[int], Optional[int], bool]
+#: expires (ms), the expiry of the cookie last sent (ms), whether the creation time is not in the record
+#: yet (under absolute_timeout: its clock starts now, and the next commit writes it), and the owner
+_LoadedRecord = Tuple[
+    Dict[str, Any], str, Optional[int], Optional[float], Optional[int], Optional[int], bool, Optional[str]
+]
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One live session of an owner, as ``SessionManager.sessions_of`` lists it (an account page's "where
+    you are logged in"). Times are aware UTC datetimes, None when unknown.
+
+    - ``handle``: a short hash of the session id (the tag of that session in this module's log lines),
+      never the id: it cannot be turned back into the id, so it is safe to show, and it only ends a
+      session together with its owner (``end_session``).
+    - ``created``: when the session started (``regenerate()`` at login restarts it); recorded for
+      sessions with an owner, and under ``absolute_timeout``.
+    - ``last_seen``: when a request last extended the session (its expiry minus the cookie's max age, so
+      up to ``touch_after`` early with that option); for a browser-session cookie, from the store's
+      deadline minus its ``default_ttl``.
+    - ``expires``: when the session ends unless a request comes.
+    - ``data``: the data keys the caller asked for (``sessions_of(owner, expose=...)``), those present.
+    """
+
+    handle: str
+    created: Optional[datetime]
+    last_seen: Optional[datetime]
+    expires: Optional[datetime]
+    data: Dict[str, Any]
+
+
+def _exposed(keys: Iterable[str]) -> List[str]:
+    """``sessions_of``'s ``expose``: data keys (str), checked."""
+    if isinstance(keys, str) or not isinstance(keys, Iterable):
+        raise ConfigurationError(f"expose must be a list of data keys, not {type(keys).__name__}")
+    keys = list(keys)
+    if not all(isinstance(key, str) for key in keys):
+        raise ConfigurationError("expose must be a list of data keys (str)")
+    return keys
+
+
+def _utc(ms: Optional[float]) -> Optional[datetime]:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc)
 
 
 #: A piece of the manager's policy that calls the store: a generator that yields each call as
@@ -2907,7 +3622,9 @@ class SessionManager:
             log.debug("session %s: no record in the store", _sid_hash(sid))
             return None
         try:
-            data, original_max_age_ms, expires_ms, created_ms, data_text, sent_ms = _parse_record(record, deadline_ms)
+            data, original_max_age_ms, expires_ms, created_ms, data_text, sent_ms, owner = _parse_record(
+                record, deadline_ms
+            )
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             log.warning("session %s: corrupt record in the store treated as missing (%s)", _sid_hash(sid), exc)
             return None
@@ -2934,7 +3651,7 @@ class SessionManager:
                 log.warning("session %s: record the codec cannot decode treated as missing (%s)",
                             _sid_hash(sid), type(exc).__name__)
                 return None
-        return data, data_json, created_ms, original_max_age_ms, expires_ms, sent_ms, created_unsaved
+        return data, data_json, created_ms, original_max_age_ms, expires_ms, sent_ms, created_unsaved, owner
 
     def _start_new(self, session: Session, reason: str, now_ms: int) -> None:
         session._start(self._new_id(), reason, {}, "{}", now_ms, self._max_age_ms, None)
@@ -3163,7 +3880,7 @@ class SessionManager:
         baseline, data = session._baseline_json, _encoded(session, self.codec)
         created, sent = self._record_times(session)
         # when this response sends the cookie, sent is new: the stored text then differs and merge() runs
-        unchanged = self._record_format.after_cookie(created, baseline, sent)
+        unchanged = self._record_format.after_cookie(created, baseline, sent, session._stored_owner)
         changes: List[Tuple[Dict[str, Any], List[str]]] = []  # computed once, on the first conflict
 
         def merge(stored: str) -> str:
@@ -3179,7 +3896,8 @@ class SessionManager:
                 for key in deleted:
                     current.pop(key, None)
                 current.update(changed)
-                if self._absolute_ms is not None:
+                session._owner_merged(current.pop(OWNER_KEY, None))
+                if created is not None:
                     current.pop(CREATED_KEY, None)
                 if self._cookie_refresh is not None:
                     current.pop(SENT_EXPIRES_KEY, None)
@@ -3194,11 +3912,18 @@ class SessionManager:
     # One policy, two ways to perform its calls: here for sync code, awaited for async code.
 
     def _run(self, steps: _Steps) -> Any:
-        """Perform the store calls ``steps`` yields on this (sync) store; return what ``steps`` returns. A
-        store's exception is thrown into ``steps`` as a StoreError (see ``_store_failure``)."""
-        store = self.store
+        """Perform the store calls ``steps`` yields on this (sync) store; return what ``steps`` returns."""
         try:
             call = next(steps)
+        except StopIteration as done:
+            return done.value
+        return self._perform(steps, call)
+
+    def _perform(self, steps: _Steps, call: Tuple[str, Tuple[Any, ...]]) -> Any:
+        """Perform ``call`` and the further calls of ``steps`` on this sync store. A store's exception is
+        thrown into ``steps`` as ``_store_failure`` makes it (the policy may clean up; it propagates)."""
+        store = self.store
+        try:
             while True:
                 if self._async_store:
                     raise SessionError(_SYNC_CALL_ON_ASYNC_STORE)
@@ -3213,23 +3938,31 @@ class SessionManager:
             return done.value
 
     async def _arun(self, steps: _Steps) -> Any:
-        """``_run`` for async code: an ``AsyncStore``'s calls are awaited; a sync store runs inline when it
-        does not block (``MemoryStore``), else in a worker thread, the event loop never waiting on it."""
-        if not self._async_store:
-            if not getattr(self.store, "blocking", True):
-                return self._run(steps)
-            import asyncio
-
-            return await asyncio.to_thread(self._run, steps)
-        store = self.store
+        """``_run`` for async code. The policy's own work runs on the event loop; its store calls are
+        awaited on an ``AsyncStore``, made inline on a store that does not block (``MemoryStore``), and
+        made in a worker thread on a blocking one, so the loop never waits on a store. Steps that call no
+        store (a new session, an unused one) need no thread."""
         try:
             call = next(steps)
+        except StopIteration as done:
+            return done.value
+        if not self._async_store:
+            if not getattr(self.store, "blocking", True):
+                return self._perform(steps, call)
+            import asyncio  # here: importing it up front would double the import time of sessions.py
+
+            return await asyncio.to_thread(self._perform, steps, call)
+        store = self.store
+        try:
             while True:
                 method, args = call
                 try:
                     result = await getattr(store, method)(*args)
                 except Exception as exc:
                     call = steps.throw(_store_failure(method, exc))
+                except BaseException:  # cancelled (the client went away): end the policy now, its
+                    steps.close()  # finally blocks run (a commit closes its session), then go
+                    raise
                 else:
                     call = steps.send(result)
         except StopIteration as done:
@@ -3245,14 +3978,16 @@ class SessionManager:
         cookie = session._cookie
         created, sent = self._record_times(session)
         return self._record_format.text(
-            cookie.original_max_age_ms, cookie.expires_ms, self._secure_attribute(session), created, data_json, sent
+            cookie.original_max_age_ms, cookie.expires_ms, self._secure_attribute(session), created, data_json, sent,
+            session._owner,
         )
 
     def _record_times(self, session: Session) -> Tuple[Optional[int], Optional[int]]:
         """What the record stores as ``CREATED_KEY`` and ``SENT_EXPIRES_KEY`` (None: left out): the creation
-        time only under ``absolute_timeout``, the expiry of the cookie last sent only under ``cookie_refresh``."""
+        time only under ``absolute_timeout`` or for a session with an owner (``SessionInfo.created``), the
+        expiry of the cookie last sent only under ``cookie_refresh``."""
         return (
-            None if self._absolute_ms is None else session._created_ms,
+            None if self._absolute_ms is None and session._owner is None else session._created_ms,
             None if self._cookie_refresh is None else session._sent_expires_ms,
         )
 
@@ -3270,6 +4005,103 @@ class SessionManager:
 
     def _clearing_cookie(self, session: Session) -> str:
         return self._set_cookie.clearing(self._secure_attribute(session))
+
+    # Owners: who is logged in where ---------------------------------------------------------------------
+
+    def sessions_of(self, owner: str, expose: Iterable[str] = ()) -> List[SessionInfo]:
+        """The live sessions whose ``Session.owner`` is ``owner``, most recently seen first, each with the
+        data keys named in ``expose`` (e.g. a user agent the app stored at login). Found through the
+        store's owner index (``Store.records_of``): a store without one is a ConfigurationError."""
+        return self._run(self._sessions_of(owner, _exposed(expose)))
+
+    def end_session(self, owner: str, handle: str) -> bool:
+        """End the session of ``owner`` whose ``SessionInfo.handle`` is ``handle``; False if ``owner`` has no
+        such live session (so one owner's handle never ends another owner's session)."""
+        return self._run(self._end_session(owner, handle))
+
+    def end_sessions_of(self, owner: str, keep: Optional[Session] = None) -> int:
+        """End every live session of ``owner`` but ``keep`` (the session of the request asking: "log out
+        everywhere else"; None ends them all); returns how many were ended. A request of an ended session
+        still in flight writes nothing back (``Store.update`` and ``touch`` never re-create a record).
+        A store failure part way leaves the rest alive: call it again."""
+        return self._run(self._end_sessions_of(owner, keep))
+
+    async def asessions_of(self, owner: str, expose: Iterable[str] = ()) -> List[SessionInfo]:
+        """``sessions_of`` for async code (the store called as ``acommit`` calls it)."""
+        return await self._arun(self._sessions_of(owner, _exposed(expose)))
+
+    async def aend_session(self, owner: str, handle: str) -> bool:
+        """``end_session`` for async code."""
+        return await self._arun(self._end_session(owner, handle))
+
+    async def aend_sessions_of(self, owner: str, keep: Optional[Session] = None) -> int:
+        """``end_sessions_of`` for async code."""
+        return await self._arun(self._end_sessions_of(owner, keep))
+
+    def _sessions_of(self, owner: str, expose: List[str]) -> _Steps:
+        records, now_ms = (yield from self._records_of(owner)), self._now_ms()
+        infos = [info for sid, got in records.items()
+                 if (info := self._session_info(sid, got, now_ms, expose)) is not None]
+        return sorted(infos, key=lambda info: info.last_seen or _utc(0), reverse=True)
+
+    def _end_session(self, owner: str, handle: str) -> _Steps:
+        for sid in (yield from self._records_of(owner)):
+            if _sid_hash(sid) == handle:
+                yield "destroy", (sid,)
+                return True
+        return False
+
+    def _end_sessions_of(self, owner: str, keep: Optional[Session]) -> _Steps:
+        if keep is not None and not (isinstance(keep, Session) and keep.opened):
+            raise ConfigurationError(f"keep must be None or a Session this request opened ({type(keep).__name__})")
+        kept = None if keep is None else keep._id
+        ended = 0
+        for sid in (yield from self._records_of(owner)):
+            if sid != kept:
+                yield "destroy", (sid,)
+                ended += 1
+        return ended
+
+    def _records_of(self, owner: str) -> _Steps:
+        """``Store.records_of(owner)``; a store without an owner index is a ConfigurationError."""
+        if not _is_owner(owner):
+            raise ConfigurationError(
+                f"owner must be a non-empty str of at most {MAX_OWNER_LENGTH} characters: {_shown(owner)}"
+            )
+        missing = f"{type(self.store).__name__} has no owner index (Store.records_of)"
+        if not callable(getattr(self.store, "records_of", None)):
+            raise ConfigurationError(missing)
+        try:
+            return (yield "records_of", (owner,))
+        except StoreError as exc:
+            if isinstance(exc.original, NotImplementedError):
+                raise ConfigurationError(missing) from None
+            raise
+
+    def _session_info(self, sid: str, got: Any, now_ms: int, expose: List[str]) -> Optional[SessionInfo]:
+        """The ``SessionInfo`` of a record as ``Store.get`` returns it, or None when this manager would not
+        load it (corrupt, expired, past the absolute timeout)."""
+        authority = isinstance(got, tuple)
+        record, expires_at = got if authority else (got, None)
+        deadline_ms = None if expires_at is None else round(float(expires_at) * 1000)
+        try:
+            data, original_ms, expires_ms, created_ms, _, _, _ = _parse_record(record, deadline_ms)
+            shown = _decoded({key: data[key] for key in expose if key in data}, self.codec)
+        except Exception:  # as _load: a record it cannot read is no session
+            return None
+        expiry = deadline_ms if authority else expires_ms
+        if expiry is not None and expiry <= now_ms:
+            return None
+        if self._absolute_ms is not None and created_ms is not None and created_ms + self._absolute_ms <= now_ms:
+            return None
+        store_ttl = getattr(self.store, "default_ttl", None)  # a browser-session record lives that long
+        if original_ms is not None and expires_ms is not None:
+            last_seen_ms: Optional[float] = expires_ms - original_ms
+        elif expires_ms is None and deadline_ms is not None and isinstance(store_ttl, (int, float)):
+            last_seen_ms = deadline_ms - store_ttl * 1000
+        else:
+            last_seen_ms = None
+        return SessionInfo(_sid_hash(sid), _utc(created_ms), _utc(last_seen_ms), _utc(expiry), shown)
 
 
 # Adapters #################################################################################################
@@ -3947,11 +4779,11 @@ class ASGISessionMiddleware:
     added to that message; an app that fails before starting its response commits nothing (the server or
     Starlette answers 500).
 
-    The event loop never waits on store I/O at open or commit: a store whose ``blocking`` attribute is true
-    (the default of ``Store``) is called in a worker thread there; a non-blocking store (``MemoryStore``)
-    inline. The session methods that call the store at once (``save``, ``reload``, ``destroy``, ``flush``)
-    run where they are called: with a blocking store, an async endpoint calls them through
-    ``asyncio.to_thread``. HTTPS is ``scope["scheme"]`` or, with ``trust_proxy``, ``X-Forwarded-Proto``.
+    The event loop never waits on store I/O at open or commit: an ``AsyncStore`` is awaited; a sync store
+    whose ``blocking`` attribute is true (the default of ``Store``) is called in a worker thread; a
+    non-blocking one (``MemoryStore``) inline. An async endpoint calls the session methods that reach the
+    store at once as ``await session.asave()``, ``areload()``, ``adestroy()``, ``aflush()`` (the same rule);
+    their sync twins call a sync store where they are called, and refuse an async store. HTTPS is ``scope["scheme"]`` or, with ``trust_proxy``, ``X-Forwarded-Proto``.
     Other scopes (``lifespan``) pass through untouched.
     """
 
@@ -3976,10 +4808,6 @@ class ASGISessionMiddleware:
                     f"ASGISessionMiddleware takes manager= or Starlette's arguments, not both: {given[0]} was "
                     "given with a manager, which decides every setting; set it on the manager instead"
                 )
-        self._blocking = bool(getattr(self.manager.store, "blocking", True))
-        import asyncio  # here, not at the top: it would double the import time of sessions.py for everyone
-
-        self._to_thread = asyncio.to_thread
 
     async def __call__(self, scope: Dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -3989,20 +4817,14 @@ class ASGISessionMiddleware:
         # the lambda holds the request, not the scope, which will hold the session
         session = self.manager.open_lazy(lambda: request)
         if parse_cookie_header(request[0], self.manager.name):  # a session to read: read it up front
-            if self._blocking:
-                await self._to_thread(session._preload)
-            else:
-                session._preload()
+            await session._apreload()
         scope["session"] = session
 
         async def send_with_session(message: Dict[str, Any]) -> None:
             kind = message["type"]
             if kind == "http.response.start" or kind == "websocket.accept":
                 status = message.get("status", 101)  # websocket.accept: the handshake's 101 response
-                if self._blocking and session.accessed:  # an unused session commits without the store
-                    headers = await self._to_thread(self.manager.response_headers, session, status)
-                else:
-                    headers = self.manager.response_headers(session, status)
+                headers = await self.manager.aresponse_headers(session, status)
                 if headers:
                     message = dict(message)
                     message["headers"] = list(message.get("headers") or ()) + [
@@ -4209,17 +5031,52 @@ class _DjangoSession(Session):
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._manager.clock(), timezone.utc)
 
-    # Async: what may call the store runs in a worker thread when the store blocks, never on the loop
-    async def _off_loop(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if getattr(self._manager.store, "blocking", True):
-            import asyncio  # here, not at the top: see ASGISessionMiddleware
-
-            return await asyncio.to_thread(method, *args, **kwargs)
-        return method(*args, **kwargs)
-
+    # Async: Django's a<name> methods. What calls the store goes through the core's async methods, which
+    # await an AsyncStore, call MemoryStore inline and a blocking store in a worker thread: never on the loop.
     async def _aopened(self) -> None:
-        if not self.opened:
-            await self._off_loop(len, self)  # the first use opens: verify the cookie, load the record
+        """Opened (cookie verified, record loaded) and in use, without the event loop waiting on a store."""
+        await self._apreload()
+        self._use()
+
+    async def aexists(self, session_key: str) -> bool:
+        """Django's ``aexists``: ``exists`` for async code."""
+        return not (await self._manager.aopen(*_django_key_request(self._manager, session_key))).is_new
+
+    async def aload(self) -> Dict[str, Any]:
+        """Django's ``aload``: ``load`` for async code."""
+        await self._aopened()
+        stored = await self._manager.aopen(*_django_key_request(self._manager, self.session_key))
+        return {} if stored.is_new else dict(stored)
+
+    async def asave(self, must_create: bool = False) -> None:
+        """Django's ``asave``: ``save`` for async code."""
+        await self._aopened()
+        await super().asave()
+
+    async def acreate(self) -> None:
+        """Django's ``acreate``: ``create`` for async code."""
+        await self._aopened()
+        self.regenerate(keep_data=True)
+        await super().asave()
+
+    async def acycle_key(self) -> None:
+        """Django's ``acycle_key``: ``cycle_key`` for async code (``alogin`` calls it)."""
+        await self.acreate()
+
+    async def adelete(self, session_key: Optional[str] = None) -> None:
+        """Django's ``adelete``: ``delete`` for async code."""
+        await self._aopened()
+        if session_key is None or session_key == self.session_key:
+            await self.adestroy()
+            return
+        other = await self._manager.aopen(*_django_key_request(self._manager, session_key))
+        if not other.is_new:
+            await other.adestroy()
+
+    async def aflush(self) -> None:
+        """Django's ``aflush``: ``flush`` for async code (``alogout`` calls it)."""
+        await self._aopened()
+        await super().aflush()
 
 
 def _django_expiry_age(expiry: Any, modification: datetime, default: int) -> int:
@@ -4246,23 +5103,11 @@ def _after_opening(name: str, method_name: Optional[str] = None) -> Callable[...
     return method
 
 
-def _in_worker(name: str) -> Callable[..., Any]:
-    """The async twin ``a<name>`` of a method that calls the store: off the loop when the store blocks."""
-    async def method(self: _DjangoSession, *args: Any, **kwargs: Any) -> Any:
-        return await self._off_loop(getattr(self, name), *args, **kwargs)
-
-    method.__name__ = method.__qualname__ = "a" + name
-    method.__doc__ = f"Django's ``a{name}``: ``{name}`` for async code, in a worker thread for a blocking store."
-    return method
-
-
 for _name in ("get", "pop", "setdefault", "update", "has_key", "keys", "values", "items", "clear",
               "set_test_cookie", "test_cookie_worked", "delete_test_cookie", "set_expiry", "get_expiry_age",
               "get_expiry_date", "get_expire_at_browser_close"):
     setattr(_DjangoSession, "a" + _name, _after_opening(_name))
 _DjangoSession.aset = _after_opening("set", "__setitem__")  # type: ignore[attr-defined]
-for _name in ("exists", "load", "save", "create", "cycle_key", "delete", "flush"):
-    setattr(_DjangoSession, "a" + _name, _in_worker(_name))
 del _name
 
 
@@ -4342,9 +5187,31 @@ class _DjangoSessionMiddleware:
         if not isinstance(session, _DjangoSession):  # replaced, or a response from before process_request
             return response
         status = response.status_code
-        if self.save_every_request and status < 500 and not session.closed:
+        if self._saved_every_request(session, status):
             len(session)  # opened, so that the commit writes it and sends its cookie
-        headers = self.manager.response_headers(session, status)
+        return self._respond(request, response, session, self.manager.response_headers(session, status))
+
+    async def __acall__(self, request: Any) -> Any:
+        """Under ASGI: as ``MiddlewareMixin`` runs it, but the commit goes through the core's async path
+        (an ``AsyncStore`` awaited on the loop, a blocking store in a worker thread) instead of a thread
+        for the whole of ``process_response``."""
+        self.process_request(request)  # builds a lazy session: no store call
+        if self.manager.name in request.COOKIES:  # read it now, awaited: sync code (CSRF, auth) reads it later
+            await request.session._apreload()
+        response = await self.get_response(request)
+        session = getattr(request, "session", None)
+        if not isinstance(session, _DjangoSession):
+            return response
+        status = response.status_code
+        if self._saved_every_request(session, status):
+            await session._aopened()
+        return self._respond(request, response, session, await self.manager.aresponse_headers(session, status))
+
+    def _saved_every_request(self, session: _DjangoSession, status: int) -> bool:
+        return self.save_every_request and status < 500 and not session.closed
+
+    def _respond(self, request: Any, response: Any, session: _DjangoSession, headers: List[Tuple[str, str]]) -> Any:
+        """The response with the session's headers, by Django's rules for its session cookie."""
         cookie = next((value for name, value in headers if name == "Set-Cookie"), None)  # one at most
         if self.manager.name not in request.COOKIES:
             if cookie is not None and _django_clearing(cookie):  # nothing to delete: Django sends no cookie
@@ -4615,3 +5482,107 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = globals()[name] = build()
     return value
+
+
+# Operations CLI ###########################################################################################
+
+_CLI_EPILOG = """\
+STORE is sqlite:PATH, redis://... (or rediss://...), or postgresql://...; only the client package of the
+store named is imported (redis for Redis, psycopg for PostgreSQL).
+
+commands:
+  count                  print the number of live sessions
+  prune                  delete expired sessions now, print how many (Redis expires them itself: 0)
+  sessions-of OWNER      one line per live session of OWNER: handle, created, last seen, expires (UTC)
+  end-sessions-of OWNER  end every session of OWNER, print how many ended
+  end HANDLE             end the session with that handle (searches every session: O(sessions))
+
+Exit status: 0 done, 1 nothing found or the store failed, 2 usage. Session ids and secrets are never
+printed: a session appears as its handle, the tag of its lines in the log.
+"""
+
+
+def _cli_store(spec: str, table: Optional[str], prefix: Optional[str]) -> Optional[Store]:
+    """The store a CLI argument names; None when it names none (a usage error)."""
+    if spec.startswith("sqlite:"):
+        path = spec[len("sqlite:"):]
+        if not os.path.isfile(path):  # the store would create it: a typo must not make an empty database
+            raise FileNotFoundError("no such SQLite file")
+        return SQLiteStore(path, **({} if table is None else {"table": table}))
+    if spec.startswith(("redis://", "rediss://")):
+        redis = importlib.import_module("redis")
+        client = redis.Redis.from_url(spec, socket_timeout=10, socket_connect_timeout=10)
+        return RedisStore(client, **({} if prefix is None else {"prefix": prefix}))
+    if spec.startswith(("postgresql://", "postgres://")):
+        psycopg = importlib.import_module("psycopg")
+        return PostgresStore(lambda: psycopg.connect(spec), **({} if table is None else {"table": table}))
+    return None
+
+
+def _cli_time(moment: Optional[datetime]) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cli_run(manager: SessionManager, command: str, argument: Optional[str]) -> int:
+    store = manager.store
+    if command == "count":
+        print(len(store))
+        return 0
+    if command == "prune":
+        prune = getattr(store, "prune", None)
+        print(prune() if callable(prune) else 0)
+        return 0
+    if command == "sessions-of":
+        infos = manager.sessions_of(argument)
+        for info in infos:
+            print(info.handle, _cli_time(info.created), _cli_time(info.last_seen), _cli_time(info.expires), sep="\t")
+        return 0 if infos else 1
+    if command == "end-sessions-of":
+        ended = manager.end_sessions_of(argument)
+        print(ended)
+        return 0 if ended else 1
+    matches = [sid for sid in store.ids() if _sid_hash(sid) == argument]  # end HANDLE
+    if len(matches) != 1:
+        print(f"sessions.py: {'no' if not matches else 'more than one'} session has handle {argument}", file=sys.stderr)
+        return 1
+    store.destroy(matches[0])
+    print(1)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python3 sessions.py STORE COMMAND``: see ``--help``. Returns the exit status."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="sessions.py", description="Inspect and end the sessions in a session store.",
+        epilog=_CLI_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("store", metavar="STORE")
+    parser.add_argument("--table", help="the SQL table (default: the store's own default)")
+    parser.add_argument("--prefix", help="the Redis key prefix (default: sess:)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands.add_parser("count")
+    commands.add_parser("prune")
+    for name, operand in (("sessions-of", "OWNER"), ("end-sessions-of", "OWNER"), ("end", "HANDLE")):
+        commands.add_parser(name).add_argument("operand", metavar=operand)
+    args = parser.parse_args(argv)
+    operand = getattr(args, "operand", None)
+    if args.command == "end" and not re.fullmatch(r"[0-9a-f]{12}", operand):
+        parser.error("HANDLE is the 12 hexadecimal digits that sessions-of prints")
+    if args.command.endswith("sessions-of") and not _is_owner(operand):
+        parser.error(f"OWNER must be at most {MAX_OWNER_LENGTH} characters")
+    try:
+        store = _cli_store(args.store, args.table, args.prefix)
+        if store is None:
+            parser.error("STORE must be sqlite:PATH, redis://... or postgresql://...")
+        return _cli_run(SessionManager(_secrets.token_bytes(32), store=store), args.command, operand)
+    except ImportError as exc:
+        print(f"sessions.py: this store needs the {exc.name} package (pip install {exc.name})", file=sys.stderr)
+    except (SessionError, NotImplementedError, FileNotFoundError) as exc:  # their messages hold no ids
+        print(f"sessions.py: {exc}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,11 +27,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sessions
-from conftest import T0, Clock, LaxStore, record_of, sid_of
+from conftest import T0, AsyncStoreFacade, Clock, LaxStore, record_of, sid_of
 from test_interop import NAME, node, long_lived_stack, stack  # noqa: F401 - node and the stacks are fixtures
 from test_interop import SECRET as NODE_SECRET
 from test_interop import Browser as NodeBrowser
-from test_stores import RedisClock, postgres_store, redis_client_of
+from test_stores import RedisClock, async_redis_store, postgres_store, redis_client_of
 
 SECRET = "concurrency secret"
 CLIENTS, REQUESTS = 8, 25  # the issue's measurement: 8 clients x 25 requests on one session
@@ -42,18 +42,26 @@ WAIT = 30  # seconds: the bound on any one wait for a request or an event
 def make_store(kind: str, request: pytest.FixtureRequest, test_clock: bool = True) -> sessions.Store:
     """A fresh store of ``kind``; its ``clock`` is a test clock (for Redis one that also moves the TTLs)
     or, with ``test_clock=False``, the real time (for the servers, whose clients judge cookies by it)."""
+    if kind.startswith("async-redis"):
+        store, _ = async_redis_store(kind[len("async-"):], request, None if test_clock else time.time)
+        return store
     if kind.startswith("redis"):
         client = redis_client_of(kind, request)
         return sessions.RedisStore(client, clock=RedisClock(client) if test_clock else time.time)
     clock = Clock(T0) if test_clock else time.time
     if kind == "postgres":
         return postgres_store(request, "psycopg", clock)
+    if kind == "async-postgres":  # the async store's own code, awaited on a loop of its own
+        store = sessions.AsyncPostgresStore(request.getfixturevalue("async_postgres_pool"), clock=clock,
+                                            create_table=True)
+        return AsyncStoreFacade(store, request.getfixturevalue("store_loop"))
     if kind == "memory":
         return sessions.MemoryStore(clock=clock)
     return sessions.SQLiteStore(request.getfixturevalue("tmp_path") / "sessions.db", clock=clock)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "redis-sentinel", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "redis-sentinel", "postgres", "async-postgres",
+                        "async-redis", "async-redis-cluster"])
 def store_kind(request) -> str:
     return request.param
 
@@ -217,7 +225,7 @@ def test_created_at_is_kept_under_absolute_timeout(store_kind, request):
 
 @pytest.mark.parametrize("stored", ["not json", '["json", "not a record"]'])
 def test_a_stored_text_that_is_not_a_record_is_replaced(store_kind, request, stored):
-    if store_kind == "postgres" and stored == "not json":
+    if store_kind.endswith("postgres") and stored == "not json":
         pytest.skip("PostgreSQL's json column refuses text that is not JSON")
     site = Site(make_store(store_kind, request))
     mine = site.open()

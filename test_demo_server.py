@@ -6,6 +6,7 @@ manager, so expiry is tested without sleeping. One smoke test runs the real comm
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import html
 import http.client
@@ -172,6 +173,60 @@ def test_pages_show_a_short_hash_never_the_session_id(demo):
     sid = sid_of(client.cookie())
     for path in ("/", "/login", "/pitfall", "/session.json"):
         assert sid not in client.get(path).text, path
+
+
+def log_in_as(client: Client, user: str, password: str, agent: str) -> None:
+    token = client.csrf()
+    reply = client.post("/login", {"csrf_token": token, "username": user, "password": password},
+                        headers={"User-Agent": agent})
+    assert user in by_id(reply.text, "user")
+
+
+def account_rows(page: str) -> list:
+    """(device text, handle, is this device) of each row of the Account page's table."""
+    rows = re.findall(r'<tr class="session" data-handle="([0-9a-f]+)"><td>(.*?) <code.*?</tr>', page, re.S)
+    return [(html.unescape(device), handle, 'id="this-device"' in row)
+            for handle, device in rows for row in [page[page.index(f'data-handle="{handle}"'):].split("</tr>", 1)[0]]]
+
+
+def test_account_lists_where_a_user_is_logged_in_and_logs_out_everywhere_else(demo):
+    laptop, phone, tablet, bob = (demo.client() for _ in range(4))
+    log_in_as(laptop, "alice", "wonderland", "Laptop Firefox")
+    log_in_as(phone, "alice", "wonderland", "Phone Safari")
+    log_in_as(tablet, "alice", "wonderland", "Tablet <Chrome>")
+    log_in_as(bob, "bob", "builder", "Bob's browser")
+    page = laptop.get("/account")
+    assert page.status == 200
+    rows = account_rows(page.text)
+    assert sorted(device for device, _, _ in rows) == ["Laptop Firefox", "Phone Safari", "Tablet <Chrome>"]
+    assert [device for device, _, mine in rows if mine] == ["Laptop Firefox"]
+    assert "<Chrome>" not in page.text  # the user agent is escaped
+    for client in (laptop, phone, tablet):  # the page shows handles, never an id
+        assert sid_of(client.cookie()) not in page.text
+    # End one session by its handle: the phone is logged out, the others are not.
+    phone_handle = next(handle for device, handle, _ in rows if device == "Phone Safari")
+    token = field(page.text, "csrf_token")
+    ended = laptop.post("/account/end", {"csrf_token": token, "handle": phone_handle})
+    assert "ended" in by_id(ended.text, "flash") and len(account_rows(ended.text)) == 2
+    assert "alice" not in by_id(phone.get("/").text, "user")
+    # Bob's handle cannot be ended from alice's account.
+    bob_handle = account_rows(bob.get("/account").text)[0][1]
+    assert "had ended already" in by_id(laptop.post("/account/end", {"csrf_token": token, "handle": bob_handle}).text, "flash")
+    assert "bob" in by_id(bob.get("/").text, "user")
+    # Log out everywhere else: the tablet goes, the laptop stays.
+    page = laptop.post("/account/end-others", {"csrf_token": token})
+    assert "1 other session(s) ended" in by_id(page.text, "flash")
+    assert [device for device, _, _ in account_rows(page.text)] == ["Laptop Firefox"] and 'id="alone"' in page.text
+    assert "alice" not in by_id(tablet.get("/").text, "user")
+    assert "alice" in by_id(laptop.get("/").text, "user")
+
+
+def test_account_needs_a_login_and_a_csrf_token(demo):
+    client = demo.client()
+    page = client.get("/account")
+    assert page.status == 200 and "Log in first" in page.text and 'action="/login"' in page.text
+    log_in_as(client, "alice", "wonderland", "Firefox")
+    assert client.post("/account/end-others", {"csrf_token": "forged"}).status == 403
 
 
 def test_login_regenerates_the_id_and_keeps_the_count(demo):
@@ -434,7 +489,7 @@ def check_layout(response: Response, status: int) -> str:
     assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>\n")
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
     nav = re.search(r"<nav>(.*?)</nav>", page, re.S).group(1)
-    assert re.findall(r'href="([^"]+)"', nav) == ["/", "/login", "/pitfall", "/many-tabs", "/session.json"]
+    assert re.findall(r'href="([^"]+)"', nav) == ["/", "/login", "/account", "/pitfall", "/many-tabs", "/session.json"]
     assert page.count("<h1>") == 1
     match = re.search(r'<span class="who muted" id="who">(.*?)</span></nav>', page)
     assert match, "the nav ends with the account status"
@@ -708,7 +763,7 @@ def test_store_failure_is_a_clean_500(demo, monkeypatch):
 
 
 def start_demo(*args: str, env_secret: str | None = None) -> tuple[subprocess.Popen, int]:
-    port = free_port()
+    port = free_port(consecutive=2 if "--with-express" in args else 1)  # the twin listens on the next port
     env = {k: v for k, v in os.environ.items() if k != "SESSION_SECRET"}
     if env_secret is not None:
         env["SESSION_SECRET"] = env_secret
@@ -784,7 +839,8 @@ def test_port_in_use_is_a_clear_message():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--store", "bogus"], "--store: expected memory, sqlite:PATH or redis://HOST:PORT/DB, not 'bogus'"),
+    (["--store", "bogus"], "--store: expected memory, sqlite:PATH, redis://HOST:PORT/DB or "
+                           "postgresql://[USER@]HOST[:PORT]/DB, not 'bogus'"),
     (["--store", "sqlite:"], "--store: expected memory"),
     (["--store", "redis://127.0.0.1:99999/0"], "--store: expected memory"),
     (["--port", "eighty"], "--port: invalid int value"),
@@ -836,6 +892,28 @@ def test_sqlite_store_keeps_sessions_across_a_restart(tmp_path):
             assert home_store_and_visits(port, jar) == (f"SQLiteStore ({path})", expected)
         finally:
             stop_process(process)
+
+
+def test_postgres_store_keeps_sessions_across_a_restart(postgres_server, postgres_dsn):
+    jar = http.cookiejar.CookieJar()
+    url = postgres_server.url
+    shown = f"PostgresStore (postgresql://127.0.0.1:{postgres_server.port}/postgres, connect-pg-simple's table)"
+    for expected in (1, 2):
+        process, port = start_demo("--store", url, env_secret="kept across restarts")
+        try:
+            wait_for_home(process, port)
+            assert home_store_and_visits(port, jar) == (shown, expected)
+        finally:
+            stop_process(process)
+
+
+def test_a_postgres_url_is_checked_and_its_password_never_shown():
+    assert demo_server.store_option("postgresql://u:secret@db.example:5433/app")
+    assert demo_server.postgres_address("postgresql://u:secret@db.example:5433/app") == \
+        "postgresql://db.example:5433/app"
+    for bad in ("postgresql://", "postgresql://host", "postgres://host:99999/db", "mysql://host/db"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            demo_server.store_option(bad)
 
 
 def test_redis_store_outage_is_the_500_page_and_the_site_recovers(redis_server):

@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 import sessions
 from test_frameworks import Browser, fail_to_start, ready_port, spawn
 from conftest import stop_process
+from test_stores import pg_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROJECT = os.path.join(HERE, "fixtures", "django_project")
@@ -140,6 +141,30 @@ def test_async_view_alogin_through_a_real_server(site):
     assert browser.open("/whoami").body == "alice"
     assert browser.open("/alogout").body == "bye"
     assert browser.open("/awhoami").body == "anonymous"
+
+
+def test_async_views_await_an_async_store_on_the_loop_under_uvicorn(tmp_path, postgres_server, postgres_dsn):
+    """With an AsyncPostgresStore the project's store refuses any call off the event loop's thread: the
+    async views' alogin/alogout (acycle_key, aflush) and the middleware's read and commit await it there,
+    while Django's sync middleware (CSRF, auth) read the session the middleware read before them."""
+    pytest.importorskip("psycopg_pool")
+    process = spawn([sys.executable, os.path.join(PROJECT, "serve.py"), "asgi"], ready_line=True,
+                    env=project_env("sessions.py", str(tmp_path), PORT="0", DJANGO_ASYNC_STORE_DSN=postgres_server.url))
+    try:
+        port = ready_port(process)
+        if port is None:
+            fail_to_start(process, "the Django project on an async store")
+        browser = Browser(f"http://127.0.0.1:{port}")
+        token = browser.open("/form").body
+        reply = browser.open("/alogin", {"username": "alice", "password": "pw", "csrfmiddlewaretoken": token})
+        assert (reply.status, reply.body) == (200, "alice")
+        assert browser.open("/whoami").body == "alice"  # a sync view reads what was read on the loop
+        assert pg_rows(postgres_dsn, "SELECT count(*) FROM session") == [(1,)]  # alice's session, stored
+        assert browser.open("/alogout").body == "bye"
+        assert browser.open("/awhoami").body == "anonymous"
+    finally:
+        stop_process(process)
+    assert pg_rows(postgres_dsn, "SELECT count(*) FROM session") == [(0,)]  # logged out: nothing left
 
 
 def test_sessions_py_cookie_and_record_through_a_real_server(site):

@@ -545,7 +545,6 @@ Pair = collections.namedtuple("Pair", "a b")
     collections.OrderedDict(a=1),
     {"a set"},
     [("nested", {"a set"})],
-    1.0,
     date(2024, 1, 2),
     Color.RED,
     Pair(1, 2),

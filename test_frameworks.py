@@ -551,35 +551,43 @@ def test_asgi_websocket_session_is_committed_at_accept():
     assert len(store) == 1
 
 
-def test_asgi_hops_to_a_thread_only_for_a_request_with_the_session_cookie():
+def test_asgi_hops_to_a_thread_only_for_store_calls_of_a_blocking_store(monkeypatch):
     used = {"session": False}
 
     async def app(scope: Dict[str, Any], receive: Any, send: Any) -> None:
         if used["session"]:
-            scope["session"].get("views")
+            scope["session"]["views"] = 1
         await send({"type": "http.response.start", "status": 200, "headers": []})
 
     class BlockingStore(sessions.Store):  # blocking, as a Store is by default
+        def __init__(self) -> None:
+            self.calls: List[str] = []
+
         def get(self, sid):
-            return None
+            self.calls.append("get")
+
+        def set(self, sid, record, expires):
+            self.calls.append("set")
 
     store = BlockingStore()
     middleware = sessions.ASGISessionMiddleware(app, sessions.SessionManager("secret", store=store))
     hops: List[Any] = []
-    to_thread = middleware._to_thread
+    to_thread = asyncio.to_thread
 
     async def counted(function: Any, *args: Any) -> Any:
         hops.append(function.__name__)
         return await to_thread(function, *args)
 
-    middleware._to_thread = counted
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    signed = ("sid=" + urllib.parse.quote("s:" + sessions.sign("abc", "secret"), safe="")).encode()
     asgi_exchange(middleware, http_scope(headers=((b"cookie", b"_ga=GA1.2.3; theme=dark"),)))
-    assert hops == []  # analytics cookies alone: no thread, no store call
-    asgi_exchange(middleware, http_scope(headers=((b"cookie", b"_ga=GA1.2.3; sid=s:abc.x"),)))
-    assert hops == ["_preload"]  # read up front; unused, its commit needs no thread
+    asgi_exchange(middleware, http_scope(headers=((b"cookie", b"_ga=GA1.2.3; sid=s:abc.forged"),)))
+    assert hops == [] and store.calls == []  # no session cookie that verifies: no store call, no thread
+    asgi_exchange(middleware, http_scope(headers=((b"cookie", signed),)))
+    assert hops == ["_perform"] and store.calls == ["get"]  # read up front; unused: its commit calls nothing
     used["session"] = True
-    asgi_exchange(middleware, http_scope(headers=((b"cookie", b"_ga=GA1.2.3; sid=s:abc.x"),)))
-    assert hops == ["_preload", "_preload", "response_headers"]
+    asgi_exchange(middleware, http_scope(headers=((b"cookie", signed),)))
+    assert hops == ["_perform"] * 3 and store.calls == ["get", "get", "set"]
 
 
 def test_asgi_app_failing_before_its_response_stores_nothing():

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 import sessions
 from conftest import Clock, RecordingStore, T0, sid_of
 import test_interop as interop
-from test_interop import node, stack  # noqa: F401 (fixtures: a Node express-session app on redis)
+from test_interop import long_lived_stack, node, stack  # noqa: F401 (fixtures: Node's express-session on each store)
 from test_stores import redis_client, store_and_clock  # noqa: F401 (fixtures: every store)
 
 SECRET = "test secret for the throttles"
@@ -325,17 +325,14 @@ def test_looking_up_one_name_agrees_with_the_general_parser_for_every_name(heade
 # Through Node: the sent expiry is a data key, and express-session keeps data keys ##########################
 
 
-def test_the_sent_expiry_survives_express_session(stack, redis_server):
+def test_the_sent_expiry_survives_express_session(stack):
     """A session written with cookie_refresh, then changed by express-session (which rewrites the cookie
     object with its fixed keys, and re-sends the cookie), still carries the expiry Python last sent: an
     older one than the browser now has, so Python can only re-send sooner than needed, never later."""
     import urllib.request
 
-    import redis as redis_py
-
-    client = redis_py.Redis.from_url(redis_server.url)
     manager = sessions.SessionManager(
-        interop.SECRET, store=sessions.RedisStore(client, prefix=interop.PREFIX), name=interop.NAME,
+        interop.SECRET, store=stack.backend.python_store(), name=interop.NAME,
         cookie={"max_age": interop.LONG_MS / 1000}, cookie_refresh=0.5,
     )
     session = manager.open(None)
@@ -357,7 +354,6 @@ def test_the_sent_expiry_survives_express_session(stack, redis_server):
     assert dict(session) == {"n": 2} and session._sent_expires_ms == sent
     session["n"] = 3
     assert manager.commit(session) == []  # the expiry last sent is far off: no cookie
-    client.close()
 
 
 @pytest.mark.parametrize("options", [{}, {"absolute_timeout": 500}, {"cookie_refresh": 0.5},

@@ -39,6 +39,8 @@ RECIPES = dict(RECIPE.findall(README))
 #: The module each recipe needs beside sessions.py.
 FRAMEWORKS = {"bottle": "bottle", "flask": "flask", "fastapi": "fastapi", "starlette": "starlette",
               "django": "django"}
+#: The recipes that use a service, and the environment variable that names the test's own one.
+SERVICES = {"fastapi": "REDIS_URL"}
 #: (file name, README block) for every way in.
 EXAMPLES = {**{name: (name, code) for name, code in QUICKSTARTS.items()},
             **{name: ("app.py", code) for name, code in RECIPES.items()}}
@@ -69,9 +71,9 @@ def save_example(folder: Path, name: str) -> str:
     return filename
 
 
-def example_env(port: int) -> dict:
+def example_env(port: int, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PORT=str(port), PYTHONUNBUFFERED="1")
+    env.update(PORT=str(port), PYTHONUNBUFFERED="1", **extra)
     return env
 
 
@@ -86,9 +88,9 @@ class Example:
     """An example running as ``python3 FILE`` with PORT set, its output (stdout and stderr) read into
     ``lines`` by a thread, so a server that logs every request never blocks on a full pipe."""
 
-    def __init__(self, folder: Path, name: str, port: int) -> None:
+    def __init__(self, folder: Path, name: str, port: int, **env: str) -> None:
         filename = save_example(folder, name)
-        self.process = subprocess.Popen([sys.executable, filename], cwd=folder, env=example_env(port), text=True,
+        self.process = subprocess.Popen([sys.executable, filename], cwd=folder, env=example_env(port, **env), text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines: List[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -142,14 +144,17 @@ def browser():
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_example_serves_prints_its_url_and_counts_real_page_views_only(tmp_path, name):
+def test_example_serves_prints_its_url_and_counts_real_page_views_only(tmp_path, name, request):
     if name in FRAMEWORKS and importlib.util.find_spec(FRAMEWORKS[name]) is None:
         # Not missing(): CI's runs on the other Pythons install only the library's test dependencies;
         # its main run installs requirements-dev.txt, which test_frameworks.py needs as well.
         pytest.skip(f"{FRAMEWORKS[name]} is not installed (requirements-dev.txt)")
+    env = {}
+    if name in SERVICES:
+        env[SERVICES[name]] = request.getfixturevalue("redis_server").url
     for _ in range(3):  # the example binds PORT itself: another process may take it first
         port = free_port()
-        example = Example(tmp_path, name, port)
+        example = Example(tmp_path, name, port, **env)
         try:
             url = f"http://127.0.0.1:{port}"
             printed = example.line_with(url)

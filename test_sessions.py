@@ -2278,3 +2278,10 @@ def test_concurrent_requests_merge_codec_values_key_by_key():
 def test_a_codec_needs_encode_and_decode():
     with pytest.raises(sessions.ConfigurationError, match="codec"):
         make_manager(codec=object())
+
+
+def test_a_whole_float_comes_back_as_the_equal_int_through_a_codec():
+    client = Client(make_manager(codec=TupleCodec()))
+    client.request(lambda s: s.update(price=10.0, pair=(1.0, 2.5)))
+    back = client.manager.open(client.cookie)
+    assert back == {"price": 10, "pair": (1, 2.5)} and type(back["price"]) is int

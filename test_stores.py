@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import sessions
-from conftest import free_port, require_binary, stop_process
+from conftest import AsyncStoreFacade, free_port, require_binary, stop_process
 from test_sessions import SECRET, T0, Clock, cookie_header_for, rec
 
 HERE = Path(__file__).resolve().parent
@@ -95,6 +95,50 @@ def redis_client_of(kind, request):
     return client
 
 
+def async_redis_client_of(kind, request):
+    """The ``redis.asyncio`` twin of ``redis_client_of``'s client (same server, emptied by it), made on the
+    tests' ``store_loop`` (Python 3.9 binds asyncio locks to the loop current when they are made), used
+    there and closed there after the test."""
+    import redis.asyncio as aioredis
+
+    redis_client_of(kind, request)  # starts and empties the server(s)
+    if kind == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+
+        def make():
+            return aioredis.RedisCluster(startup_nodes=[aioredis.cluster.ClusterNode("127.0.0.1", port)
+                                                        for port in cluster.ports],
+                                         socket_timeout=2, socket_connect_timeout=2)
+    elif kind == "redis-sentinel":
+        sentinel = request.getfixturevalue("redis_sentinel")
+
+        def make():
+            return aioredis.sentinel.Sentinel([("127.0.0.1", sentinel.port)], socket_timeout=2).master_for(
+                sentinel.SERVICE, socket_timeout=2, socket_connect_timeout=2)
+    else:
+        url = request.getfixturevalue("redis_server").url
+
+        def make():
+            return aioredis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+    async def made_on_the_loop():
+        return make()
+
+    loop = request.getfixturevalue("store_loop")
+    client = loop.run(made_on_the_loop())
+    request.addfinalizer(lambda: loop.run(client.aclose()))
+    return client
+
+
+def async_redis_store(kind, request, clock=None):
+    """An AsyncRedisStore on a Redis of ``kind`` ("redis", "redis-cluster" or "redis-sentinel"), seen through
+    the Store contract (its own methods awaited on ``store_loop``), and its test clock (which moves the TTLs
+    through a sync client on the same server)."""
+    clock = clock or RedisClock(redis_client_of(kind, request))
+    store = sessions.AsyncRedisStore(async_redis_client_of(kind, request), clock=clock)
+    return AsyncStoreFacade(store, request.getfixturevalue("store_loop")), clock
+
+
 def readme_stores_snippets():
     """The Python blocks of the README's Stores section, in order."""
     text = (HERE / "README.md").read_text()
@@ -137,8 +181,16 @@ def postgres_store(request, driver, clock, **options):
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster", "redis-sentinel", "postgres-pool",
-                        "postgres-psycopg", "postgres-psycopg2", "postgres-pg8000", "readme-example"])
+                        "postgres-psycopg", "postgres-psycopg2", "postgres-pg8000", "async-postgres",
+                        "async-redis", "async-redis-cluster", "async-redis-sentinel", "readme-example"])
 def store_and_clock(request, tmp_path):
+    if request.param.startswith("async-redis"):
+        return async_redis_store(request.param[len("async-"):], request)
+    if request.param == "async-postgres":
+        clock = Clock(T0)
+        store = sessions.AsyncPostgresStore(request.getfixturevalue("async_postgres_pool"), clock=clock,
+                                            create_table=True)
+        return AsyncStoreFacade(store, request.getfixturevalue("store_loop")), clock
     if request.param.startswith("postgres-"):
         clock = Clock(T0)
         return postgres_store(request, request.param[len("postgres-"):], clock), clock
@@ -675,10 +727,10 @@ def test_sqlite_schema_is_versioned_and_inspectable(db_path):
     assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 2500
     with sqlite3.connect(db_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == sessions.SQLiteStore.SCHEMA_VERSION == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == sessions.SQLiteStore.SCHEMA_VERSION == 2
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         columns = [(row[1], row[2], row[3]) for row in db.execute("PRAGMA table_info(sessions)")]
-        assert columns == [("id", "TEXT", 0), ("record", "TEXT", 1), ("expires_at", "REAL", 1)]
+        assert columns == [("id", "TEXT", 0), ("record", "TEXT", 1), ("expires_at", "REAL", 1), ("owner", "TEXT", 0)]
         assert db.execute("SELECT id, record FROM sessions").fetchall() == [("a", rec())]
         plan = db.execute("EXPLAIN QUERY PLAN SELECT rowid FROM sessions WHERE expires_at <= 1 "
                           "ORDER BY expires_at LIMIT 64").fetchall()
@@ -734,7 +786,7 @@ def _not_a_database(tmp_path):
 def _newer_schema(tmp_path):
     path = tmp_path / "future.db"
     with sqlite3.connect(path) as db:
-        db.execute("PRAGMA user_version = 2")
+        db.execute(f"PRAGMA user_version = {sessions.SQLiteStore.SCHEMA_VERSION + 1}")
     return path
 
 
@@ -742,7 +794,7 @@ def _newer_schema(tmp_path):
     (lambda tmp: tmp / "missing" / "sessions.db", {}, "unable to open"),
     (lambda tmp: tmp, {}, "unable to open"),
     (_not_a_database, {}, "not a database"),
-    (_newer_schema, {}, "schema version 2"),
+    (_newer_schema, {}, "schema version 3"),
     (lambda tmp: ":memory:", {}, "MemoryStore"),
     (lambda tmp: tmp / "s.db", {"table": "sessions; DROP TABLE x"}, "table"),
     (lambda tmp: tmp / "s.db", {"default_ttl": -1}, "default_ttl"),
@@ -935,10 +987,12 @@ def test_postgres_table_is_connect_pg_simple_s(request):
     columns = pg_rows(dsn, "SELECT column_name, data_type, datetime_precision, is_nullable FROM"
                            " information_schema.columns WHERE table_name = 'session' ORDER BY ordinal_position")
     assert columns == [("sid", "character varying", None, "NO"), ("sess", "json", None, "NO"),
-                       ("expire", "timestamp without time zone", 6, "NO")]
+                       ("expire", "timestamp without time zone", 6, "NO"),
+                       ("owner", "character varying", None, "YES")]  # the owner index's, added after table.sql
     indexes = pg_rows(dsn, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'session' ORDER BY 1")
-    assert [name for name, _ in indexes] == ["IDX_session_expire", "session_pkey"]
-    assert "(expire)" in indexes[0][1] and "UNIQUE" in indexes[1][1] and "(sid)" in indexes[1][1]
+    assert [name for name, _ in indexes] == ["IDX_session_expire", "IDX_session_owner", "session_pkey"]
+    assert "(expire)" in indexes[0][1] and "(owner)" in indexes[1][1]
+    assert "UNIQUE" in indexes[2][1] and "(sid)" in indexes[2][1]
 
 
 def test_postgres_store_writes_exactly_what_connect_pg_simple_writes(request):
@@ -1439,14 +1493,14 @@ def test_readme_stores_snippets_run_as_files(tmp_path, redis_server):
         subprocess.run([sys.executable, str(path)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(HERE)},
                        check=True, timeout=60)
     with sqlite3.connect(tmp_path / "sessions-backup.db") as copy:
-        assert copy.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert copy.execute("PRAGMA user_version").fetchone()[0] == sessions.SQLiteStore.SCHEMA_VERSION
 
 
 def test_readme_postgres_snippet_runs_as_a_file(tmp_path, postgres_dsn, postgres_server):
     """The PostgreSQL block runs against the test server (its URL instead of the README's) and creates the
     table; then the store it describes works there."""
     pytest.importorskip("psycopg_pool")
-    (snippet,) = [block for block in readme_stores_snippets() if "PostgresStore" in block]
+    (snippet,) = [block for block in readme_stores_snippets() if "sessions.PostgresStore(" in block]
     assert snippet.count("postgresql://app@127.0.0.1:5432/app") == 1
     path = tmp_path / "snippet.py"
     path.write_text(snippet.replace("postgresql://app@127.0.0.1:5432/app", postgres_server.url)
@@ -1454,3 +1508,113 @@ def test_readme_postgres_snippet_runs_as_a_file(tmp_path, postgres_dsn, postgres
     subprocess.run([sys.executable, str(path)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(HERE)},
                    check=True, timeout=60)
     assert pg_rows(postgres_dsn, "SELECT sid FROM session") == [("from-readme",)]
+
+
+def test_readme_async_postgres_snippet_runs_as_a_file(tmp_path, postgres_dsn, postgres_server):
+    """The AsyncPostgresStore block runs against the test server: it creates the table, stores a session
+    and prints its cookie."""
+    pytest.importorskip("psycopg_pool")
+    (snippet,) = [block for block in readme_stores_snippets() if "sessions.AsyncPostgresStore(" in block]
+    assert snippet.count("postgresql://app@127.0.0.1:5432/app") == 1
+    path = tmp_path / "snippet.py"
+    path.write_text(snippet.replace("postgresql://app@127.0.0.1:5432/app", postgres_server.url))
+    done = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(HERE)},
+                          check=True, timeout=60, capture_output=True, text=True)
+    assert done.stdout.startswith("['sid=s%3A")
+    ((record,),) = pg_rows(postgres_dsn, "SELECT sess::text FROM session")
+    assert json.loads(record)["user"] == "ada"
+
+
+# 8. Full disk, full memory: clean 500s, nothing half-written, recovery once space is back ################
+
+
+def serve(manager: sessions.SessionManager):
+    server = QuietServer(manager)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def stop(server, thread) -> None:
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 1 MiB tmpfs mounted for the test (as root, as CI runs), unmounted after it."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        from conftest import missing
+
+        missing(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): the full-disk test needs root")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """A file that takes every free byte of ``directory``'s filesystem; deleting it gives the space back."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as file:  # unbuffered: each write meets ENOSPC itself
+        for size in (65536, 4096, 1):  # then the last few pages and bytes too
+            try:
+                while True:
+                    file.write(b"\0" * size)
+            except OSError:  # ENOSPC: full
+                pass
+    return filler
+
+
+def test_a_full_disk_gives_clean_500s_keeps_every_record_whole_and_recovers(tiny_filesystem):
+    """SQLiteStore's file on a filesystem that fills up under a running server: requests that must write
+    fail with a clean 500 (no cookie, no id), the stored session keeps its last value, and once the space
+    is back the same session goes on from there and new ones start."""
+    store = sessions.SQLiteStore(tiny_filesystem / "sessions.db")
+    server, thread = serve(sessions.SessionManager(SECRET, store=store))
+    port = server.server_address[1]
+    try:
+        browser = Browser()
+        assert [browser.get(port)[:2] for _ in range(3)] == [(200, "1"), (200, "2"), (200, "3")]
+        sid = sessions.unsign(unquote(next(iter(browser.jar)).value)[2:], SECRET)
+        filler = fill(tiny_filesystem)
+        failures = 0
+        for client in (browser, Browser(), browser):
+            status, body, set_cookies = client.get(port)
+            if status == 500:
+                failures += 1
+                assert set_cookies == [] and sid not in body and "views" not in body
+            else:  # a write SQLite could still fit in a page it had: it is whole, and counted on
+                assert status == 200
+        assert failures >= 2 and all(isinstance(error, sessions.StoreError) for error in server.errors)
+        stored = json.loads(text_of(store.get(sid)))["views"]
+        assert stored in (3, 4)  # the last acknowledged value (or one write that fitted), never a torn record
+        filler.unlink()
+        assert browser.get(port)[:2] == (200, str(stored + 1))
+        assert Browser().get(port)[:2] == (200, "1")
+    finally:
+        stop(server, thread)
+
+
+def test_redis_at_maxmemory_with_noeviction_gives_clean_500s_and_recovers(redis_server, redis_site):
+    """Redis refuses writes (OOM) at ``maxmemory`` under ``noeviction``: requests that write fail with a
+    clean 500 and the stored session keeps its value; reads still work; raising the limit recovers."""
+    port, browser = redis_site.server_address[1], Browser()
+    assert [browser.get(port)[:2] for _ in range(2)] == [(200, "1"), (200, "2")]
+    sid = sessions.unsign(unquote(next(iter(browser.jar)).value)[2:], SECRET)
+    admin = redis_client_for(redis_server)
+    try:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", max(1, int(admin.info("memory")["used_memory"]) - 1024))
+        for client in (browser, Browser()):
+            status, body, set_cookies = client.get(port)
+            assert status == 500 and set_cookies == [] and sid not in body
+        assert json.loads(admin.get("sess:" + sid))["views"] == 2
+    finally:
+        admin.config_set("maxmemory", 0)
+    assert browser.get(port)[:2] == (200, "3")
+    assert redis_site.errors and all(isinstance(error, sessions.StoreError) for error in redis_site.errors)
+    admin.close()
