@@ -59,7 +59,7 @@ FRAMEWORK_VARIANTS = {
                "sessions_sqlite", "sessions_redis"),
 }
 SHARED = {"flask_session_redis", "starsessions_redis", "django_db", "django_cache_redis", "sessions_sqlite",
-          "sessions_redis"}
+          "sessions_redis", "sessions_async_redis"}
 COOKIE = {"flask_cookie", "starlette_cookie", "django_signed_cookies"}
 
 
@@ -165,6 +165,8 @@ def test_frameworks_section_checks_every_variant(quick_run):
         missing("redis-server is not installed")
     for framework, variants in FRAMEWORK_VARIANTS.items():
         part = section["frameworks"][framework]
+        if framework == "fastapi" and "fastapi.sessions_async_redis" not in section["missing"]:
+            variants += ("sessions_async_redis",)  # the sessions.py in use has an async Redis store
         assert "missing" not in part, part.get("missing")
         for variant in variants:
             assert framework_checks(framework, variant) <= checks, framework_checks(framework, variant) - checks

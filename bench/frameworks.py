@@ -88,7 +88,7 @@ FRAMEWORKS: Dict[str, Dict[str, Any]] = {
     },
 }
 SHARED_STORES = {"flask_session_redis", "starsessions_redis", "django_db", "django_cache_redis",
-                 "sessions_sqlite", "sessions_redis"}  # every worker sees every write: views are checked exactly
+                 "sessions_sqlite", "sessions_redis", "sessions_async_redis"}  # every worker sees every write
 COOKIE_SESSIONS = {"flask_cookie", "starlette_cookie", "django_signed_cookies"}
 
 
