@@ -1581,19 +1581,18 @@ def test_a_full_disk_gives_clean_500s_keeps_every_record_whole_and_recovers(tiny
         assert [browser.get(port)[:2] for _ in range(3)] == [(200, "1"), (200, "2"), (200, "3")]
         sid = sessions.unsign(unquote(next(iter(browser.jar)).value)[2:], SECRET)
         filler = fill(tiny_filesystem)
-        failures = 0
-        for client in (browser, Browser(), browser):
+        acknowledged = 3
+        for client in [Browser() for _ in range(5)] + [browser] * 5:
             status, body, set_cookies = client.get(port)
-            if status == 500:
-                failures += 1
+            assert status in (200, 500)
+            if status == 500:  # clean: no cookie, no id, no data
                 assert set_cookies == [] and sid not in body and "views" not in body
-            else:  # a write SQLite could still fit in a page it had: it is whole, and counted on
-                assert status == 200
-        assert failures >= 2 and all(isinstance(error, sessions.StoreError) for error in server.errors)
-        stored = json.loads(text_of(store.get(sid)))["views"]
-        assert stored in (3, 4)  # the last acknowledged value (or one write that fitted), never a torn record
+            elif client is browser:  # a write SQLite could still fit in pages it had: whole, counted on
+                acknowledged = int(body)
+        assert server.errors and all(isinstance(error, sessions.StoreError) for error in server.errors)
         filler.unlink()
-        assert browser.get(port)[:2] == (200, str(stored + 1))
+        assert json.loads(text_of(store.get(sid)))["views"] == acknowledged  # never a torn or lost write
+        assert browser.get(port)[:2] == (200, str(acknowledged + 1))
         assert Browser().get(port)[:2] == (200, "1")
     finally:
         stop(server, thread)
@@ -1608,7 +1607,7 @@ def test_redis_at_maxmemory_with_noeviction_gives_clean_500s_and_recovers(redis_
     admin = redis_client_for(redis_server)
     try:
         admin.config_set("maxmemory-policy", "noeviction")
-        admin.config_set("maxmemory", max(1, int(admin.info("memory")["used_memory"]) - 1024))
+        admin.config_set("maxmemory", 1)  # far below what Redis uses: every write is refused (OOM)
         for client in (browser, Browser()):
             status, body, set_cookies = client.get(port)
             assert status == 500 and set_cookies == [] and sid not in body
