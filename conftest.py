@@ -213,7 +213,20 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-class RedisServer:
+class _Restartable:
+    """A test server with ``start()`` and ``stop()``; ``stopped()`` is an outage of it."""
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """Stop the server for the block, and start it again on the same port afterwards, whatever happens."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+
+class RedisServer(_Restartable):
     """A real ``redis-server`` on 127.0.0.1, without persistence, stopped by its PID.
 
     ``port`` and ``url`` stay the same across ``stop()`` / ``start()``, so clients made from ``url``
@@ -263,15 +276,6 @@ class RedisServer:
         if process is not None:
             stop_process(process, timeout=5)
 
-    @contextlib.contextmanager
-    def stopped(self) -> Iterator[None]:
-        """Stop the server for the block, and start it again on the same port afterwards, whatever happens."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
-
     def flushall(self) -> None:
         """Delete every key (a test's clean slate), without needing a client library."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn:
@@ -312,7 +316,7 @@ def postgres_bin() -> str:
     return os.path.dirname(initdb)
 
 
-class PostgresServer:
+class PostgresServer(_Restartable):
     """A throwaway PostgreSQL server on 127.0.0.1 (a fresh ``initdb``, fsync off), its socket in its own
     temporary directory, started and stopped with ``pg_ctl``. As root the programs run as the ``postgres``
     user (``initdb`` refuses root). ``port`` and ``dsn`` stay the same across ``stop()`` / ``start()``."""
@@ -351,15 +355,6 @@ class PostgresServer:
         """``pg_ctl stop -m fast -w``: the postmaster ends its connections and exits (a no-op if stopped)."""
         if os.path.exists(os.path.join(self.data, "postmaster.pid")):
             self._run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "30", "stop")
-
-    @contextlib.contextmanager
-    def stopped(self) -> Iterator[None]:
-        """Stop the server for the block, and start it again on the same port afterwards, whatever happens."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
 
 
 @pytest.fixture(scope="session")

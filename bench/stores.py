@@ -268,20 +268,25 @@ def traced_sqlite(statements: List[str]) -> Iterator[None]:
 
 
 def sqlite_trips(path: str, n: int, kinds: Tuple[str, ...] = KINDS, **options: Any) -> Dict[str, Any]:
-    out = {}
     statements: List[str] = []
     with traced_sqlite(statements):
-        ours = Ours(sessions.SQLiteStore(path), **options)
-        for kind in kinds:
+        return statements_per_kind(Ours(sessions.SQLiteStore(path), **options), statements, n, kinds)
+
+
+def statements_per_kind(ours: "Ours", statements: List[str], n: int, kinds: Tuple[str, ...]) -> Dict[str, Any]:
+    """Per request kind: the SQL statements (and transactions) ``n`` requests of it sent, per request, as
+    ``statements`` collects them, after one request to warm up."""
+    out = {}
+    for kind in kinds:
+        ours.request(kind)
+        del statements[:]
+        for _ in range(n):
             ours.request(kind)
-            del statements[:]
-            for _ in range(n):
-                ours.request(kind)
-            out[kind] = {
-                "statements": len(statements) / n,
-                "transactions": sum(s.lstrip().upper().startswith("BEGIN") for s in statements) / n,
-                "kinds": sorted({s.split()[0].upper() for s in statements}),
-            }
+        out[kind] = {
+            "statements": len(statements) / n,
+            "transactions": sum(s.lstrip().upper().startswith("BEGIN") for s in statements) / n,
+            "kinds": sorted({s.split()[0].upper() for s in statements}),
+        }
     return out
 
 
@@ -301,20 +306,8 @@ def counting_postgres(dsn: str) -> Tuple[Callable[[], Any], List[str]]:
 
 
 def postgres_trips(dsn: str, n: int, kinds: Tuple[str, ...] = KINDS) -> Dict[str, Any]:
-    out = {}
     connect, statements = counting_postgres(dsn)
-    ours = Ours(sessions.PostgresStore(connect))
-    for kind in kinds:
-        ours.request(kind)
-        del statements[:]
-        for _ in range(n):
-            ours.request(kind)
-        out[kind] = {
-            "statements": len(statements) / n,
-            "transactions": sum(s.lstrip().upper().startswith("BEGIN") for s in statements) / n,
-            "kinds": sorted({s.split()[0].upper() for s in statements}),
-        }
-    return out
+    return statements_per_kind(Ours(sessions.PostgresStore(connect)), statements, n, kinds)
 
 
 def postgres_missing() -> Optional[str]:
