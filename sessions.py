@@ -174,18 +174,6 @@ def _store_failure(method: str, exc: Exception) -> SessionError:
     return error
 
 
-@contextlib.contextmanager
-def _store_failures(message: str) -> Iterator[None]:
-    """The manager's guard around a store's methods: any exception becomes ``_store_error(message, exc)``,
-    but a SessionError (a store's own StoreError) passes as it was raised, its message kept."""
-    try:
-        yield
-    except SessionError:
-        raise
-    except Exception as exc:
-        raise _store_error(message, exc) from None
-
-
 # Small helpers: durations, ids #############################################################################
 
 
@@ -312,7 +300,9 @@ def parse_cookie_header(header: Union[str, Iterable[str], None], name: Optional[
 
     With ``name``, only the pairs of that name are returned (and only those are decoded).
     """
-    if not isinstance(header, str):
+    if header is None:  # no Cookie header at all (a new visitor): common enough to skip the exception below
+        header = ""
+    elif not isinstance(header, str):
         try:
             header = "; ".join([h for h in header if isinstance(h, str)])  # type: ignore[union-attr]
         except TypeError:  # None, or anything else that is not a header: no cookies
@@ -2720,36 +2710,17 @@ class Session(Dict[str, Any]):
     def __init__(
         self, manager: "SessionManager", request: Optional[Callable[[], Tuple[Any, bool, str]]] = None
     ) -> None:
+        # The request's: the rest, the session's own state, starts in _start (when the session opens).
         self._manager = manager
         self._request = request  # for a lazy session: () -> (cookie header, secure, path)
         self._status = _OPEN
         self._closed_reason: Optional[str] = None  # why the session can no longer change, when not open
-        self._new_reason: Optional[str] = None  # why the session is new (see new_reason); None when loaded
         self._opened = False  # the cookie was verified and the record loaded (or a new session started)
         self._accessed = False  # the application used the session this request (set by _use, which opens it)
-        self._id: Optional[str] = None
-        self._cookie: Optional[SessionCookie] = None
-        self._created_ms: Optional[int] = None
         self._secure = False  # the request came over HTTPS
-        self._loaded_json = "{}"  # the data's JSON when the request opened it: "modified" compares with it
-        self._synced_json: Optional[str] = None  # the data's JSON the store holds under _id, known because this
-        #                                     request wrote it (save(), commit) or read it (reload())
-        self._record_gone = False  # the store found no live record under _id when this request wrote or touched
-        #                       it (another request destroyed it or regenerated it away): write nothing more
-        self._id_changed = False  # regenerate() gave a new id: that alone counts as modified (express-session)
-        self._forced = False  # `session.modified = True`: save at commit even if the data is unchanged
-        self._cookie_unsaved = False  # cookie.max_age was set and not yet written to the store...
-        self._cookie_unsent = False  # ...or not yet sent to the browser
-        self._created_unsaved = False  # absolute_timeout: the record has no creation time; its clock started this request
-        self._signed: Optional[str] = None  # "s:<id>.<mac>" from the request, verified with the current secret
-        self._resign = False  # the request's cookie was signed with an older secret: send a fresh one
         self._stale_ids: Tuple[str, ...] = ()  # ids that regenerate() left behind, deleted at commit
         self._expire_browser_cookie = False  # flush(): unless a new cookie is sent, expire the browser's
-        self._stored_expires_ms: Optional[int] = None  # the expiry the store holds (as loaded or last written): touch_after
-        self._sent_expires_ms: Optional[int] = None  # when the browser's copy of the cookie expires, if known: cookie_refresh
         self._set_cookies: List[str] = []  # what commit returned (never mutated: commit hands out copies)
-        self._owner: Optional[str] = None  # session.owner
-        self._stored_owner: Optional[str] = None  # the owner the store holds, as loaded or last written
 
     # Opening is lazy: the adapters create sessions that load on first use. Every public method starts
     # with ``if not self._accessed: self._use()``, one attribute test once the session is in use.
@@ -3080,15 +3051,31 @@ class Session(Dict[str, Any]):
         created_unsaved: bool = False,
         owner: Optional[str] = None,
     ) -> None:
-        """Become session ``sid``: loaded (``new_reason`` None) or new. A session starts once per request
-        (``_restart`` starts it again); the status is left as it is."""
-        self._id, self._new_reason, self._opened = sid, new_reason, True
-        self._owner = self._stored_owner = owner
+        """Become session ``sid``: loaded (``new_reason`` None) or new, with nothing yet written, sent or
+        changed. A session starts once per request (``_restart`` starts it again); the status is left as it is."""
+        self._id = sid
+        self._new_reason = new_reason  # why the session is new (see new_reason); None when loaded
+        self._opened = True
         self._replace_data(data)
-        self._loaded_json, self._created_ms = loaded_json, created_ms
-        self._created_unsaved = created_unsaved
-        self._stored_expires_ms, self._sent_expires_ms = expires_ms, sent_expires_ms
+        self._loaded_json = loaded_json  # the data's JSON when the request opened it: "modified" compares with it
+        self._synced_json: Optional[str] = None  # the data's JSON the store holds under _id, known because this
+        #                                     request wrote it (save(), commit) or read it (reload())
+        self._created_ms = created_ms
+        self._created_unsaved = created_unsaved  # absolute_timeout: the record has no creation time; its clock
+        #                                          started this request
+        self._stored_expires_ms = expires_ms  # the expiry the store holds (as loaded or last written): touch_after
+        self._sent_expires_ms = sent_expires_ms  # when the browser's copy of the cookie expires, if known: cookie_refresh
         self._cookie = SessionCookie(self, self._manager.cookie_options, original_max_age_ms, expires_ms)
+        self._owner = owner  # session.owner
+        self._stored_owner = owner  # the owner the store holds, as loaded or last written
+        self._record_gone = False  # the store found no live record under _id when this request wrote or touched
+        #                       it (another request destroyed it or regenerated it away): write nothing more
+        self._id_changed = False  # regenerate() gave a new id: that alone counts as modified (express-session)
+        self._forced = False  # `session.modified = True`: save at commit even if the data is unchanged
+        self._cookie_unsaved = False  # cookie.max_age was set and not yet written to the store...
+        self._cookie_unsent = False  # ...or not yet sent to the browser
+        self._signed: Optional[str] = None  # "s:<id>.<mac>" from the request, verified with the current secret
+        self._resign = False  # the request's cookie was signed with an older secret: send a fresh one
 
     def _verified_by(self, signed: str, current_secret: bool) -> None:
         """The request's cookie ``signed`` named this loaded session; re-sign it unless ``current_secret``."""
@@ -3148,11 +3135,8 @@ class Session(Dict[str, Any]):
             self._stale_ids += (self._id,)
         self._start(sid, "regenerated", data, "{}", created_ms, original_max_age_ms, None)
         self._status, self._closed_reason = _OPEN, None
-        self._synced_json, self._forced, self._record_gone = None, False, False
-        self._cookie_unsaved = self._cookie_unsent = False
         self._id_changed = not flushed
         self._expire_browser_cookie = self._expire_browser_cookie or flushed
-        self._signed = None
 
     def _stale_deleted(self) -> None:
         """The first of ``_stale_ids`` is deleted from the store."""
@@ -3167,7 +3151,8 @@ class Session(Dict[str, Any]):
         if data is not self:
             if dict.__len__(self):
                 dict.clear(self)
-            dict.update(self, data)
+            if data:
+                dict.update(self, data)
 
     def _close(self, set_cookies: List[str]) -> None:
         self._status, self._closed_reason = _COMMITTED, _CLOSED
@@ -3543,7 +3528,7 @@ class SessionManager:
         ``StoreError`` if the store fails."""
         session = Session(self)
         self._run(self._open_into(session, cookie_header, secure, path))
-        session._use()  # opened by the caller itself: in use
+        session._accessed = True  # opened by the caller itself: in use
         return session
 
     async def aopen(
@@ -3553,7 +3538,7 @@ class SessionManager:
         store such as ``MemoryStore``) or in a worker thread (a blocking one)."""
         session = Session(self)
         await self._arun(self._open_into(session, cookie_header, secure, path))
-        session._use()
+        session._accessed = True
         return session
 
     def open_lazy(self, request: Callable[[], Tuple[Any, bool, str]]) -> Session:
@@ -3614,10 +3599,12 @@ class SessionManager:
         """The live, sound record of ``sid`` as a ``_LoadedRecord``, or None. A store that returns ``(record, expires_at)`` is the authority on expiry (SPEC 8):
         its deadline replaces the record's ``cookie.expires``, which Node's connect-redis leaves stale."""
         got = yield "get", (sid,)
-        with _store_failures(_STORE_FAILURE["get"]):  # a malformed answer is the store's failure too
+        try:  # a malformed answer is the store's failure too
             authority = isinstance(got, tuple)  # (record, expires_at): the store enforces expiry itself
             record, expires_at = got if authority else (got, None)
             deadline_ms = None if expires_at is None else round(float(expires_at) * 1000)
+        except Exception as exc:
+            raise _store_failure("get", exc) from None
         if record is None:
             log.debug("session %s: no record in the store", _sid_hash(sid))
             return None
@@ -3724,13 +3711,13 @@ class SessionManager:
         (none after a failure: the session was not stored)."""
         if not session._accessed or session._status is _COMMITTED:
             return self._commit_unstored(session)
-        return self._run(self._closing_commit(session, status))
+        return self._run(self._commit(session, status))
 
     async def acommit(self, session: Session, status: int = 200) -> List[str]:
         """``commit`` for async code (the store awaited, called inline, or in a worker thread, as ``aopen``)."""
         if not session._accessed or session._status is _COMMITTED:
             return self._commit_unstored(session)
-        return await self._arun(self._closing_commit(session, status))
+        return await self._arun(self._commit(session, status))
 
     def response_headers(self, session: Session, status: int = 200) -> List[Tuple[str, str]]:
         """``commit`` plus cache safety: ``Vary: Cookie`` when the session was used, and
@@ -3753,31 +3740,27 @@ class SessionManager:
         session._close([])
         return []
 
-    def _closing_commit(self, session: Session, status: int) -> _Steps:
-        """``_commit``, then the session is closed whatever happened (a store failure included)."""
+    def _commit(self, session: Session, status: int) -> _Steps:
+        """The end of a request, by the session's status (scs decides it in one switch too). The session is
+        closed whatever happens, a store failure included."""
         cookies: List[str] = []
         try:
-            cookies = yield from self._commit(session, status)
+            if session._status is _DESTROYED:
+                if session._stale_ids:
+                    yield from self._destroy_stale(session)
+                cookies = [self._clearing_cookie(session)]
+            elif session._status is not _OUT_OF_SCOPE:
+                sendable = self._cookie_allowed(session)
+                if status >= 500:  # keep what was stored before; send the cookie only for what a save() stored
+                    sent = sendable and session.is_new and session._saved
+                    cookies = [self._session_cookie(session, self._now_ms())] if sent else []
+                else:
+                    cookies = yield from self._save_and_decide_cookie(session, sendable)
+                if not cookies and session._expire_browser_cookie:  # flush() and nothing stored after it
+                    cookies = [self._clearing_cookie(session)]
         finally:
             session._close(cookies)
         return list(cookies)
-
-    def _commit(self, session: Session, status: int) -> _Steps:
-        """The end of a request, by the session's status (scs decides it in one switch too)."""
-        if session._status is _OUT_OF_SCOPE:
-            return []
-        if session._status is _DESTROYED:
-            yield from self._destroy_stale(session)
-            return [self._clearing_cookie(session)]
-        sendable = self._cookie_allowed(session)
-        if status >= 500:  # keep what was stored before; send the cookie only for what a save() stored
-            sent = sendable and session.is_new and session._saved
-            cookies = [self._session_cookie(session, self._now_ms())] if sent else []
-        else:
-            cookies = yield from self._save_and_decide_cookie(session, sendable)
-        if not cookies and session._expire_browser_cookie:  # flush() and nothing stored after it
-            cookies = [self._clearing_cookie(session)]
-        return cookies
 
     def _save_and_decide_cookie(self, session: Session, sendable: bool) -> _Steps:
         now_ms = self._now_ms()
@@ -3787,7 +3770,8 @@ class SessionManager:
         send = sendable and self._should_set_cookie(session, is_new, modified, now_ms)
         if send:  # before the write, so that the record knows the expiry the browser will have
             session._cookie_sending()
-        yield from self._destroy_stale(session)  # first, as express-session does: a failure then leaves no second record
+        if session._stale_ids:  # first, as express-session does: a failure then leaves no second record
+            yield from self._destroy_stale(session)
         # A new session whose cookie cannot reach the browser could never be found again: store nothing.
         if (sendable or not is_new) and self._should_save(session, is_new, modified, data_json):
             yield from self._write(session, data_json)
