@@ -3316,7 +3316,7 @@ def _data_json(data: Dict[str, Any], codec: Optional["Codec"] = None) -> str:
     return _as_javascript(text, data)
 
 
-#: What ``SessionManager._load`` gives ``Session._start``: data, its JSON, created (ms), originalMaxAge (ms),
+#: What ``SessionManager._loaded_record`` gives ``Session._start``: data, its JSON, created (ms), originalMaxAge (ms),
 #: expires (ms), the expiry of the cookie last sent (ms), whether the creation time is not in the record
 #: yet (under absolute_timeout: its clock starts now, and the next commit writes it), and the owner
 _LoadedRecord = Tuple[
@@ -3570,7 +3570,7 @@ class SessionManager:
             if sid is None:
                 reason = "bad-signature" if reason == "no-cookie" else reason
                 continue
-            loaded = yield from self._load(sid, now_ms)
+            loaded = self._loaded_record(sid, (yield "get", (sid,)), now_ms)
             if loaded is None:
                 reason = "not-found"
                 continue
@@ -3595,10 +3595,10 @@ class SessionManager:
         self._verified[value] = sid, key_index
         return sid, key_index
 
-    def _load(self, sid: str, now_ms: int) -> _Steps:
-        """The live, sound record of ``sid`` as a ``_LoadedRecord``, or None. A store that returns ``(record, expires_at)`` is the authority on expiry (SPEC 8):
+    def _loaded_record(self, sid: str, got: Any, now_ms: int) -> Optional[_LoadedRecord]:
+        """The live, sound record of ``sid`` as a ``_LoadedRecord``, or None, from ``got``, what the store's
+        ``get`` returned. A store that returns ``(record, expires_at)`` is the authority on expiry (SPEC 8):
         its deadline replaces the record's ``cookie.expires``, which Node's connect-redis leaves stale."""
-        got = yield "get", (sid,)
         try:  # a malformed answer is the store's failure too
             authority = isinstance(got, tuple)  # (record, expires_at): the store enforces expiry itself
             record, expires_at = got if authority else (got, None)
@@ -3673,7 +3673,8 @@ class SessionManager:
         yield from self._write(session, data_json)
 
     def _reload(self, session: Session) -> _Steps:
-        loaded = yield from self._load(session._id, self._now_ms())
+        sid = session._id
+        loaded = self._loaded_record(sid, (yield "get", (sid,)), self._now_ms())
         if loaded is None:
             raise SessionNotFoundError("failed to load session: it expired or was destroyed")
         session._reloaded(*loaded)
@@ -4071,7 +4072,7 @@ class SessionManager:
         try:
             data, original_ms, expires_ms, created_ms, _, _, _ = _parse_record(record, deadline_ms)
             shown = _decoded({key: data[key] for key in expose if key in data}, self.codec)
-        except Exception:  # as _load: a record it cannot read is no session
+        except Exception:  # as _loaded_record: a record it cannot read is no session
             return None
         expiry = deadline_ms if authority else expires_ms
         if expiry is not None and expiry <= now_ms:
