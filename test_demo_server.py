@@ -770,8 +770,16 @@ def start_demo(*args: str, env_secret: str | None = None) -> tuple[subprocess.Po
     process = subprocess.Popen(
         [sys.executable, str(HERE / "demo_server.py"), "--port", str(port), *args],
         cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=None if sys.platform == "win32" else _as_from_a_terminal,
     )
     return process, port
+
+
+def _as_from_a_terminal() -> None:
+    """Run in the demo's process before it starts: Ctrl+C (SIGINT) does what it does for a command typed at a
+    terminal. A test run started in the background (``cmd &`` in a script) ignores SIGINT, and its children
+    would inherit that, so the Ctrl+C test would wait for a demo that never hears it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_home(process: subprocess.Popen, port: int) -> str:
