@@ -404,6 +404,16 @@ def expected_record(max_age_ms: int, data: Dict[str, Any]) -> str:
             % max_age_ms) + ("}" if body == "{}" else "," + body[1:])
 
 
+def is_express_record(record: Optional[str], max_age_ms: int, data: Dict[str, Any]) -> bool:
+    """``record`` is express-session's record for ``data`` (``expires`` aside), as Node writes it: its
+    ``originalMaxAge`` may be one millisecond short, because express-session's Cookie sets ``expires =
+    Date.now() + maxAge`` and then ``originalMaxAge = expires - Date.now()``, and the clock can tick between
+    the two calls (seen once in ten full runs). sessions.py writes ``expected_record`` exactly."""
+    return record is not None and without_expires(record) in (
+        expected_record(max_age_ms, data), expected_record(max_age_ms - 1, data)
+    )
+
+
 def attribute_names(set_cookie: str) -> List[str]:
     """The attributes of a Set-Cookie value, in order, with their values left out (SameSite's kept)."""
     names = []
@@ -422,7 +432,7 @@ def test_node_app_keeps_a_session_through_the_jar_and_writes_connect_redis_recor
     sid = browser.sid()
     assert created.id == id_hash(sid)
     record = stack.record(sid)
-    assert record is not None and without_expires(record) == expected_record(LONG_MS, {"user": "ada", "n": 1})
+    assert is_express_record(record, LONG_MS, {"user": "ada", "n": 1}), record
     assert 0 < stack.ttl(sid) <= LONG_MS // 1000
     again = browser.get(stack.node)
     assert (again.id, again.data, again.set_cookies) == (created.id, created.data, [])
@@ -474,7 +484,10 @@ def test_unicode_and_nested_data_cross_over(stack: Stack, writer: str, reader: s
     read = browser.get(getattr(stack, reader))
     assert (read.id, read.data) == (written.id, UNICODE_DATA)
     assert list(read.data) == list(UNICODE_DATA)  # key order survives too (it counts for "modified")
-    assert without_expires(stack.record(browser.sid())) == expected_record(LONG_MS, UNICODE_DATA)
+    record = stack.record(browser.sid())
+    if writer == "python":  # sessions.py writes originalMaxAge exactly
+        assert without_expires(record) == expected_record(LONG_MS, UNICODE_DATA)
+    assert is_express_record(record, LONG_MS, UNICODE_DATA), record
 
 
 def test_records_python_writes_are_byte_identical_to_nodes_and_read_by_node(stack: Stack) -> None:
@@ -483,7 +496,8 @@ def test_records_python_writes_are_byte_identical_to_nodes_and_read_by_node(stac
     node_record = stack.record(browser.sid())
     regenerated = browser.post(stack.python, "/regenerate", UNICODE_DATA)  # the same data, written by Python
     python_record = stack.record(browser.sid())
-    assert without_expires(python_record) == without_expires(node_record) == expected_record(LONG_MS, UNICODE_DATA)
+    assert is_express_record(node_record, LONG_MS, UNICODE_DATA), node_record
+    assert without_expires(python_record) == expected_record(LONG_MS, UNICODE_DATA)  # as Node writes it, exactly
     assert 0 < stack.ttl(browser.sid()) <= LONG_MS // 1000
     on_node = browser.get(stack.node)
     assert (on_node.id, on_node.data) == (regenerated.id, UNICODE_DATA)
@@ -616,7 +630,7 @@ def test_touches_on_both_sides_keep_a_session_alive_past_its_original_expiry(sho
     touches = touch_until(browser, [short_stack.node, short_stack.python], original_expires + 1.5, created)
     assert touches >= 2
     record = short_stack.record(sid)
-    assert record is not None and without_expires(record) == expected_record(SHORT_MS, {"alive": "yes"})
+    assert is_express_record(record, SHORT_MS, {"alive": "yes"}), record
     # Nobody rewrote the record, whose own cookie.expires is long past: only the TTL kept it.
     assert record_expires_ms(record) / 1000 == original_expires < time.time()
     assert browser.session_cookie().expires > original_expires  # rolling slid the browser's cookie too
