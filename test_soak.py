@@ -316,11 +316,6 @@ class CrashablePostgresServer(PostgresServer):
         """Returns once the postmaster has exited, after its backends (it waits for them)."""
         self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "-t", "30", "stop")
 
-    def postmaster(self) -> str:
-        """The postmaster's PID, from its pid file."""
-        with open(os.path.join(self.data, "postmaster.pid")) as pid_file:
-            return pid_file.readline().strip()
-
 
 class PostgresBackend:
     """PostgresStore (on a psycopg_pool pool in each worker) on a PostgreSQL of its own, whose sessions
