@@ -644,5 +644,5 @@ def async_postgres_pool(postgres_dsn: str, store_loop: LoopThread) -> Iterator[A
 # --- soak fixtures ---
 def pytest_addoption(parser) -> None:
     parser.addoption("--soak-minutes", type=float, default=None,
-                     help="test_soak.py: minutes each server/store scenario runs (default: $SOAK_SECONDS, else 8 s)")
+                     help="test_soak.py: minutes each server/store scenario runs (default: $SOAK_SECONDS, else 6 s)")
 # --- end soak fixtures ---
