@@ -305,7 +305,7 @@ def parse_cookie_header(header: Union[str, Iterable[str], None], name: Optional[
     elif not isinstance(header, str):
         try:
             header = "; ".join([h for h in header if isinstance(h, str)])  # type: ignore[union-attr]
-        except TypeError:  # None, or anything else that is not a header: no cookies
+        except TypeError:  # anything else that is not a header: no cookies
             header = ""
     if len(header) > MAX_COOKIE_HEADER:
         log.debug("Cookie header of %d characters read only to %d", len(header), MAX_COOKIE_HEADER)
@@ -3697,6 +3697,8 @@ class SessionManager:
         self._slide_expiry(session, now_ms)
 
     def _destroy_stale(self, session: Session) -> _Steps:
+        """Delete the records ``regenerate()`` left behind. The commit, which every request runs, calls it
+        only when ``session._stale_ids`` is not empty: that test costs less than starting this generator."""
         while session._stale_ids:  # one at a time: after a failure the rest are still to delete
             yield "destroy", (session._stale_ids[0],)
             session._stale_deleted()
